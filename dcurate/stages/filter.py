@@ -200,11 +200,13 @@ def _texts(batch: pa.RecordBatch, field: str) -> pl.Series:
 
 
 def c4_clean_lines(text: pl.Series, p: FilterParams, active: set[str]) -> tuple[pl.Series, int]:
-    """Apply the C4 line rules; return the cleaned texts (lines stripped, removed lines gone) and
-    the number of lines removed."""
+    """Apply the C4 line rules; return the cleaned texts and the number of lines removed.
+
+    Kept lines are stripped of surrounding whitespace (as C4 does); blank lines are kept as
+    paragraph breaks, with runs of them collapsed to one and none at the start or end."""
     df = pl.DataFrame({"line": text}).with_row_index("i")
     df = df.with_columns(pl.col("line").str.split("\n")).explode("line").with_columns(pl.col("line").fill_null("").str.strip_chars())
-    keep = pl.col("line") != ""
+    keep = pl.lit(True)
     if "c4_javascript_lines" in active:
         keep = keep & ~pl.col("line").str.contains("(?i)javascript")
     if "c4_policy_lines" in active:
@@ -213,10 +215,12 @@ def c4_clean_lines(text: pl.Series, p: FilterParams, active: set[str]) -> tuple[
         keep = keep & pl.col("line").str.contains(f"[{re.escape(C4_TERMINAL_PUNCT)}]$")
     if "c4_min_words_per_line" in active:
         keep = keep & (pl.col("line").str.count_matches(WORD_PATTERN) >= p.c4_min_words_per_line)
-    df = df.with_columns(keep=keep)
-    removed = int(((~pl.col("keep")) & (pl.col("line") != "")).sum().pipe(lambda e: df.select(e)).item())
+    blank = pl.col("line") == ""
+    df = df.with_columns(keep=keep | blank)  # blank lines stay as paragraph separators
+    removed = int(df.select((~pl.col("keep")).sum()).item())
     out = df.group_by("i", maintain_order=True).agg(pl.col("line").filter(pl.col("keep")).str.join("\n"))
-    return out["line"], removed
+    # runs of blank lines left where lines were removed collapse to one paragraph break
+    return out["line"].str.replace_all(r"\n{3,}", "\n\n").str.strip_chars("\n"), removed
 
 
 def _normalize(text: pl.Series) -> pl.Series:
@@ -310,13 +314,14 @@ def _ngram_kernel(hashes, lens, offsets, top_ns, dup_ns, out_top, out_dup):
         mask = np.uint64(tsize - 1)
         g = hashes[s : s + m].copy()  # rolling n-gram hashes, g[i] = hash of words i..i+n-1
         glen = lens[s : s + m].astype(np.int64)  # characters of that n-gram's words
-        for n in range(2, max_n + 1):
+        for n in range(1, max_n + 1):
             if n > m:
                 break
             cnt = m - n + 1
-            for i in range(cnt):
-                g[i] = _mix(g[i], hashes[s + i + n - 1])
-                glen[i] += lens[s + i + n - 1]
+            if n > 1:
+                for i in range(cnt):
+                    g[i] = _mix(g[i], hashes[s + i + n - 1])
+                    glen[i] += lens[s + i + n - 1]
             want_top = -1
             for k in range(top_ns.shape[0]):
                 if top_ns[k] == n:
