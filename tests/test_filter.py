@@ -30,7 +30,7 @@ def run(texts: list[str | None], extra: dict | None = None, **params: Any) -> tu
     res = make_stage(**params).process(batch, SHARD, 0)
     reasons: list[str | None] = [None] * len(texts)
     if res.dropped is not None:
-        for i, r in zip(res.dropped.column("id").to_pylist(), res.dropped.column(REASON_COLUMN).to_pylist()):
+        for i, r in zip(res.dropped.column("id").to_pylist(), res.dropped.column(REASON_COLUMN).to_pylist(), strict=True):
             reasons[int(i)] = r
     return res.batch.column("text").to_pylist(), reasons
 
@@ -289,7 +289,7 @@ def _ref_fractions(ws: list[str], n: int) -> tuple[float, float]:
         if g in seen:
             covered[i : i + n] = [True] * n
         seen.add(g)
-    dup = sum(len(x) for x, cv in zip(ws, covered) if cv) / total if total else 0.0
+    dup = sum(len(x) for x, cv in zip(ws, covered, strict=True) if cv) / total if total else 0.0
     return top, dup
 
 
