@@ -124,7 +124,9 @@ def load_runs(
         where = f"{mixtures} + {metrics}"
         for df, p in ((mdf, mixtures), (ldf, metrics)):
             if join_on not in df.columns:
-                raise InputError(f"{p}: no '{join_on}' column to join the two tables on; columns: {', '.join(df.columns)}")
+                raise InputError(
+                    f"{p}: no '{join_on}' column to join the two tables on; columns: {', '.join(df.columns)}"
+                )
         if target not in ldf.columns:
             raise InputError(f"{metrics}: no target column '{target}'; columns: {', '.join(ldf.columns)}")
         if domains is None:
@@ -140,7 +142,9 @@ def load_runs(
         if unmatched:
             import logging
 
-            logging.getLogger("dcurate").warning("%s: %d mixtures have no metrics row; ignored", where, unmatched)
+            logging.getLogger("dcurate").warning(
+                "%s: %d mixtures have no metrics row; ignored", where, unmatched
+            )
         target_col, src = "__target__", str(metrics)
     else:
         df = _read_any(table)  # type: ignore[arg-type]
@@ -153,7 +157,9 @@ def load_runs(
     domains = list(domains)
     missing = [d for d in domains if d not in df.columns]
     if missing:
-        raise InputError(f"{where}: no weight column {', '.join(map(repr, missing))}; columns: {', '.join(df.columns)}")
+        raise InputError(
+            f"{where}: no weight column {', '.join(map(repr, missing))}; columns: {', '.join(df.columns)}"
+        )
     if not domains:
         raise InputError(f"{where}: no numeric weight columns found")
     X = np.column_stack([_numeric(df, d, where) for d in domains])
@@ -162,7 +168,11 @@ def load_runs(
         i = int(np.flatnonzero(~np.isfinite(y))[0])
         raise InputError(f"{src}: row {i + 1}: target '{target}' is not a finite number ({y[i]})")
     _check_weights(X, domains, where)
-    ids = [str(v) for v in df[join_on].to_list()] if join_on in df.columns else [str(i + 1) for i in range(len(y))]
+    ids = (
+        [str(v) for v in df[join_on].to_list()]
+        if join_on in df.columns
+        else [str(i + 1) for i in range(len(y))]
+    )
     return Runs(X=X, y=y, domains=domains, ids=ids)
 
 
@@ -217,7 +227,12 @@ def fit(
         "num_threads": 1,
         "verbosity": -1,
     }
-    data = lgb.Dataset(runs.X, label=runs.y, feature_name=[f"w{i}" for i in range(len(runs.domains))], params={"verbosity": -1})
+    data = lgb.Dataset(
+        runs.X,
+        label=runs.y,
+        feature_name=[f"w{i}" for i in range(len(runs.domains))],
+        params={"verbosity": -1},
+    )
     return lgb.train(params, data, num_boost_round=trees)
 
 
@@ -258,7 +273,9 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 # -- sampling mixtures --------------------------------------------------------------------------
 
 
-def parse_prior(spec: str | dict[str, float] | None, domains: Sequence[str] | None = None) -> dict[str, float] | None:
+def parse_prior(
+    spec: str | dict[str, float] | None, domains: Sequence[str] | None = None
+) -> dict[str, float] | None:
     """A prior given as ``a=0.3,b=0.7``, a mapping, or a YAML/JSON weights file (see
     :func:`read_weights_file`). Normalised to sum 1; domains of ``domains`` not named get 0."""
     if spec is None:
@@ -284,7 +301,9 @@ def parse_prior(spec: str | dict[str, float] | None, domains: Sequence[str] | No
     if domains is not None:
         unknown = [k for k in w if k not in set(domains)]
         if unknown:
-            raise RecipeError(f"--prior: unknown domains {', '.join(unknown)}; the runs have {', '.join(domains)}")
+            raise RecipeError(
+                f"--prior: unknown domains {', '.join(unknown)}; the runs have {', '.join(domains)}"
+            )
         w = {d: w.get(d, 0.0) for d in domains}
     total = sum(w.values())
     if total <= 0:
@@ -437,7 +456,9 @@ def rounded_weights(weights: dict[str, float], digits: int = 6) -> dict[str, flo
     return {k: u / scale for k, u in units.items()}
 
 
-def write_weights_file(path: str | Path, weights: dict[str, float], meta: dict[str, Any] | None = None) -> None:
+def write_weights_file(
+    path: str | Path, weights: dict[str, float], meta: dict[str, Any] | None = None
+) -> None:
     """Write a weights YAML that ``dcurate mix --weights FILE`` reads."""
     doc: dict[str, Any] = {"weights": rounded_weights(weights)}
     if meta:
@@ -458,8 +479,13 @@ def write_mixtures(path: str | Path, domains: Sequence[str], mixtures: np.ndarra
     p.parent.mkdir(parents=True, exist_ok=True)
     mixtures = np.round(mixtures, 6)
     if p.name.lower().endswith((".yaml", ".yml")):
-        rows = [{"index": i + 1, "weights": {d: float(v) for d, v in zip(domains, row, strict=True)}} for i, row in enumerate(mixtures)]
+        rows = [
+            {"index": i + 1, "weights": {d: float(v) for d, v in zip(domains, row, strict=True)}}
+            for i, row in enumerate(mixtures)
+        ]
         p.write_text(yaml.safe_dump(rows, sort_keys=False), encoding="utf-8")
         return
-    df = pl.DataFrame({"index": np.arange(1, len(mixtures) + 1), **{d: mixtures[:, j] for j, d in enumerate(domains)}})
+    df = pl.DataFrame(
+        {"index": np.arange(1, len(mixtures) + 1), **{d: mixtures[:, j] for j, d in enumerate(domains)}}
+    )
     df.write_csv(p)

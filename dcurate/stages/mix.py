@@ -62,7 +62,8 @@ class MixParams:
         "(an error with --strict).",
     )
     weights_file: str | None = param(
-        None, "YAML/JSON file of weights: a mapping domain: weight or a 'weights:' mapping (what `dcurate mix-fit` writes)."
+        None,
+        "YAML/JSON file of weights: a mapping domain: weight or a 'weights:' mapping (what `dcurate mix-fit` writes).",
     )
     temperature: float | None = param(
         None,
@@ -114,11 +115,19 @@ class MixParams:
     strict: bool = param(False, "Fail on weights that do not sum to 1 instead of normalising them.")
 
     def validate(self) -> None:
-        modes = [bool(self.weights) or self.weights_file is not None, self.temperature is not None, self.unimax]
+        modes = [
+            bool(self.weights) or self.weights_file is not None,
+            self.temperature is not None,
+            self.unimax,
+        ]
         if sum(modes) == 0:
-            raise ValueError("give the target mixture: --weights (or --weights-file), --temperature T or --unimax")
+            raise ValueError(
+                "give the target mixture: --weights (or --weights-file), --temperature T or --unimax"
+            )
         if sum(modes) > 1:
-            raise ValueError("--weights/--weights-file, --temperature and --unimax are alternatives; give one")
+            raise ValueError(
+                "--weights/--weights-file, --temperature and --unimax are alternatives; give one"
+            )
         if self.weights and self.weights_file is not None:
             raise ValueError("give --weights or --weights-file, not both")
         if self.docs is not None and self.tokens is not None:
@@ -267,7 +276,9 @@ class MixPlan:
                     "available_docs": int(self.avail_docs[i]),
                     "available_tokens": int(self.avail_tokens[i]),
                     "target_share": round(float(self.shares[i]), 6),
-                    "target": round(float(self.target[i]), 3) if self.unit == "tokens" else int(self.target[i]),
+                    "target": round(float(self.target[i]), 3)
+                    if self.unit == "tokens"
+                    else int(self.target[i]),
                     "selected_docs": int(self.sel_docs[i]),
                     "selected_tokens": int(self.sel_tokens[i]),
                     "realized_share": round(float(sel / total_sel), 6) if total_sel else 0.0,
@@ -278,20 +289,50 @@ class MixPlan:
 
     def table(self) -> str:
         rows = self.rows()
-        head = ["domain", "avail docs", "avail tokens", "target", f"target {self.unit}", "selected docs",
-                "selected tokens", "realized", "epochs"]
+        head = [
+            "domain",
+            "avail docs",
+            "avail tokens",
+            "target",
+            f"target {self.unit}",
+            "selected docs",
+            "selected tokens",
+            "realized",
+            "epochs",
+        ]
         body = [
-            [r["domain"], f"{r['available_docs']:,}", f"{r['available_tokens']:,}", f"{r['target_share']:.4f}",
-             f"{r['target']:,.0f}", f"{r['selected_docs']:,}", f"{r['selected_tokens']:,}",
-             f"{r['realized_share']:.4f}", f"{r['epochs']:.3f}"]
+            [
+                r["domain"],
+                f"{r['available_docs']:,}",
+                f"{r['available_tokens']:,}",
+                f"{r['target_share']:.4f}",
+                f"{r['target']:,.0f}",
+                f"{r['selected_docs']:,}",
+                f"{r['selected_tokens']:,}",
+                f"{r['realized_share']:.4f}",
+                f"{r['epochs']:.3f}",
+            ]
             for r in rows
         ]
-        tot = ["total", f"{int(self.avail_docs.sum()):,}", f"{int(self.avail_tokens.sum()):,}", "1.0000",
-               f"{float(self.target.sum()):,.0f}", f"{int(self.sel_docs.sum()):,}", f"{int(self.sel_tokens.sum()):,}",
-               "1.0000", ""]
+        tot = [
+            "total",
+            f"{int(self.avail_docs.sum()):,}",
+            f"{int(self.avail_tokens.sum()):,}",
+            "1.0000",
+            f"{float(self.target.sum()):,.0f}",
+            f"{int(self.sel_docs.sum()):,}",
+            f"{int(self.sel_tokens.sum()):,}",
+            "1.0000",
+            "",
+        ]
         cells = [head, *body, tot]
         widths = [max(len(r[j]) for r in cells) for j in range(len(head))]
-        fmt = lambda r: "  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+
+        def fmt(r: list[str]) -> str:
+            return "  ".join(
+                c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+
         return "\n".join([fmt(head), "  ".join("-" * w for w in widths), *map(fmt, body), fmt(tot)])
 
 
@@ -382,8 +423,12 @@ class Mix(Stage):
             if p.strict:
                 raise RecipeError(f"{where}: the weights sum to {total:g}, not 1 (--strict)")
             if warn:
-                log.warning("mix: %s sum to %g, not 1; normalised to %s", where, total,
-                            ", ".join(f"{k}={v / total:.4g}" for k, v in w.items()))
+                log.warning(
+                    "mix: %s sum to %g, not 1; normalised to %s",
+                    where,
+                    total,
+                    ", ".join(f"{k}={v / total:.4g}" for k, v in w.items()),
+                )
         return {k: v / total for k, v in w.items()}
 
     def _tokenizer(self) -> Any:
@@ -420,7 +465,9 @@ class Mix(Stage):
                 self.setup()
             texts = pl.Series(values=self.texts(batch)).fill_null("").str.replace_all("\n", " ", literal=True)
             labels, _ = self._model.predict(texts.to_list(), k=1)
-            return pa.array([lab[0].removeprefix("__label__") if lab else "" for lab in labels], type=pa.string())
+            return pa.array(
+                [lab[0].removeprefix("__label__") if lab else "" for lab in labels], type=pa.string()
+            )
         name = p.domain_field
         if name not in batch.schema.names:
             raise InputError(
@@ -430,7 +477,9 @@ class Mix(Stage):
         col = batch.column(name)
         if col.null_count:
             row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
-            raise InputError(f"{shard.path}: row {pos + row + 1}: field '{name}' is null (every document needs a domain)")
+            raise InputError(
+                f"{shard.path}: row {pos + row + 1}: field '{name}' is null (every document needs a domain)"
+            )
         if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
             col = pc.cast(col, pa.string())
         return col
@@ -438,7 +487,9 @@ class Mix(Stage):
     def _tokens(self, batch: pa.RecordBatch) -> np.ndarray:
         texts = self.texts(batch)
         if self.params.tokenizer:
-            enc = self._tokenizer().encode_batch(pl.Series(values=texts).fill_null("").to_list(), add_special_tokens=False)
+            enc = self._tokenizer().encode_batch(
+                pl.Series(values=texts).fill_null("").to_list(), add_special_tokens=False
+            )
             return np.fromiter((len(e.ids) for e in enc), dtype=np.int64, count=len(enc))
         nbytes = pc.fill_null(pc.binary_length(texts), 0).to_numpy(zero_copy_only=False).astype(np.int64)
         return (nbytes + (BYTES_PER_TOKEN - 1)) // BYTES_PER_TOKEN
@@ -446,7 +497,9 @@ class Mix(Stage):
     def _keys(self, batch: pa.RecordBatch, shard: ShardInfo, pos: int) -> np.ndarray:
         name = self.ctx.id_field
         if name not in batch.schema.names:
-            raise InputError(f"{shard.path}: no id column '{name}' (columns: {', '.join(batch.schema.names)})")
+            raise InputError(
+                f"{shard.path}: no id column '{name}' (columns: {', '.join(batch.schema.names)})"
+            )
         ids = batch.column(name)
         if ids.null_count:
             row = int(np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))[0])
@@ -459,15 +512,22 @@ class Mix(Stage):
         enc = pc.dictionary_encode(labels)
         dic = enc.dictionary.to_pylist()
         lut = np.array([index.setdefault(v, len(index)) for v in dic], dtype=np.int64)
-        return lut[enc.indices.to_numpy(zero_copy_only=False)] if len(dic) else np.zeros(len(labels), dtype=np.int64)
+        return (
+            lut[enc.indices.to_numpy(zero_copy_only=False)]
+            if len(dic)
+            else np.zeros(len(labels), dtype=np.int64)
+        )
 
-    def _plan_codes(self, batch: pa.RecordBatch, shard: ShardInfo, pos: int, plan: MixPlan,
-                    labels: pa.Array | None = None) -> np.ndarray:
+    def _plan_codes(
+        self, batch: pa.RecordBatch, shard: ShardInfo, pos: int, plan: MixPlan, labels: pa.Array | None = None
+    ) -> np.ndarray:
         index = {d: i for i, d in enumerate(plan.domains)}
         c = self._codes(self._labels(batch, shard, pos) if labels is None else labels, index)
         if len(index) > len(plan.domains):
-            new = list(index)[len(plan.domains):]
-            raise PlanError(f"{shard.path}: domain(s) {', '.join(new)} not seen by the scan (input changed during the run?)")
+            new = list(index)[len(plan.domains) :]
+            raise PlanError(
+                f"{shard.path}: domain(s) {', '.join(new)} not seen by the scan (input changed during the run?)"
+            )
         return c
 
     # -- scan / reduce ------------------------------------------------------------------------------
@@ -488,9 +548,15 @@ class Mix(Stage):
             pos += batch.num_rows
         names = list(index)
         if not codes:
-            return {"domains": [], "n": np.zeros(0, np.int64), "tokens": np.zeros(0, np.int64),
-                    "hcode": np.zeros(0, np.int64), "hcount": np.zeros(0, np.int64), "htok": np.zeros(0, np.int64),
-                    "string_ids": True}
+            return {
+                "domains": [],
+                "n": np.zeros(0, np.int64),
+                "tokens": np.zeros(0, np.int64),
+                "hcode": np.zeros(0, np.int64),
+                "hcount": np.zeros(0, np.int64),
+                "htok": np.zeros(0, np.int64),
+                "string_ids": True,
+            }
         c, t, b = np.concatenate(codes), np.concatenate(tokens), np.concatenate(bins)
         k = len(names)
         combined = c * (1 << BIN_BITS) + b
@@ -506,7 +572,6 @@ class Mix(Stage):
         }
 
     def _scan_boundary(self, batches, shard: ShardInfo, plan: MixPlan) -> dict[str, Any]:
-        index = {d: i for i, d in enumerate(plan.domains)}
         want = plan.rem_bin
         out: dict[str, list[np.ndarray]] = {"dom": [], "key": [], "tok": [], "row": []}
         pos = 0
@@ -523,7 +588,10 @@ class Mix(Stage):
                     out["tok"].append(self._tokens(batch)[hit])
                     out["row"].append(pos + hit.astype(np.int64))
             pos += n
-        return {k: (np.concatenate(v) if v else np.zeros(0, np.uint64 if k == "key" else np.int64)) for k, v in out.items()}
+        return {
+            k: (np.concatenate(v) if v else np.zeros(0, np.uint64 if k == "key" else np.int64))
+            for k, v in out.items()
+        }
 
     def reduce(self, partials: list[tuple[ShardInfo, Any]], round: int, plan: Any) -> Any:
         if round == 0:
@@ -578,7 +646,9 @@ class Mix(Stage):
         if unit == "tokens" and shares is not None:
             empty = [names[i] for i in np.flatnonzero((shares > 0) & (tok == 0))]
             if empty:
-                raise PlanError(f"mix: domain(s) {', '.join(empty)} have a target share but no tokens (all texts empty)")
+                raise PlanError(
+                    f"mix: domain(s) {', '.join(empty)} have a target share but no tokens (all texts empty)"
+                )
 
         # output size
         if p.tokens is not None:
@@ -589,8 +659,12 @@ class Mix(Stage):
             size = float(n.sum())  # UniMax default: the input's size
         else:
             pos_ = shares > 0
-            size = float(math.floor(float(np.min(sizes[pos_] / shares[pos_])) + 1e-9))  # largest without repeats
-            notes.append(f"no --docs/--tokens: {int(size):,} docs, the largest mixture that repeats no document")
+            size = float(
+                math.floor(float(np.min(sizes[pos_] / shares[pos_])) + 1e-9)
+            )  # largest without repeats
+            notes.append(
+                f"no --docs/--tokens: {int(size):,} docs, the largest mixture that repeats no document"
+            )
         if shares is None:
             caps = np.floor(sizes * p.max_epochs + 1e-9) if unit == "docs" else sizes * p.max_epochs
             if size > caps.sum() + 1e-9:
@@ -611,13 +685,17 @@ class Mix(Stage):
 
         # epochs: full epochs, then the remainder in key order
         with np.errstate(divide="ignore", invalid="ignore"):
-            need_epochs = np.where(sizes > 0, target / np.where(sizes > 0, sizes, 1), np.where(target > 0, np.inf, 0))
+            need_epochs = np.where(
+                sizes > 0, target / np.where(sizes > 0, sizes, 1), np.where(target > 0, np.inf, 0)
+            )
         over = np.flatnonzero(need_epochs > p.max_epochs + 1e-9)
         if len(over):
             pos_ = shares > 0
             max_size = float(np.min(sizes[pos_] * p.max_epochs / shares[pos_]))
-            worst = ", ".join(f"{names[i]} needs {need_epochs[i]:.2f} epochs ({target[i]:,.0f} of {sizes[i]:,.0f} {unit})"
-                              for i in over)
+            worst = ", ".join(
+                f"{names[i]} needs {need_epochs[i]:.2f} epochs ({target[i]:,.0f} of {sizes[i]:,.0f} {unit})"
+                for i in over
+            )
             raise PlanError(
                 f"mix: the target cannot be met within --max-epochs {p.max_epochs:g}: {worst}. At most "
                 f"{max_size:,.0f} {unit} fit this mixture; lower --{unit} or raise --max-epochs"
@@ -648,9 +726,20 @@ class Mix(Stage):
             rem_need[d] = remainder[d] - (before_docs[d] if unit == "docs" else before_tokens[d])
         string_ids = bool((full > 1).any() or ((full == 1) & (remainder > 0)).any())
         return MixPlan(
-            domains=names, unit=unit, shares=shares, avail_docs=n, avail_tokens=tok, target=target,
-            full_epochs=full, rem_bin=rem_bin, rem_need=rem_need, before_docs=before_docs,
-            before_tokens=before_tokens, size=size, string_ids=string_ids, notes=notes,
+            domains=names,
+            unit=unit,
+            shares=shares,
+            avail_docs=n,
+            avail_tokens=tok,
+            target=target,
+            full_epochs=full,
+            rem_bin=rem_bin,
+            rem_need=rem_need,
+            before_docs=before_docs,
+            before_tokens=before_tokens,
+            size=size,
+            string_ids=string_ids,
+            notes=notes,
         )
 
     def _reduce_boundary(self, partials: list[tuple[ShardInfo, Any]], plan: MixPlan) -> MixPlan:
@@ -660,10 +749,25 @@ class Mix(Stage):
         key = np.concatenate([pt["key"] for _, pt in parts]) if parts else np.zeros(0, np.uint64)
         tok = np.concatenate([pt["tok"] for _, pt in parts]) if parts else np.zeros(0, np.int64)
         row = np.concatenate([pt["row"] for _, pt in parts]) if parts else np.zeros(0, np.int64)
-        shard = np.concatenate([np.full(len(pt["dom"]), s.index, np.int64) for s, pt in parts]) if parts else np.zeros(0, np.int64)
-        piece = np.concatenate([np.full(len(pt["dom"]), s.piece, np.int64) for s, pt in parts]) if parts else np.zeros(0, np.int64)
+        shard = (
+            np.concatenate([np.full(len(pt["dom"]), s.index, np.int64) for s, pt in parts])
+            if parts
+            else np.zeros(0, np.int64)
+        )
+        piece = (
+            np.concatenate([np.full(len(pt["dom"]), s.piece, np.int64) for s, pt in parts])
+            if parts
+            else np.zeros(0, np.int64)
+        )
         order = np.lexsort((row, piece, shard, key, dom))
-        dom, key, tok, row, shard, piece = dom[order], key[order], tok[order], row[order], shard[order], piece[order]
+        dom, key, tok, row, shard, piece = (
+            dom[order],
+            key[order],
+            tok[order],
+            row[order],
+            shard[order],
+            piece[order],
+        )
 
         plan.cut_key = np.zeros(k, np.uint64)
         plan.cut_shard = np.zeros(k, np.int64)
@@ -677,13 +781,20 @@ class Mix(Stage):
             if plan.unit == "docs":
                 take = int(round(plan.rem_need[d]))
                 if take > hi - lo:  # cannot happen unless scan and apply saw different data
-                    raise PlanError(f"mix: internal error: domain {plan.domains[d]} boundary has {hi - lo} docs, needs {take}")
+                    raise PlanError(
+                        f"mix: internal error: domain {plan.domains[d]} boundary has {hi - lo} docs, needs {take}"
+                    )
             else:
                 cum = np.concatenate([[0], np.cumsum(tok[lo:hi])])
                 take = int(np.argmin(np.abs(cum - plan.rem_need[d])))  # closest prefix (first on ties)
             if take > 0:
                 j = lo + take - 1
-                plan.cut_key[d], plan.cut_shard[d], plan.cut_piece[d], plan.cut_row[d] = key[j], shard[j], piece[j], row[j]
+                plan.cut_key[d], plan.cut_shard[d], plan.cut_piece[d], plan.cut_row[d] = (
+                    key[j],
+                    shard[j],
+                    piece[j],
+                    row[j],
+                )
                 plan.has_cut[d] = True
             elif plan.rem_bin[d] > 0:  # everything below the boundary bin, nothing inside it
                 plan.cut_key[d] = np.uint64((int(plan.rem_bin[d]) << BIN_SHIFT) - 1)
@@ -695,7 +806,13 @@ class Mix(Stage):
         plan.sel_tokens = plan.full_epochs * plan.avail_tokens + extra_tok
         for note in plan.notes:
             log.info("mix: %s", note)
-        log.info("mix plan (target %s %s, seed %d):\n%s", f"{plan.size:,.0f}", plan.unit, self.ctx.seed, plan.table())
+        log.info(
+            "mix plan (target %s %s, seed %d):\n%s",
+            f"{plan.size:,.0f}",
+            plan.unit,
+            self.ctx.seed,
+            plan.table(),
+        )
         return plan
 
     # -- apply ----------------------------------------------------------------------------------------
@@ -746,7 +863,9 @@ class Mix(Stage):
             "unit": plan.unit,
             "size": plan.size,
             "max_epochs": self.params.max_epochs,
-            "method": "weights" if self.resolved_weights() is not None else ("temperature" if self.params.temperature else "unimax"),
+            "method": "weights"
+            if self.resolved_weights() is not None
+            else ("temperature" if self.params.temperature else "unimax"),
             "temperature": self.params.temperature,
             "seed": self.ctx.seed,
             "notes": plan.notes,
@@ -757,8 +876,12 @@ class Mix(Stage):
         tmp = base / "mix_plan.json.tmp"
         tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         tmp.replace(base / "mix_plan.json")
-        return {"mix": {r["domain"]: {"docs": r["selected_docs"], "share": r["realized_share"], "epochs": r["epochs"]}
-                        for r in report["domains"]}}
+        return {
+            "mix": {
+                r["domain"]: {"docs": r["selected_docs"], "share": r["realized_share"], "epochs": r["epochs"]}
+                for r in report["domains"]
+            }
+        }
 
 
 # -- `dcurate mix-fit` --------------------------------------------------------------------------------
@@ -781,26 +904,71 @@ def register_cli(app: Any) -> None:
     """Add ``dcurate mix-fit`` to the CLI."""
     import typer
 
-    @app.command("mix-fit", help=MIX_FIT_HELP, short_help="Fit a mixture from proxy runs (RegMix) or propose runs.",
-                 epilog=f"Example: {MIX_FIT_EXAMPLE}")
+    @app.command(
+        "mix-fit",
+        help=MIX_FIT_HELP,
+        short_help="Fit a mixture from proxy runs (RegMix) or propose runs.",
+        epilog=f"Example: {MIX_FIT_EXAMPLE}",
+    )
     def mix_fit(
-        runs: str | None = typer.Argument(None, help="One table of runs: weight columns + the --target column (.csv/.parquet/.jsonl)."),
-        mixtures: str | None = typer.Option(None, "--mixtures", help="RegMix layout: mixtures table (index + one column per domain)."),
-        metrics: str | None = typer.Option(None, "--metrics", help="RegMix layout: metrics table (index + metric columns)."),
-        target: str | None = typer.Option(None, "--target", help="Metric column to optimise (e.g. a validation loss)."),
-        maximize: bool = typer.Option(False, "--maximize/--minimize", help="Higher target is better (default: lower, a loss)."),
-        domains: str | None = typer.Option(None, "--domains", help="Weight columns, comma-separated (default: every numeric column but index/target)."),
-        test_mixtures: str | None = typer.Option(None, "--test-mixtures", help="Held-out runs (RegMix layout) to report Spearman on; never used for fitting."),
+        runs: str | None = typer.Argument(
+            None, help="One table of runs: weight columns + the --target column (.csv/.parquet/.jsonl)."
+        ),
+        mixtures: str | None = typer.Option(
+            None, "--mixtures", help="RegMix layout: mixtures table (index + one column per domain)."
+        ),
+        metrics: str | None = typer.Option(
+            None, "--metrics", help="RegMix layout: metrics table (index + metric columns)."
+        ),
+        target: str | None = typer.Option(
+            None, "--target", help="Metric column to optimise (e.g. a validation loss)."
+        ),
+        maximize: bool = typer.Option(
+            False, "--maximize/--minimize", help="Higher target is better (default: lower, a loss)."
+        ),
+        domains: str | None = typer.Option(
+            None,
+            "--domains",
+            help="Weight columns, comma-separated (default: every numeric column but index/target).",
+        ),
+        test_mixtures: str | None = typer.Option(
+            None,
+            "--test-mixtures",
+            help="Held-out runs (RegMix layout) to report Spearman on; never used for fitting.",
+        ),
         test_metrics: str | None = typer.Option(None, "--test-metrics", help="Metrics of the held-out runs."),
-        test_runs: str | None = typer.Option(None, "--test-runs", help="Held-out runs as one table (instead of --test-mixtures/--test-metrics)."),
-        out: str = typer.Option("weights.yaml", "--out", "-o", help="Weights YAML to write (with --propose: mixtures .csv or .yaml)."),
-        samples: int = typer.Option(100_000, "--samples", min=1, help="Candidate mixtures simulated (RegMix: 100,000)."),
-        top: int = typer.Option(128, "--top", min=1, help="Best-predicted candidates averaged (RegMix: 128)."),
-        prior: str | None = typer.Option(None, "--prior", help="Centre of the Dirichlet: a=0.3,b=0.7 or a weights file (default: mean of the training mixtures)."),
-        propose: int | None = typer.Option(None, "--propose", min=1, help="Write N diverse mixtures to train proxy models on, and stop."),
+        test_runs: str | None = typer.Option(
+            None,
+            "--test-runs",
+            help="Held-out runs as one table (instead of --test-mixtures/--test-metrics).",
+        ),
+        out: str = typer.Option(
+            "weights.yaml",
+            "--out",
+            "-o",
+            help="Weights YAML to write (with --propose: mixtures .csv or .yaml).",
+        ),
+        samples: int = typer.Option(
+            100_000, "--samples", min=1, help="Candidate mixtures simulated (RegMix: 100,000)."
+        ),
+        top: int = typer.Option(
+            128, "--top", min=1, help="Best-predicted candidates averaged (RegMix: 128)."
+        ),
+        prior: str | None = typer.Option(
+            None,
+            "--prior",
+            help="Centre of the Dirichlet: a=0.3,b=0.7 or a weights file (default: mean of the training mixtures).",
+        ),
+        propose: int | None = typer.Option(
+            None, "--propose", min=1, help="Write N diverse mixtures to train proxy models on, and stop."
+        ),
         trees: int = typer.Option(1000, "--trees", min=1, help="LightGBM boosting rounds (RegMix: 1,000)."),
-        learning_rate: float = typer.Option(0.01, "--learning-rate", min=1e-6, help="LightGBM learning rate (RegMix: 0.01)."),
-        num_leaves: int = typer.Option(31, "--num-leaves", min=2, help="LightGBM leaves per tree (LightGBM default, as RegMix)."),
+        learning_rate: float = typer.Option(
+            0.01, "--learning-rate", min=1e-6, help="LightGBM learning rate (RegMix: 0.01)."
+        ),
+        num_leaves: int = typer.Option(
+            31, "--num-leaves", min=2, help="LightGBM leaves per tree (LightGBM default, as RegMix)."
+        ),
         seed: int = typer.Option(0, "--seed", help="Seed of the model and of the simulated mixtures."),
     ) -> None:
         import sys
@@ -820,10 +988,16 @@ def register_cli(app: Any) -> None:
                     tr = _mixtures_only(mixtures if mixtures is not None else runs, dom_list)
                 names = tr.domains
                 mean = tr.X.mean(axis=0)
-                pr = mf.parse_prior(prior, names) if prior else dict(zip(names, mean / mean.sum(), strict=True))
+                pr = (
+                    mf.parse_prior(prior, names)
+                    if prior
+                    else dict(zip(names, mean / mean.sum(), strict=True))
+                )
             else:
                 if prior is None:
-                    raise RecipeError("mix-fit --propose: give --prior (domain weights) or training runs to take it from")
+                    raise RecipeError(
+                        "mix-fit --propose: give --prior (domain weights) or training runs to take it from"
+                    )
                 pr = mf.parse_prior(prior, dom_list)
                 names = list(pr)
             mixes = mf.propose(np.array([pr[d] for d in names]), propose, seed=seed)
@@ -835,11 +1009,20 @@ def register_cli(app: Any) -> None:
         if target is None:
             raise RecipeError("mix-fit: --target COLUMN is required (the metric to optimise)")
         tr = mf.load_runs(runs, mixtures=mixtures, metrics=metrics, target=target, domains=dom_list)
-        say(f"mix-fit: {len(tr.y)} training runs, {len(tr.domains)} domains, target {target} "
-            f"({'higher' if maximize else 'lower'} is better)")
+        say(
+            f"mix-fit: {len(tr.y)} training runs, {len(tr.domains)} domains, target {target} "
+            f"({'higher' if maximize else 'lower'} is better)"
+        )
         model = mf.fit(tr, trees=trees, learning_rate=learning_rate, num_leaves=num_leaves, seed=seed)
-        meta: dict[str, Any] = {"target": target, "maximize": maximize, "train_runs": int(len(tr.y)),
-                                "trees": trees, "learning_rate": learning_rate, "num_leaves": num_leaves, "seed": seed}
+        meta: dict[str, Any] = {
+            "target": target,
+            "maximize": maximize,
+            "train_runs": int(len(tr.y)),
+            "trees": trees,
+            "learning_rate": learning_rate,
+            "num_leaves": num_leaves,
+            "seed": seed,
+        }
         rho = None
         if test_mixtures is not None or test_metrics is not None or test_runs is not None:
             if test_runs is not None:
@@ -856,14 +1039,26 @@ def register_cli(app: Any) -> None:
             meta["test_spearman"] = round(rho, 6)
             print(f"mix-fit: held-out runs: {len(te.y)}; spearman {rho:.4f} (predicted vs true {target})")
         pr = mf.parse_prior(prior, tr.domains) if prior else None
-        prior_vec = np.array([pr[d] for d in tr.domains]) if pr else tr.X.mean(axis=0) / tr.X.mean(axis=0).sum()
-        sim = mf.simulate(model, tr.domains, prior_vec, samples=samples, top=top, seed=seed, maximize=maximize)
-        meta.update({"samples": sim.samples, "top": sim.top, "predicted": round(sim.predicted, 6),
-                     "prior_predicted": round(sim.prior_predicted, 6),
-                     "prior": "given" if prior else "mean of the training mixtures"})
+        prior_vec = (
+            np.array([pr[d] for d in tr.domains]) if pr else tr.X.mean(axis=0) / tr.X.mean(axis=0).sum()
+        )
+        sim = mf.simulate(
+            model, tr.domains, prior_vec, samples=samples, top=top, seed=seed, maximize=maximize
+        )
+        meta.update(
+            {
+                "samples": sim.samples,
+                "top": sim.top,
+                "predicted": round(sim.predicted, 6),
+                "prior_predicted": round(sim.prior_predicted, 6),
+                "prior": "given" if prior else "mean of the training mixtures",
+            }
+        )
         mf.write_weights_file(out, sim.weights, meta)
         best = sorted(sim.weights.items(), key=lambda kv: -kv[1])[:8]
-        say(f"mix-fit: predicted {target}: {sim.predicted:.4f} for the fitted mixture vs {sim.prior_predicted:.4f} for the prior")
+        say(
+            f"mix-fit: predicted {target}: {sim.predicted:.4f} for the fitted mixture vs {sim.prior_predicted:.4f} for the prior"
+        )
         say("mix-fit: top domains: " + ", ".join(f"{k}={v:.3f}" for k, v in best))
         say(f"mix-fit: wrote {out} (use: dcurate mix IN OUT --weights-file {out})")
 
