@@ -181,10 +181,11 @@ def test_bad_parameters_name_the_problem(params, msg):
         build(Params, params, "stage 1 (dedup)")
 
 
-def test_describe_and_prepare_show_bands_and_s_curve(tmp_path, capsys):
+def test_describe_and_prepare_show_bands_and_s_curve(tmp_path, caplog):
     st = Dedup(build(Params, {"threshold": 0.8}, "dedup"), StageContext(workdir=tmp_path))
-    st.prepare()
-    err = capsys.readouterr().err
+    with caplog.at_level("INFO", logger="dcurate"):
+        st.prepare()
+    err = caplog.text
     b, r = st.bands_rows
     assert f"{b} bands x {r} rows" in err and "J=0.80" in err
     d = st.describe()["lsh"]

@@ -23,7 +23,6 @@ import dataclasses
 import math
 import os
 import shutil
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,7 +199,6 @@ class Dedup(Stage):
                 f"LSH {b} bands x {r} rows; P(candidate | J): {curve}; verify={p.verify}"
             )
             self.ctx.log.info(msg)
-            print(msg, file=sys.stderr)
         if p.against:
             folder = self.ctx.workdir / "ref"
             shutil.rmtree(folder, ignore_errors=True)
