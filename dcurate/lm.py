@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -595,11 +596,12 @@ def read_arpa(path: str | os.PathLike, expected_order: int | None = None) -> NGr
         if path.endswith(".gz"):
             import gzip
 
-            with gzip.open(path, "rt", encoding="utf-8") as f:
-                text = f.read()
+            with gzip.open(path, "rb") as f:
+                data = f.read()
         else:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
+            with open(path, "rb") as f:
+                data = f.read()
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise ModelError(f"{path}: language model file not found") from None
     except UnicodeDecodeError:
@@ -608,155 +610,177 @@ def read_arpa(path: str | os.PathLike, expected_order: int | None = None) -> NGr
         ) from None
     except OSError as e:
         raise ModelError(f"{path}: cannot read language model ({e})") from None
-    lines = text.split("\n")
-    i = 0
-    nl = len(lines)
-    while i < nl and not lines[i].strip():
-        i += 1
-    if i >= nl or lines[i].strip() != "\\data\\":
-        got = lines[i].strip()[:60] if i < nl else "end of file"
-        raise _arpa_error(path, i + 1, f"expected '\\data\\' to start the ARPA file, got {got!r}")
-    i += 1
+
+    def line_no(pos: int) -> int:
+        return text.count("\n", 0, pos) + 1
+
+    def next_line(pos: int) -> tuple[int, str, int]:
+        """Skip blank lines from ``pos``; return (start, stripped line, position after it)."""
+        m = _NONBLANK.search(text, pos)
+        if m is None:
+            return len(text), "", len(text)
+        start = text.rfind("\n", 0, m.start()) + 1
+        end = text.find("\n", m.start())
+        end = len(text) if end < 0 else end
+        return start, text[start:end].strip(), end + 1
+
+    start, line, cur = next_line(0)
+    if line != "\\data\\":
+        raise _arpa_error(
+            path,
+            line_no(start),
+            f"expected '\\data\\' to start the ARPA file, got {line[:60] or 'end of file'!r}",
+        )
     declared: list[int] = []
-    while i < nl and lines[i].strip().startswith("ngram "):
-        head, sep, val = lines[i].strip()[6:].partition("=")
+    while True:
+        start, line, nxt = next_line(cur)
+        if not line.startswith("ngram "):
+            break
+        head, sep, val = line[6:].partition("=")
         try:
             n, c = int(head), int(val)
         except ValueError:
             raise _arpa_error(
-                path, i + 1, f"malformed count line {lines[i].strip()!r} (want 'ngram N=COUNT')"
+                path, line_no(start), f"malformed count line {line!r} (want 'ngram N=COUNT')"
             ) from None
-        if not sep or n != len(declared) + 1:
+        if not sep or n != len(declared) + 1 or c < 0:
             raise _arpa_error(
-                path, i + 1, f"expected 'ngram {len(declared) + 1}=COUNT', got {lines[i].strip()!r}"
+                path, line_no(start), f"expected 'ngram {len(declared) + 1}=COUNT', got {line!r}"
             )
         declared.append(c)
-        i += 1
+        cur = nxt
     if not declared:
-        raise _arpa_error(path, i + 1, "no 'ngram N=COUNT' lines after '\\data\\'")
+        raise _arpa_error(path, line_no(start), "no 'ngram N=COUNT' lines after '\\data\\'")
     order = len(declared)
     if expected_order is not None and order != expected_order:
         raise _arpa_error(path, 2, f"the model has order {order}, expected {expected_order}")
-    raw_sections: list[tuple[int, list[str]]] = []
+    sections: list[tuple[int, pl.Series]] = []
     for n in range(1, order + 1):
-        while i < nl and not lines[i].strip():
-            i += 1
+        start, line, body_start = next_line(cur)
         want = f"\\{n}-grams:"
-        if i >= nl or lines[i].strip() != want:
-            got = lines[i].strip()[:60] if i < nl else "end of file"
-            raise _arpa_error(path, i + 1, f"expected section header '{want}', got {got!r}")
-        i += 1
-        start = i
-        while i < nl and lines[i].strip() and not lines[i].startswith("\\"):
-            i += 1
-        body = lines[start:i]
-        if len(body) != declared[n - 1]:
+        if line != want:
+            raise _arpa_error(
+                path, line_no(start), f"expected section header '{want}', got {line[:60] or 'end of file'!r}"
+            )
+        end = text.find("\n\\", body_start - 1)
+        if end < 0:
             raise _arpa_error(
                 path,
-                start,
-                f"'ngram {n}={declared[n - 1]}' in the header but the '{want}' section has {len(body)} entries",
+                line_no(len(text)),
+                f"the '{want}' section is not followed by '\\end\\' or another section",
             )
-        raw_sections.append((start + 1, body))
-    while i < nl and not lines[i].strip():
-        i += 1
-    if i >= nl or lines[i].strip() != "\\end\\":
-        got = lines[i].strip()[:60] if i < nl else "end of file"
-        raise _arpa_error(path, i + 1, f"expected '\\end\\' after the {order}-grams, got {got!r}")
-    return _build_model(path, order, raw_sections)
+        first = line_no(body_start)
+        body = text[body_start : end + 1].rstrip()
+        lines = pl.Series([body]).str.split("\n").explode() if body else pl.Series([], dtype=pl.String)
+        blank = (lines.str.strip_chars().str.len_bytes() == 0).to_numpy()
+        if blank.any():
+            r = int(np.flatnonzero(blank)[0])
+            raise _arpa_error(path, first + r, f"blank line inside the '{want}' section")
+        if len(lines) != declared[n - 1]:
+            raise _arpa_error(
+                path,
+                first,
+                f"'ngram {n}={declared[n - 1]}' in the header but the '{want}' section has {len(lines)} entries",
+            )
+        sections.append((first, lines))
+        cur = end + 1
+    start, line, _ = next_line(cur)
+    if line != "\\end\\":
+        raise _arpa_error(
+            path,
+            line_no(start),
+            f"expected '\\end\\' after the {order}-grams, got {line[:60] or 'end of file'!r}",
+        )
+    return _build_model(path, order, sections)
 
 
-def _build_model(path: str, order: int, raw_sections: list[tuple[int, list[str]]]) -> NGramModel:
+_NONBLANK = re.compile(r"\S")
+
+
+def _build_model(path: str, order: int, sections: list[tuple[int, pl.Series]]) -> NGramModel:
     keys: list[np.ndarray] = []
     logprob: list[np.ndarray] = []
     backoff: list[np.ndarray] = []
-    vocab: list[str] = []
-    prev_strings: pl.DataFrame | None = None  # n-gram text -> id of the previous order
-    V = 0
-    for n, (first_line, body) in enumerate(raw_sections, start=1):
-        df = pl.DataFrame({"l": pl.Series(body, dtype=pl.String)}).with_row_index("row")
-        parts = df["l"].str.split("\t")
-        nf = parts.list.len().to_numpy()
-        ok = (nf == 2) | (nf == 3)
+    vocab_s = pl.Series("w", [], dtype=pl.String)
+    vocab_ids = pl.Series("i", [], dtype=pl.Int64)
+    V = np.int64(0)
+    for n, (first, lines) in enumerate(sections, start=1):
+        fields = lines.str.extract_all(r"[^ \t\r]+")
+        nf = fields.list.len().to_numpy()
+        ok = (nf == n + 1) | (nf == n + 2)
         if not ok.all():
             r = int(np.flatnonzero(~ok)[0])
             raise _arpa_error(
                 path,
-                first_line + r,
-                f"malformed {n}-gram entry {body[r][:80]!r} (want 'logprob<TAB>words[<TAB>backoff]')",
+                first + r,
+                f"the {n}-gram section has a malformed entry {lines[r][:80]!r} (want 'logprob<TAB>{n} words[<TAB>backoff]')",
             )
-        prob = parts.list.get(0).str.strip_chars().cast(pl.Float64, strict=False)
-        gram = parts.list.get(1).str.strip_chars()
-        bo = parts.list.get(2, null_on_oob=True).str.strip_chars().cast(pl.Float64, strict=False)
-        bad = prob.is_null().to_numpy() | ((nf == 3) & bo.is_null().to_numpy())
+        prob = fields.list.first().cast(pl.Float64, strict=False)
+        bo = fields.list.get(n + 1, null_on_oob=True).cast(pl.Float64, strict=False)
+        bad = prob.is_null().to_numpy() | ((nf == n + 2) & bo.is_null().to_numpy())
         if bad.any():
             r = int(np.flatnonzero(bad)[0])
-            raise _arpa_error(
-                path, first_line + r, f"non-numeric probability or back-off in {body[r][:80]!r}"
-            )
-        words = gram.str.split(" ")
-        nw = words.list.len().to_numpy()
-        if (nw != n).any():
-            r = int(np.flatnonzero(nw != n)[0])
-            raise _arpa_error(
-                path,
-                first_line + r,
-                f"the {n}-gram section has an entry with {int(nw[r])} words: {body[r][:80]!r}",
-            )
+            raise _arpa_error(path, first + r, f"non-numeric probability or back-off in {lines[r][:80]!r}")
         lp = prob.to_numpy().astype(np.float64)
         bov = bo.fill_null(0.0).to_numpy().astype(np.float64)
         if n == 1:
-            vocab = gram.to_list()
-            V = len(vocab)
-            dup = gram.is_duplicated().to_numpy()
+            words = fields.list.get(1)
+            dup = words.is_duplicated().to_numpy()
             if dup.any():
-                r = int(np.flatnonzero(dup)[1] if dup.sum() > 1 else np.flatnonzero(dup)[0])
-                raise _arpa_error(path, first_line + r, f"duplicate unigram {body[r][:80]!r}")
-            vocab_set = set(vocab)
+                r = int(np.flatnonzero(dup)[1])
+                raise _arpa_error(path, first + r, f"duplicate unigram {lines[r][:80]!r}")
+            present = set(words.filter(words.is_in([UNK, BOS, EOS])).to_list())
             for special in (BOS, EOS):
-                if special not in vocab_set:
-                    raise _arpa_error(path, first_line, f"the unigrams have no {special}")
-            if UNK not in vocab_set:
+                if special not in present:
+                    raise _arpa_error(path, first, f"the unigrams have no {special}")
+            if UNK not in present:
                 # KenLM adds <unk> with log10 p = -100 when the model has none
-                vocab.append(UNK)
+                words = pl.concat([words, pl.Series([UNK])])
                 lp = np.append(lp, -100.0)
                 bov = np.append(bov, 0.0)
-                gram = pl.concat([gram, pl.Series([UNK])])
-                V += 1
+            vocab_s = words.rename("w")
+            V = np.int64(len(vocab_s))
+            vocab_ids = pl.Series("i", np.arange(V, dtype=np.int64))
             keys.append(np.arange(V, dtype=np.int64))
             logprob.append(lp)
             backoff.append(bov)
-            prev_strings = pl.DataFrame({"g": gram, "id": np.arange(V, dtype=np.int64)})
-            word_map = prev_strings
             continue
-        prefix = words.list.slice(0, n - 1).list.join(" ")
-        last = words.list.last()
-        wid = last.replace_strict(word_map["g"], word_map["id"], default=-1, return_dtype=pl.Int64).to_numpy()
-        pid = prefix.replace_strict(
-            prev_strings["g"], prev_strings["id"], default=-1, return_dtype=pl.Int64
-        ).to_numpy()
-        if (wid < 0).any():
-            r = int(np.flatnonzero(wid < 0)[0])
+        flat = fields.list.slice(1, n).explode()
+        wid = (
+            flat.replace_strict(vocab_s, vocab_ids, default=-1, return_dtype=pl.Int64)
+            .to_numpy()
+            .reshape(-1, n)
+        )
+        missing = (wid < 0).any(axis=1)
+        if missing.any():
+            r = int(np.flatnonzero(missing)[0])
             raise _arpa_error(
-                path, first_line + r, f"{n}-gram {body[r][:80]!r} has a word missing from the unigrams"
+                path, first + r, f"{n}-gram {lines[r][:80]!r} has a word missing from the unigrams"
             )
-        if (pid < 0).any():
-            r = int(np.flatnonzero(pid < 0)[0])
-            raise _arpa_error(
-                path,
-                first_line + r,
-                f"{n}-gram {body[r][:80]!r}: its first {n - 1} words are not a {n - 1}-gram of the model",
-            )
-        k = pid * np.int64(V) + wid
+        ids = wid[:, 0]
+        for j in range(1, n - 1):  # id of the prefix (w1..w_{j+1}) in the order-(j+1) table
+            q = ids * V + wid[:, j]
+            kj = keys[j]
+            pos = np.minimum(np.searchsorted(kj, q), max(len(kj) - 1, 0))
+            found = (kj[pos] == q) if len(kj) else np.zeros(len(q), dtype=bool)
+            if not found.all():
+                r = int(np.flatnonzero(~found)[0])
+                raise _arpa_error(
+                    path,
+                    first + r,
+                    f"{n}-gram {lines[r][:80]!r}: its first {j + 1} words are not a {j + 1}-gram of the model",
+                )
+            ids = pos
+        k = ids * V + wid[:, n - 1]
         perm = np.argsort(k, kind="stable")
         ks = k[perm]
         if len(ks) > 1 and (ks[1:] == ks[:-1]).any():
             r = int(perm[np.flatnonzero(ks[1:] == ks[:-1])[0] + 1])
-            raise _arpa_error(path, first_line + r, f"duplicate {n}-gram {body[r][:80]!r}")
+            raise _arpa_error(path, first + r, f"duplicate {n}-gram {lines[r][:80]!r}")
         keys.append(ks)
         logprob.append(lp[perm])
         backoff.append(bov[perm])
-        prev_strings = pl.DataFrame({"g": gram.gather(perm), "id": np.arange(len(ks), dtype=np.int64)})
-    return NGramModel(order=order, vocab=vocab, keys=keys, logprob=logprob, backoff=backoff)
+    return NGramModel(order=order, vocab=vocab_s.to_list(), keys=keys, logprob=logprob, backoff=backoff)
 
 
 def perplexity(log10_sum: np.ndarray, n_tokens: np.ndarray) -> np.ndarray:
