@@ -236,13 +236,13 @@ def _normalize(text: pl.Series) -> pl.Series:
 _SENTENCE_END = r"[.!?…]+[\"'”’)\]]*(?:\s|$)"
 
 
-def _element_dups(text: pl.Series, rows: np.ndarray, paragraphs: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _element_dups(text: pl.Series, paragraphs: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per document: (elements, repeated elements, characters in repeated elements), where an
     element is a non-blank line or paragraph (stripped) and *repeated* means equal to an earlier
     one in the same document."""
     n = len(text)
     s = text.str.replace_all(r"\n[ \t\r]*\n\s*", "\x00") if paragraphs else text
-    df = pl.DataFrame({"el": s, "i": pl.Series(rows, dtype=pl.UInt32)})
+    df = pl.DataFrame({"el": s}).with_row_index("i")
     df = df.with_columns(pl.col("el").str.split("\x00" if paragraphs else "\n")).explode("el")
     df = df.with_columns(pl.col("el").fill_null("").str.strip_chars()).filter(pl.col("el") != "")
     df = df.with_columns(dup=~pl.struct("i", "el").is_first_distinct())
@@ -251,10 +251,9 @@ def _element_dups(text: pl.Series, rows: np.ndarray, paragraphs: bool) -> tuple[
         dup=pl.col("dup").sum(),
         dup_chars=pl.col("el").str.len_chars().filter(pl.col("dup")).sum(),
     )
-    idx = {int(r): k for k, r in enumerate(rows)}
     out_n, out_d, out_c = np.zeros(n), np.zeros(n), np.zeros(n)
     if g.height:
-        pos = np.array([idx[int(r)] for r in g["i"].to_numpy()], dtype=np.int64) if n else np.zeros(0, np.int64)
+        pos = g["i"].to_numpy().astype(np.int64)
         out_n[pos] = g["n"].to_numpy()
         out_d[pos] = g["dup"].to_numpy()
         out_c[pos] = g["dup_chars"].fill_null(0).to_numpy()
@@ -408,7 +407,22 @@ class _Verdict:
 
 @register
 class Filter(Stage):
-    """Drop documents by Gopher / C4 rules and ``keep_if`` expressions (see module docstring)."""
+    """Drop documents by rule-based quality filters, or by an expression over existing columns.
+
+    Rules: the Gopher quality rules (Rae et al. 2021, App. A; the default preset), the Gopher
+    repetition rules (Table A1) and the C4 rules (Raffel et al. 2020, sec. 2.2), with the published
+    thresholds as defaults. --preset picks a rule set, --rules adds rules by name, and setting a
+    rule's parameter to none (or --no-RULE for switches) turns it off.
+
+    A document is dropped by the first rule it fails, in this order: keep_if, C4 document rules,
+    C4 line rules (they rewrite the text: removed lines are gone), c4_min_sentences, Gopher quality
+    rules, Gopher repetition rules. Each drop is counted as filter.RULE (n-gram rules name their
+    n, e.g. filter.max_dup_5gram_char_frac).
+
+    --keep-if 'quality_score >= 0.5 and domain != "code"' keeps rows where the expression is true
+    (rows where it is null are dropped); use it with --preset none to re-threshold a score column
+    without applying any rule.
+    """
 
     name = "filter"
     Params = FilterParams
@@ -490,7 +504,7 @@ class Filter(Stage):
             t, nt = pl.col("t"), pl.col("n")
             cols = {"words": nt.str.count_matches(WORD_PATTERN)}
             if {"min_mean_word_length", "max_mean_word_length"} & active:
-                cols["word_chars"] = nt.str.count_matches(r"\w")
+                cols["word_chars"] = nt.str.len_chars() - nt.str.count_matches(r"\W")  # cheaper than counting \w
             if "max_symbol_word_ratio" in active:
                 cols["hash"] = t.str.count_matches("#", literal=True)
                 cols["ellipsis"] = t.str.count_matches(r"\.\.\.|…")
@@ -550,11 +564,11 @@ class Filter(Stage):
             return out
 
         if {"max_dup_line_frac", "max_dup_line_char_frac"} & active:
-            ln, ld, lc = _element_dups(t_alive, np.arange(rows.size), paragraphs=False)
+            ln, ld, lc = _element_dups(t_alive, paragraphs=False)
             if "max_dup_line_frac" in active:
                 fail("max_dup_line_frac", put(ld / np.maximum(ln, 1)) > p.max_dup_line_frac)
         if {"max_dup_para_frac", "max_dup_para_char_frac"} & active:
-            pn, pd_, pc_ = _element_dups(t_alive, np.arange(rows.size), paragraphs=True)
+            pn, pd_, pc_ = _element_dups(t_alive, paragraphs=True)
             if "max_dup_para_frac" in active:
                 fail("max_dup_para_frac", put(pd_ / np.maximum(pn, 1)) > p.max_dup_para_frac)
         if "max_dup_line_char_frac" in active:
