@@ -214,7 +214,7 @@ class _VocabBuilder:
 
     def add(self, tokens: pl.Series) -> None:
         flat = tokens.explode().drop_nulls().unique(maintain_order=True)
-        new = flat.filter(~flat.is_in(self.words))
+        new = flat.filter(~flat.is_in(self.words.implode()))
         if len(new):
             start = len(self.words)
             self.words = pl.concat([self.words, new.rename("w")])
