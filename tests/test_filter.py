@@ -85,7 +85,7 @@ def test_default_is_gopher_quality_with_published_defaults() -> None:
     assert (p.max_dup_line_frac, p.max_dup_para_frac, p.max_dup_line_char_frac, p.max_dup_para_char_frac) == (0.3, 0.3, 0.2, 0.2)
     assert p.max_top_ngram_char_frac == {"2": 0.2, "3": 0.18, "4": 0.16}
     assert p.max_dup_ngram_char_frac == {"5": 0.15, "6": 0.14, "7": 0.13, "8": 0.12, "9": 0.11, "10": 0.10}
-    assert (p.c4_min_words_per_line, p.c4_min_sentences) == (5, 3)
+    assert (p.c4_min_words_per_line, p.c4_min_sentences) == (3, 5)  # the paper's numbers
 
 
 def test_presets() -> None:
@@ -128,9 +128,9 @@ def test_overrides_and_disabling() -> None:
 
 def test_threshold_for_rule_that_is_off_is_an_error() -> None:
     with pytest.raises(RecipeError, match=r"parameter 'c4_min_sentences' is set but rule .* not on in preset 'gopher'"):
-        build(FilterParams, {"c4_min_sentences": 5}, "stage 0 (filter)")
+        build(FilterParams, {"c4_min_sentences": 7}, "stage 0 (filter)")
     # naming it in `rules` turns it on
-    p = build(FilterParams, {"c4_min_sentences": 5, "rules": "c4_min_sentences"}, "x")
+    p = build(FilterParams, {"c4_min_sentences": 7, "rules": "c4_min_sentences"}, "x")
     assert "c4_min_sentences" in p.active_rules()
     with pytest.raises(RecipeError, match="unknown rule"):
         build(FilterParams, {"rules": ["min_wrods"]}, "x")
@@ -338,7 +338,7 @@ def test_c4_line_rules_rewrite_text() -> None:
         sentence(3, "”"),
     ]
     text = "\n".join(lines)
-    kept, reasons = run([text], preset="c4")
+    kept, reasons = run([text], preset="c4", c4_min_words_per_line=5, c4_min_sentences=3)
     assert reasons == [None]
     assert kept[0] == "\n".join([sentence(0), sentence(1, "!"), '"' + sentence(2, '?"'), "", sentence(3, "”")])
     # each line rule alone
@@ -346,34 +346,37 @@ def test_c4_line_rules_rewrite_text() -> None:
     assert "cookies" not in run([text], preset="none", rules=["c4_policy_lines"])[0][0]
     assert "Menu Home" not in run([text], preset="none", rules=["c4_terminal_punct"])[0][0]
     assert "Too short." not in run([text], preset="none", rules=["c4_min_words_per_line"])[0][0]
+    assert "Menu Home" in run([text], preset="none", rules=["c4_min_words_per_line"], c4_min_words_per_line=5)[0][0]
+    assert "Menu Home" not in run([text], preset="none", rules=["c4_min_words_per_line"], c4_min_words_per_line=6)[0][0]
     assert "Too short." in run([text], preset="none", rules=["c4_min_words_per_line"], c4_min_words_per_line=2)[0][0]
 
 
 def test_c4_min_sentences_and_empty_result() -> None:
-    two = sentence(0) + " " + sentence(1)
-    three = two + " " + sentence(2)
-    assert run([two, three], preset="c4")[1] == ["filter.c4_min_sentences", None]
+    four = " ".join(sentence(i) for i in range(4))
+    five = four + "\n" + sentence(4, "?")
+    assert run([four, five], preset="c4")[1] == ["filter.c4_min_sentences", None]
+    assert run([four], preset="c4", c4_min_sentences=4)[1] == [None]
     assert run(["Menu Home About"], preset="c4")[1] == ["filter.c4_min_sentences"]
     # with min_sentences off, a document left without lines is dropped as such
-    assert run(["Menu Home About", three], preset="c4", c4_min_sentences=None)[1] == ["filter.c4_no_lines_left", None]
+    assert run(["Menu Home About", four], preset="c4", c4_min_sentences=None)[1] == ["filter.c4_no_lines_left", None]
 
 
 def test_dropped_rows_keep_original_text_and_counters() -> None:
-    good = "\n".join([sentence(0), "Menu", sentence(1), sentence(2)])
-    bad = "\n".join([sentence(3), "Menu"])
+    good = "\n".join([sentence(0), "Menu", sentence(1), sentence(2), sentence(3), sentence(4)])
+    bad = "\n".join([sentence(5), "Menu"])
     batch = pa.record_batch({"id": ["g", "b"], "text": pa.array([good, bad], pa.large_string())})
     res = make_stage(preset="c4").process(batch, SHARD, 0)
-    assert res.batch.column("text").to_pylist() == ["\n".join([sentence(0), sentence(1), sentence(2)])]
+    assert res.batch.column("text").to_pylist() == ["\n".join([sentence(i) for i in range(5)])]
     assert res.batch.schema.field("text").type == pa.large_string()
     assert res.dropped.column("text").to_pylist() == [bad]
     assert res.counters["c4_lines_removed"] == 2
 
 
 def test_gopher_sees_c4_cleaned_text() -> None:
-    # 30 words of menu lines + 3 sentences of 6 words: after C4 cleaning fewer than 50 words remain
-    text = "\n".join(["Home About Contact Shop Blog Careers News Help Login Cart"] * 3 + [sentence(i) for i in range(3)])
-    assert run([text], preset="gopher+c4", min_stop_words=None, min_words=20)[1] == ["filter.min_words"]
-    assert run([text], preset="gopher", min_stop_words=None, min_words=20)[1] == [None]
+    # 30 words of menu lines + 5 sentences of 6 words: 60 words, 30 after C4 cleaning
+    text = "\n".join(["Home About Contact Shop Blog Careers News Help Login Cart"] * 3 + [sentence(i) for i in range(5)])
+    assert run([text], preset="gopher+c4", min_stop_words=None, min_words=40)[1] == ["filter.min_words"]
+    assert run([text], preset="gopher", min_stop_words=None, min_words=40)[1] == [None]
 
 
 # -- keep_if ----------------------------------------------------------------------------------------
@@ -430,8 +433,8 @@ def test_batch_split_does_not_change_results() -> None:
     for i in range(40):
         k = rng.randint(1, 120)
         body = " ".join(rng.choice(["the", "of", "cat", "river", "…", "#", "12", "and"]) for _ in range(k))
-        texts.append(body + ("\n" + sentence(i)) * rng.randint(0, 4))
-    stage = make_stage(preset="all", min_words=10)
+        texts.append(body + ("\n" + sentence(i)) * rng.randint(0, 8))
+    stage = make_stage(preset="all", min_words=10, c4_min_sentences=3)
     ids = [str(i) for i in range(len(texts))]
     whole = stage.process(pa.record_batch({"id": ids, "text": texts}), SHARD, 0)
     parts = [stage.process(pa.record_batch({"id": ids[a:b], "text": texts[a:b]}), SHARD, a) for a, b in [(0, 13), (13, 14), (14, 40)]]
