@@ -1,0 +1,174 @@
+"""Atomic shard writers. Data is written under a temporary name starting with '.' in the target
+directory and renamed over the final name only when complete, so a crash or Ctrl-C never leaves
+partial output under a final name."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import shutil
+import sys
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zstandard
+
+from ..errors import InputError
+
+ROW_GROUP_BYTES = 64 * 1024 * 1024
+ROW_GROUP_ROWS = 100_000
+DEFAULT_ZSTD_LEVEL = 3
+
+
+def temp_name(path: str) -> str:
+    d, n = os.path.split(path)
+    return os.path.join(d, f".{n}.tmp-{os.getpid()}")
+
+
+def jsonl_bytes(batch: pa.RecordBatch | pa.Table) -> bytes:
+    """Serialise rows as JSON Lines (one object per line, keys in column order)."""
+    if batch.num_rows == 0:
+        return b""
+    buf = io.BytesIO()
+    pl.from_arrow(batch, rechunk=False).write_ndjson(buf)
+    return buf.getvalue()
+
+
+class ShardWriter:
+    """Write one output shard (Parquet with zstd, or JSONL plain/.gz/.zst) atomically."""
+
+    def __init__(self, path: str, fmt: str, level: int | None = None, schema: pa.Schema | None = None):
+        self.path = path
+        self.fmt = fmt
+        self.level = level
+        self.schema = schema
+        self.rows = 0
+        self.tmp = temp_name(path)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        self._pq: pq.ParquetWriter | None = None
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_bytes = 0
+        self._pending_rows = 0
+        self._file = None
+        self._stream = None
+        if fmt != "parquet":
+            self._file = open(self.tmp, "wb")
+            if fmt == "jsonl.zst":
+                lvl = DEFAULT_ZSTD_LEVEL if level is None else level
+                self._stream = zstandard.ZstdCompressor(level=lvl).stream_writer(self._file, closefd=False)
+            elif fmt == "jsonl.gz":
+                lvl = 6 if level is None else level
+                self._stream = gzip.GzipFile(filename="", mode="wb", fileobj=self._file, compresslevel=lvl, mtime=0)
+            else:
+                self._stream = self._file
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self.schema is None:
+            self.schema = batch.schema
+        elif batch.schema != self.schema:
+            batch = conform(batch, self.schema, self.path)
+        self.rows += batch.num_rows
+        if self.fmt == "parquet":
+            if batch.num_rows == 0:
+                return
+            self._pending.append(batch)
+            self._pending_bytes += batch.nbytes
+            self._pending_rows += batch.num_rows
+            if self._pending_bytes >= ROW_GROUP_BYTES or self._pending_rows >= ROW_GROUP_ROWS:
+                self._flush()
+        else:
+            self._stream.write(jsonl_bytes(batch))
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        if self._pq is None:
+            self._pq = pq.ParquetWriter(
+                self.tmp, self.schema, compression="zstd", compression_level=self.level
+            )
+        self._pq.write_table(pa.Table.from_batches(self._pending, schema=self.schema))
+        self._pending = []
+        self._pending_bytes = self._pending_rows = 0
+
+    def close(self) -> None:
+        """Finish the file and rename it over the final name."""
+        if self.fmt == "parquet":
+            self._flush()
+            if self._pq is None:  # empty shard: a valid file holding only the schema
+                schema = self.schema or pa.schema([])
+                self._pq = pq.ParquetWriter(self.tmp, schema, compression="zstd", compression_level=self.level)
+            self._pq.close()
+        else:
+            if self._stream is not self._file:
+                self._stream.close()
+            self._file.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            if self._pq is not None:
+                self._pq.close()
+            if self._file is not None:
+                self._file.close()
+        except Exception:  # noqa: BLE001 - best effort clean-up
+            pass
+        if os.path.exists(self.tmp):
+            os.remove(self.tmp)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def conform(batch: pa.RecordBatch, schema: pa.Schema, where: str) -> pa.RecordBatch:
+    """Cast ``batch`` to ``schema`` (same column names); error clearly if impossible."""
+    if batch.schema.names != schema.names:
+        missing = [n for n in schema.names if n not in batch.schema.names]
+        extra = [n for n in batch.schema.names if n not in schema.names]
+        if not extra and not missing:
+            return batch.select(schema.names).cast(schema)
+        raise InputError(
+            f"{where}: documents with different columns cannot go to one output shard "
+            f"(missing {missing or '-'}, extra {extra or '-'})"
+        )
+    try:
+        return batch.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise InputError(f"{where}: column types differ between batches ({e})") from None
+
+
+def merge_parts(parts: list[str], final: str, fmt: str, level: int | None = None) -> None:
+    """Join piece outputs into one shard, atomically. JSONL (plain, multi-member gzip, multi-frame
+    zstd) is concatenated byte-wise; Parquet is re-written batch by batch."""
+    tmp = temp_name(final)
+    os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
+    if fmt == "parquet":
+        w = ShardWriter(final, fmt, level)
+        try:
+            for p in parts:
+                pf = pq.ParquetFile(p)
+                if w.schema is None:
+                    w.schema = pf.schema_arrow
+                for b in pf.iter_batches(batch_size=8192, use_threads=False):
+                    w.write(b)
+            w.close()
+        except BaseException:
+            w.abort()
+            raise
+        return
+    with open(tmp, "wb") as out:
+        for p in parts:
+            with open(p, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 20)
+    os.replace(tmp, final)
+
+
+def write_stdout(batch: pa.RecordBatch) -> None:
+    sys.stdout.buffer.write(jsonl_bytes(batch))
