@@ -26,8 +26,8 @@ Two feature modes:
     bit-for-bit the reference package's features: ``nltk`` ``WordPunctTokenizer`` (regex
     ``\\w+|[^\\w\\s]+`` on ``str.lower()``, so punctuation runs are tokens too) and
     ``int(sha256(ngram).hexdigest(), 16) % num_buckets``. It is a compatibility/oracle mode: it
-    tokenises with Python's ``re`` per document and hashes each distinct n-gram of a batch once with
-    ``hashlib``, so it is much slower than ``fast``.
+    hashes each distinct n-gram of a batch once with ``hashlib``, so it is much slower than
+    ``fast``.
 
 The Gumbel noise of a document is a pure function of (seed, document id): XXH64 of the id's UTF-8
 bytes with the seed as XXH64 seed, top 53 bits -> ``u`` in (0, 1), ``g = -log(-log u)``. It does not
@@ -37,7 +37,6 @@ depend on sharding, worker count or batch boundaries.
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import NamedTuple
 
 import numpy as np
@@ -51,8 +50,6 @@ from . import text as _text
 DEFAULT_BUCKETS = 10_000
 #: Constant the reference adds inside the logs of the log-ratio.
 REFERENCE_EPS = 1e-8
-#: The reference's tokenizer (``nltk.tokenize.WordPunctTokenizer``'s pattern).
-WORDPUNCT_RE = re.compile(r"\w+|[^\w\s]+", re.UNICODE | re.MULTILINE | re.DOTALL)
 
 _P1 = np.uint64(11400714785074694791)
 _P2 = np.uint64(14029467366897019727)
@@ -369,29 +366,33 @@ def token_counts(texts) -> np.ndarray:
 
 
 def _featurize_reference(texts, num_buckets: int) -> Features:
-    # Compatibility mode: per-document Python tokenisation and one sha256 per distinct n-gram of the
-    # batch, exactly as data-selection's get_ngram_counts (documented as slow).
-    series = _text.as_series(texts).fill_null("")
-    cache: dict[str, int] = {}
-    buckets: list[int] = []
-    offsets = [0]
-    n_words = []
-    for t in series.to_list():
-        toks = WORDPUNCT_RE.findall(t.lower())
-        grams = toks + [f"{a} {b}" for a, b in zip(toks, toks[1:], strict=False)]
-        for g in grams:
-            b = cache.get(g)
-            if b is None:
-                b = int(hashlib.sha256(g.encode("utf-8")).hexdigest(), 16) % num_buckets
-                cache[g] = b
-            buckets.append(b)
-        offsets.append(len(buckets))
-        n_words.append(len(toks))
-    return Features(
-        np.asarray(buckets, dtype=np.int32),
-        np.asarray(offsets, dtype=np.int64),
-        np.asarray(n_words, dtype=np.int64),
+    # Compatibility mode: data-selection's get_ngram_counts, bit for bit. Python's str.lower() as the
+    # reference; its tokenizer (nltk's WordPunctTokenizer, run by the `regex` engine in nltk >= 3.9)
+    # agrees with polars' Rust engine on \w (both count combining marks as word characters). Each
+    # distinct n-gram of the batch is hashed once with sha256 (slow; documented).
+    low = pl.Series(
+        [t.lower() if t is not None else "" for t in _text.as_series(texts).to_list()], dtype=pl.String
     )
+    toks = low.str.extract_all(TOKEN_PATTERN).fill_null([])
+    n_words = toks.list.len().to_numpy().astype(np.int64)
+    df = pl.DataFrame(
+        {"doc": np.repeat(np.arange(len(n_words), dtype=np.int64), n_words), "g": toks.explode()}
+    )
+    df = df.filter(pl.col("g").is_not_null()).with_columns(kind=pl.lit(0, pl.Int8))
+    bi = (
+        df.with_columns(nxt=pl.col("g").shift(-1), nd=pl.col("doc").shift(-1))
+        .filter(pl.col("nd") == pl.col("doc"))
+        .select("doc", g=pl.concat_str([pl.col("g"), pl.lit(" "), pl.col("nxt")]), kind=pl.lit(1, pl.Int8))
+    )
+    grams = pl.concat([df, bi]).sort(["doc", "kind"], maintain_order=True)
+    uniq = grams.get_column("g").unique(maintain_order=True)
+    hashed = [int(hashlib.sha256(g.encode("utf-8")).hexdigest(), 16) % num_buckets for g in uniq.to_list()]
+    lut = pl.DataFrame({"g": uniq, "b": pl.Series(hashed, dtype=pl.Int32)})
+    buckets = grams.join(lut, on="g", how="left", maintain_order="left").get_column("b").to_numpy()
+    per_doc = np.where(n_words > 0, 2 * n_words - 1, 0)
+    offsets = np.zeros(len(n_words) + 1, dtype=np.int64)
+    np.cumsum(per_doc, out=offsets[1:])
+    return Features(np.asarray(buckets, dtype=np.int32), offsets, n_words)
 
 
 def ngram_counts(feats: Features, num_buckets: int, mask: np.ndarray | None = None) -> np.ndarray:
