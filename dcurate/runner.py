@@ -273,11 +273,11 @@ def run_pass_task(task: PassTask) -> TaskResult:
             for _ in produce():
                 pass
         if writer.rows == 0 and writer.schema is None:
-            writer.schema = last_schema[0] if last_schema else _empty_schema(reader, tf, task.stages[0].ctx.id_field)
+            writer.schema = last_schema[0] if last_schema else _empty_schema(reader, tf, task.source.id_field)
         writer.close()
         if rej_writer is not None:
             if rej_writer.schema is None:
-                rej_writer.schema = _empty_schema(reader, tf, task.stages[0].ctx.id_field).append(
+                rej_writer.schema = _empty_schema(reader, tf, task.source.id_field).append(
                     pa.field(REASON_COLUMN, pa.string())
                 )
             rej_writer.close()

@@ -55,8 +55,10 @@ def detect_format(path: str, override: str | None = None) -> tuple[str, str]:
 
 
 def is_data_file(name: str) -> bool:
+    """Whether a directory listing should pick this file up. Plain ``.json`` files are only read
+    when named explicitly (so ``stats.json`` in an output folder is never taken for data)."""
     low = name.lower()
-    return any(low.endswith(s) for s, _ in _SUFFIXES)
+    return any(low.endswith(s) for s, _ in _SUFFIXES if s != ".json")
 
 
 def _hidden(rel: str) -> bool:

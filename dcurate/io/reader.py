@@ -101,11 +101,14 @@ def _blocks(piece: Piece) -> Iterator[bytes]:
     try:
         for chunk in _raw_chunks(piece):
             buf += chunk
-            if len(buf) >= BLOCK_BYTES:
-                cut = buf.rfind(b"\n") + 1
-                if cut > 0:
-                    yield bytes(buf[:cut])
-                    del buf[:cut]
+            while len(buf) >= BLOCK_BYTES:
+                cut = buf.rfind(b"\n", 0, BLOCK_BYTES) + 1
+                if cut <= 0:  # a line longer than a block: take the whole line
+                    cut = buf.find(b"\n", BLOCK_BYTES) + 1
+                    if cut <= 0:
+                        break
+                yield bytes(buf[:cut])
+                del buf[:cut]
     except zstandard.ZstdError as e:
         raise InputError(f"{piece.shard.path}: corrupt zstd data ({e})") from None
     if buf:

@@ -1,0 +1,52 @@
+# dcurate developer commands. `make demo` and `make test` work on a fresh machine (they set up .venv).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+BENCH_VENV := .venv-bench
+WORKERS ?= 2
+
+.PHONY: setup test test-fast demo bench bench-setup lint checks clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# The whole suite: tests that need ../shared skip when it is absent.
+test: setup
+	$(BIN)/pytest -q
+
+# Unit tests only (no slow, no ../shared): seconds.
+test-fast: setup
+	$(BIN)/pytest -q -m "not slow and not shared"
+
+# Generate the demo corpus, run the demo recipe, summarise the output.
+demo: setup
+	$(BIN)/python scripts/make_demo_corpus.py --out data/demo
+	$(BIN)/dcurate run configs/demo.yaml --workers $(WORKERS)
+	$(BIN)/dcurate stats data/demo/out
+
+# Peer tools for side-by-side benchmarks live in their own venv (datatrove needs xxhash<4).
+bench-setup: $(BENCH_VENV)/.installed
+
+$(BENCH_VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/pip install -q -e '.[bench,dev]' 'xxhash<4' datatrove==0.10.1 spacy tokenizers
+	touch $@
+
+bench: bench-setup
+	@for b in scripts/bench_*.py; do echo "== $$b"; $(BENCH_VENV)/bin/python $$b || exit 1; done
+
+lint: setup
+	$(BIN)/ruff check dcurate tests scripts
+
+# The acceptance checks of the open issues (needs ../shared).
+checks: setup
+	bash ../shared/checks/run-all
+
+clean:
+	rm -rf data/demo .pytest_cache
