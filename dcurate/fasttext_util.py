@@ -173,6 +173,33 @@ def predict_proba(model: Any, texts: pl.Series | Sequence[str], label: str, k: i
     return predict_many(model, texts, [label], k)[:, 0]
 
 
+def _train_child(train_file: str, out: str, args: dict[str, Any]) -> None:
+    ft = _import_fasttext()
+    model = ft.train_supervised(input=train_file, verbose=0, **args)
+    model.save_model(out)
+
+
+def train_supervised_isolated(train_file: str, out: str, args: dict[str, Any]) -> None:
+    """``fasttext.train_supervised(train_file, **args)`` in a fresh process; the model goes to ``out``.
+
+    A fresh process per training run, because the fastText 0.9.2 bindings are not re-entrant:
+    a second ``train_supervised`` call in one process can fail with a spurious "Encountered NaN"
+    (seen on small training sets), while the same call in a new process succeeds and gives the
+    same bytes every time. It also keeps a C++ abort from taking the caller down.
+    """
+    import concurrent.futures
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as ex:
+        try:
+            ex.submit(_train_child, train_file, out, args).result()
+        except concurrent.futures.process.BrokenProcessPool:
+            raise ModelError("fastText training crashed (the training process died)") from None
+        except Exception as e:
+            raise ModelError(f"fastText training failed: {e} (a lower --lr often helps)") from None
+
+
 # -- metrics ---------------------------------------------------------------------------------------
 
 

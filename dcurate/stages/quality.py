@@ -482,7 +482,7 @@ def train_quality(
         raise RecipeError(f"--holdout must be in [0, 1); got {holdout}")
     if threads < 1:
         raise RecipeError(f"--threads must be >= 1; got {threads}")
-    ft = ftu._import_fasttext()
+    ftu._import_fasttext()
     t0 = time.perf_counter()
     ids, texts, labels = _load_labelled(
         positive, negative, input, label_field, positive_label, negative_label, text_field, id_field
@@ -525,13 +525,10 @@ def train_quality(
         train_file = os.path.join(td, "train.txt")
         with open(train_file, "w", encoding="utf-8") as f:
             f.write(lines)
-        try:
-            model = ft.train_supervised(input=train_file, verbose=0, **targs)
-        except Exception as e:
-            raise ModelError(f"fastText training failed: {e}") from None
-    tmp_model = str(out_path) + ".tmp"
-    model.save_model(tmp_model)
+        tmp_model = str(out_path) + ".tmp"
+        ftu.train_supervised_isolated(train_file, tmp_model, targs)
     os.replace(tmp_model, out_path)
+    model = ftu.load_model(out_path)
     seconds = time.perf_counter() - t0
 
     metrics: dict[str, Any] = {"documents": int(len(test_rows))}
