@@ -76,7 +76,6 @@ only on the text, never on batching, sharding or worker count.
 from __future__ import annotations
 
 import functools
-import math
 import re
 
 import numpy as np
@@ -159,22 +158,63 @@ NO_SPACE_RANGES = (
 # --------------------------------------------------------------------------------------------
 
 
+_TABLE_LIMIT = 0x40000  # no code point at or above this is a word character (checked in tests)
+
+
 @functools.lru_cache(maxsize=2)
 def _char_classes(cjk_chars: bool) -> np.ndarray:
     """uint8 per code point: 0 separator, 1 word character, 2 single-character token.
 
     Word characters are exactly Python ``re``'s ``\\w`` (computed by running ``re`` over every
-    code point below 0x40000; none above is a word character)."""
-    limit = 0x40000
-    chars = "".join(map(chr, range(limit))).replace("\x01", "\x02")
+    code point below ``_TABLE_LIMIT``)."""
+    chars = "".join(map(chr, range(_TABLE_LIMIT))).replace("\x01", "\x02")
     marked = re.sub(r"\w", "\x01", chars).encode("utf-32-le", "surrogatepass")
     cls = np.zeros(0x110000, dtype=np.uint8)
-    cls[:limit] = np.frombuffer(marked, dtype=np.uint32) == 1
+    cls[:_TABLE_LIMIT] = np.frombuffer(marked, dtype=np.uint32) == 1
     if cjk_chars:
         for lo, hi in NO_SPACE_RANGES:
             seg = cls[lo : hi + 1]
             seg[seg == 1] = 2
     return cls
+
+
+@functools.lru_cache(maxsize=1)
+def _fast_path_map() -> np.ndarray:
+    """int32 per code point: its lower-case form when a text made only of such code points is
+    unchanged by NFKC (so ``normalize(text)`` is a per-code-point map), else -1.
+
+    A code point is on the fast path when NFKC maps it to itself, its combining class is 0, it is
+    not the second half of a canonical composition (so it never merges with its neighbour; Hangul
+    vowel and trailing jamo included), and ``str.lower`` maps it to one code point without context
+    (the final-sigma rule excludes U+03A3). This is the Unicode quick-check idea, restricted to
+    starters so that no reordering can occur."""
+    import unicodedata
+
+    n = _TABLE_LIMIT
+    chars = [chr(c) for c in range(n)]
+    chars[0] = "a"  # NUL is the joiner below; set by hand
+    for c in range(0xD800, 0xE000):
+        chars[c] = "a"  # surrogates never occur in valid UTF-8
+    joined = "\x00".join(chars)
+    nf = unicodedata.normalize("NFKC", joined).split("\x00")
+    low = joined.lower().split("\x00")
+    assert len(nf) == n and len(low) == n
+    ok = np.fromiter(map(str.__eq__, nf, chars), dtype=np.bool_, count=n)
+    ok &= np.fromiter(map(unicodedata.combining, chars), dtype=np.int64, count=n) == 0
+    ok &= np.fromiter(map(len, low), dtype=np.int64, count=n) == 1
+    for dec in map(unicodedata.decomposition, chars):
+        if dec and dec[0] != "<":
+            parts = dec.split()
+            if len(parts) == 2:
+                ok[int(parts[1], 16)] = False
+    ok[0x1160 : 0x11FF + 1] = False  # Hangul vowel/trailing jamo compose with a preceding syllable
+    ok[0x03A3] = False  # final sigma: context-dependent lower-casing
+    ok[0xD800:0xE000] = False
+    out = np.full(0x110000, -1, dtype=np.int32)
+    lowered = np.array([ord(x) if len(x) == 1 else -1 for x in low], dtype=np.int32)
+    out[:n] = np.where(ok, lowered, -1)
+    out[0] = 0
+    return out
 
 
 def _token_regex(cjk_chars: bool) -> re.Pattern:
@@ -333,21 +373,51 @@ def _xxh32(buf, start, end, seed):
 
 
 @njit(cache=True)
-def _non_ascii_docs(offsets, data):
+def _needs_normalization(offsets, data, cp_map):
+    """Per document: does it hold a code point outside the fast path (cp_map < 0)?"""
     n = offsets.shape[0] - 1
     out = np.zeros(n, dtype=np.bool_)
     for d in range(n):
-        for p in range(offsets[d], offsets[d + 1]):
-            if data[p] >= 128:
+        p = offsets[d]
+        hi = offsets[d + 1]
+        while p < hi:
+            b0 = data[p]
+            if b0 < 0x80:
+                p += 1
+                continue
+            if b0 < 0xE0:
+                cp = (np.int64(b0 & 0x1F) << 6) | np.int64(data[p + 1] & 0x3F)
+                p += 2
+            elif b0 < 0xF0:
+                cp = (
+                    (np.int64(b0 & 0x0F) << 12)
+                    | (np.int64(data[p + 1] & 0x3F) << 6)
+                    | np.int64(data[p + 2] & 0x3F)
+                )
+                p += 3
+            else:
+                cp = (
+                    (np.int64(b0 & 0x07) << 18)
+                    | (np.int64(data[p + 1] & 0x3F) << 12)
+                    | (np.int64(data[p + 2] & 0x3F) << 6)
+                    | np.int64(data[p + 3] & 0x3F)
+                )
+                p += 4
+            if cp_map[cp] < 0:
                 out[d] = True
                 break
     return out
 
 
 @njit(cache=True)
-def _shingle_kernel(offs_a, data_a, src, offs_b, data_b, cls, ngram, use32, cap):
-    """Tokenise (ASCII lower-casing inline), join words by one space into a scratch stream and
-    hash every n-gram slice of the stream; per document sort + unique."""
+def _shingle_kernel(offs_a, data_a, src, offs_b, data_b, cp_map, cls, ngram, use32, cap):
+    """Tokenise, join the tokens by one space into a scratch stream and hash every n-gram slice
+    of the stream; per document sort + unique.
+
+    Document ``d`` is read from ``data_a`` when ``src[d] < 0`` (raw text made only of fast-path
+    code points: ``cp_map`` gives each one's lower-case form, NFKC leaves it unchanged), else
+    from ``data_b`` row ``src[d]`` (text already normalised by :func:`normalize_series`, whose
+    code points outside the fast path are kept as they are)."""
     n = src.shape[0]
     out_off = np.zeros(n + 1, dtype=np.int64)
     out = np.empty(max(cap, 16), dtype=np.uint64)
@@ -378,9 +448,22 @@ def _shingle_kernel(offs_a, data_a, src, offs_b, data_b, cls, ngram, use32, cap)
         while p < hi:
             b0 = data[p]
             if b0 < 0x80:
-                cp = np.int64(b0)
-                size = 1
-            elif b0 < 0xE0:
+                # ASCII: word bytes are [0-9A-Za-z_]; lower-case A-Z inline
+                if cls[b0] == 0:
+                    in_word = False
+                else:
+                    if not in_word:
+                        if nw > 0:
+                            stream[slen] = 32
+                            slen += 1
+                        wstart[nw] = slen
+                        nw += 1
+                        in_word = True
+                    stream[slen] = b0 + 32 if 65 <= b0 <= 90 else b0
+                    slen += 1
+                p += 1
+                continue
+            if b0 < 0xE0:
                 cp = (np.int64(b0 & 0x1F) << 6) | np.int64(data[p + 1] & 0x3F)
                 size = 2
             elif b0 < 0xF0:
@@ -398,27 +481,40 @@ def _shingle_kernel(offs_a, data_a, src, offs_b, data_b, cls, ngram, use32, cap)
                     | np.int64(data[p + 3] & 0x3F)
                 )
                 size = 4
-            c = cls[cp]
+            p += size
+            m = np.int64(cp_map[cp])
+            if m < 0:
+                m = cp
+            c = cls[m]
             if c == 0:
                 in_word = False
-            else:
-                if c == 2 or not in_word:
-                    if nw > 0:
-                        stream[slen] = 32
-                        slen += 1
-                    wstart[nw] = slen
-                    nw += 1
-                    in_word = c == 1
-                if size == 1:
-                    if 65 <= b0 <= 90:
-                        b0 = b0 + 32
-                    stream[slen] = b0
+                continue
+            if c == 2 or not in_word:
+                if nw > 0:
+                    stream[slen] = 32
                     slen += 1
-                else:
-                    for k in range(size):
-                        stream[slen + k] = data[p + k]
-                    slen += size
-            p += size
+                wstart[nw] = slen
+                nw += 1
+                in_word = c == 1
+            # UTF-8 encode the mapped code point
+            if m < 0x80:
+                stream[slen] = m
+                slen += 1
+            elif m < 0x800:
+                stream[slen] = 0xC0 | (m >> 6)
+                stream[slen + 1] = 0x80 | (m & 0x3F)
+                slen += 2
+            elif m < 0x10000:
+                stream[slen] = 0xE0 | (m >> 12)
+                stream[slen + 1] = 0x80 | ((m >> 6) & 0x3F)
+                stream[slen + 2] = 0x80 | (m & 0x3F)
+                slen += 3
+            else:
+                stream[slen] = 0xF0 | (m >> 18)
+                stream[slen + 1] = 0x80 | ((m >> 12) & 0x3F)
+                stream[slen + 2] = 0x80 | ((m >> 6) & 0x3F)
+                stream[slen + 3] = 0x80 | (m & 0x3F)
+                slen += 4
         # --- hash shingles
         if nw == 0:
             out_off[d + 1] = pos
@@ -474,9 +570,9 @@ def _buffers(arr: pa.LargeStringArray) -> tuple[np.ndarray, np.ndarray]:
     n = len(arr)
     bufs = arr.buffers()
     offsets = np.frombuffer(bufs[1], dtype=np.int64, count=arr.offset + n + 1)[arr.offset :]
-    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(1, np.uint8)
-    if data.size == 0:
-        data = np.zeros(1, np.uint8)
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else None
+    if data is None or data.size == 0:
+        data = np.frombuffer(b"\x00", dtype=np.uint8)
     return offsets, data
 
 
@@ -502,9 +598,9 @@ def shingle_hashes(
         raise ValueError(f"hash must be one of {', '.join(HASHES)}; got {hash!r}")
     arr = _large_string_array(texts)
     offs_a, data_a = _buffers(arr)
-    non_ascii = _non_ascii_docs(offs_a, data_a)
+    cp_map = _fast_path_map()
     src = np.full(len(arr), -1, dtype=np.int64)
-    idx = np.flatnonzero(non_ascii)
+    idx = np.flatnonzero(_needs_normalization(offs_a, data_a, cp_map))
     if idx.size:
         import polars as pl
 
@@ -513,10 +609,13 @@ def shingle_hashes(
         offs_b, data_b = _buffers(norm)
         src[idx] = np.arange(idx.size, dtype=np.int64)
     else:
-        offs_b, data_b = np.zeros(1, np.int64), np.zeros(1, np.uint8)
+        offs_b = np.frombuffer(np.zeros(1, np.int64).tobytes(), dtype=np.int64)
+        data_b = np.frombuffer(b"\x00", dtype=np.uint8)
     cls = _char_classes(bool(cjk_chars))
     cap = int(offs_a[-1] - offs_a[0]) // 5 + len(arr) + 16
-    offsets, hashes = _shingle_kernel(offs_a, data_a, src, offs_b, data_b, cls, int(ngram), hash == "xxh32", cap)
+    offsets, hashes = _shingle_kernel(
+        offs_a, data_a, src, offs_b, data_b, cp_map, cls, int(ngram), hash == "xxh32", cap
+    )
     if hash == "xxh32":
         hashes = hashes.astype(np.uint32)
     return offsets, hashes
@@ -723,7 +822,9 @@ def exact_jaccard_pairs(offsets: np.ndarray, hashes: np.ndarray, left, right) ->
     right = np.ascontiguousarray(right, dtype=np.int64)
     if left.shape != right.shape:
         raise ValueError("left and right must have the same length")
-    return _pairs_kernel(np.ascontiguousarray(offsets, dtype=np.int64), np.ascontiguousarray(hashes), left, right)
+    return _pairs_kernel(
+        np.ascontiguousarray(offsets, dtype=np.int64), np.ascontiguousarray(hashes), left, right
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -738,23 +839,37 @@ def candidate_probability(j, bands: int, rows: int):
     return float(p) if p.ndim == 0 else p
 
 
+@functools.lru_cache(maxsize=16)
+def _legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.polynomial.legendre.leggauss(n)
+
+
 def _gauss(lo: float, hi: float, degree: int) -> tuple[np.ndarray, np.ndarray]:
     # Gauss-Legendre with n nodes is exact for polynomials of degree <= 2n - 1; P(J) has degree b*r.
-    n = max(8, degree // 2 + 2)
-    x, w = np.polynomial.legendre.leggauss(n)
+    x, w = _legendre(max(8, degree // 2 + 2))
     return 0.5 * (hi - lo) * x + 0.5 * (hi + lo), 0.5 * (hi - lo) * w
+
+
+def _fp_fn_areas(threshold: float, bands, rows) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised false-positive and false-negative areas for arrays of (bands, rows)."""
+    bands = np.asarray(bands, dtype=np.float64)[:, None]
+    rows = np.asarray(rows, dtype=np.float64)[:, None]
+    degree = int(np.max(bands * rows)) if bands.size else 1
+    x0, w0 = _gauss(0.0, threshold, degree)
+    x1, w1 = _gauss(threshold, 1.0, degree)
+    fp = (1.0 - (1.0 - x0[None, :] ** rows) ** bands) @ w0
+    fn = ((1.0 - x1[None, :] ** rows) ** bands) @ w1
+    return fp, fn
 
 
 def false_positive_area(threshold: float, bands: int, rows: int) -> float:
     """``int_0^threshold P(J) dJ`` (datasketch's false-positive probability), exact quadrature."""
-    x, w = _gauss(0.0, threshold, bands * rows)
-    return float(np.dot(w, candidate_probability(x, bands, rows)))
+    return float(_fp_fn_areas(threshold, [bands], [rows])[0][0])
 
 
 def false_negative_area(threshold: float, bands: int, rows: int) -> float:
     """``int_threshold^1 (1 - P(J)) dJ`` (datasketch's false-negative probability)."""
-    x, w = _gauss(threshold, 1.0, bands * rows)
-    return float(np.dot(w, 1.0 - candidate_probability(x, bands, rows)))
+    return float(_fp_fn_areas(threshold, [bands], [rows])[1][0])
 
 
 def _check_threshold(threshold: float, num_perm: int) -> None:
@@ -764,29 +879,34 @@ def _check_threshold(threshold: float, num_perm: int) -> None:
         raise ValueError(f"num_perm must be >= 2, got {num_perm}")
 
 
-def choose_bands(threshold: float, num_perm: int = DEFAULT_NUM_PERM, min_recall: float = 0.95) -> tuple[int, int]:
+def _all_splits(num_perm: int) -> tuple[np.ndarray, np.ndarray]:
+    bs, rs = [], []
+    for r in range(1, num_perm + 1):
+        b = np.arange(1, num_perm // r + 1)
+        bs.append(b)
+        rs.append(np.full(b.size, r))
+    return np.concatenate(bs), np.concatenate(rs)
+
+
+def choose_bands(
+    threshold: float, num_perm: int = DEFAULT_NUM_PERM, min_recall: float = 0.95
+) -> tuple[int, int]:
     """(bands, rows) with P(candidate | J = threshold) >= ``min_recall`` and the smallest
     false-positive area (ties: fewer permutations used, then fewer bands). If no split reaches
-    ``min_recall``, the one with the highest P at the threshold."""
+    ``min_recall``, the one with the highest P at the threshold (then the fewest bands)."""
     _check_threshold(threshold, num_perm)
     if not 0.0 < min_recall < 1.0:
         raise ValueError(f"min_recall must be in (0, 1), got {min_recall}")
-    best = None
-    fallback = None
-    for r in range(1, num_perm + 1):
-        for b in range(1, num_perm // r + 1):
-            p = candidate_probability(threshold, b, r)
-            if fallback is None or p > fallback[0]:
-                fallback = (p, b, r)
-            if p < min_recall:
-                continue
-            key = (round(false_positive_area(threshold, b, r), 12), b * r, b)
-            if best is None or key < best[0]:
-                best = (key, b, r)
-            break  # for this r, a larger b only adds false positives
-    if best is None:
-        return fallback[1], fallback[2]
-    return best[1], best[2]
+    bs, rs = _all_splits(num_perm)
+    p = 1.0 - (1.0 - threshold ** rs.astype(np.float64)) ** bs
+    ok = p >= min_recall
+    if not ok.any():
+        i = np.lexsort((bs, -p))[0]
+        return int(bs[i]), int(rs[i])
+    bs, rs = bs[ok], rs[ok]
+    fp, _ = _fp_fn_areas(threshold, bs, rs)
+    i = np.lexsort((bs, bs * rs, np.round(fp, 12)))[0]
+    return int(bs[i]), int(rs[i])
 
 
 def classic_bands(
@@ -797,20 +917,18 @@ def classic_bands(
 ) -> tuple[int, int]:
     """datasketch ``MinHashLSH``'s rule: minimise the weighted sum of the false-positive and
     false-negative areas over ``bands * rows <= num_perm`` (for comparison; low recall at the
-    threshold itself)."""
+    threshold itself). Ties go to the split datasketch visits first (fewer bands, then fewer rows)."""
     _check_threshold(threshold, num_perm)
-    best = (math.inf, 0, 0)
-    for b in range(1, num_perm + 1):
-        for r in range(1, num_perm // b + 1):
-            err = false_positive_weight * false_positive_area(
-                threshold, b, r
-            ) + false_negative_weight * false_negative_area(threshold, b, r)
-            if err < best[0]:
-                best = (err, b, r)
-    return best[1], best[2]
+    bs, rs = _all_splits(num_perm)
+    fp, fn = _fp_fn_areas(threshold, bs, rs)
+    err = false_positive_weight * fp + false_negative_weight * fn
+    i = np.lexsort((rs, bs, err))[0]
+    return int(bs[i]), int(rs[i])
 
 
-def s_curve(threshold: float, bands: int, rows: int, span: float = 0.2, step: float = 0.05) -> list[tuple[float, float]]:
+def s_curve(
+    threshold: float, bands: int, rows: int, span: float = 0.2, step: float = 0.05
+) -> list[tuple[float, float]]:
     """``[(J, P(candidate | J))]`` for J from threshold - span to threshold + span (clipped to [0, 1])."""
     k = int(round(span / step))
     out = []
@@ -855,5 +973,7 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     if sig.ndim != 2:
         raise ValueError("signatures must be 2-D [n, num_perm]")
     if bands < 1 or rows < 1 or bands * rows > sig.shape[1]:
-        raise ValueError(f"bands x rows = {bands} x {rows} needs {bands * rows} permutations; signatures have {sig.shape[1]}")
+        raise ValueError(
+            f"bands x rows = {bands} x {rows} needs {bands * rows} permutations; signatures have {sig.shape[1]}"
+        )
     return _band_kernel(sig, int(bands), int(rows))
