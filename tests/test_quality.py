@@ -149,7 +149,7 @@ def test_predict_batched_and_empty(model):
     # same as fastText's own predict, one document at a time
     for i in (0, 3):
         labs, probs = m.predict(texts[i], k=-1)
-        assert p[i, 0] == pytest.approx(float(dict(zip(labs, probs))["__label__hq"]), rel=1e-6)
+        assert p[i, 0] == pytest.approx(float(dict(zip(labs, probs, strict=True))["__label__hq"]), rel=1e-6)
     # top_k=1: a label outside the top 1 scores 0
     p1 = ftu.predict_proba(m, texts, "__label__hq", k=1)
     assert p1[0] == pytest.approx(p[0, 0]) and p1[3] == 0
@@ -263,7 +263,7 @@ def test_threshold_and_auto(tmp_path, model):
         )  # fmt: skip
         kept = read_out(tmp_path / name)
         assert kept["id"].to_pylist() == [
-            i for i, s in zip(t["id"].to_pylist(), scores) if s >= np.float32(value)
+            i for i, s in zip(t["id"].to_pylist(), scores, strict=True) if s >= np.float32(value)
         ]
         rej = pa.concat_tables(
             [pq.read_table(f) for f in sorted((tmp_path / f"{name}-rej").rglob("*.parquet"))]
@@ -289,14 +289,14 @@ def test_keep_top_exact_and_deterministic(tmp_path, model):
         stages=[{"stage": "quality", "model": str(model)}],
     )
     a = read_out(ann)
-    order = sorted(zip((-a["quality_score"].to_numpy()).tolist(), a["id"].to_pylist()))
+    order = sorted(zip((-a["quality_score"].to_numpy()).tolist(), a["id"].to_pylist(), strict=True))
     expected = {i for _, i in order[:45]}
     for o in outs:
         assert o.num_rows == 45
         assert set(o["id"].to_pylist()) == expected
     # same documents and scores whatever the sharding / worker count
     assert sorted(outs[0]["id"].to_pylist()) == sorted(outs[1]["id"].to_pylist())
-    by_id = [dict(zip(o["id"].to_pylist(), o["quality_score"].to_pylist())) for o in outs]
+    by_id = [dict(zip(o["id"].to_pylist(), o["quality_score"].to_pylist(), strict=True)) for o in outs]
     assert by_id[0] == by_id[1] == by_id[2]
 
 
