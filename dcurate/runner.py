@@ -130,6 +130,13 @@ class TaskResult:
     bad_records: int = 0
     rows_read: int = 0
     bytes_read: int = 0
+    max_rss: int = 0  # peak resident memory of the process that ran the task (bytes)
+
+
+def _peak_rss() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 # -- worker side ---------------------------------------------------------------------------------
@@ -289,6 +296,7 @@ def run_pass_task(task: PassTask) -> TaskResult:
     result.rows_out = writer.rows
     for i, st in stats.items():
         result.stats.setdefault(i, StageStats()).add(st)
+    result.max_rss = _peak_rss()
     _atomic_pickle(result, task.marker)
     return result
 
@@ -324,7 +332,7 @@ def run_scan_task(task: ScanTask) -> TaskResult:
     partial = stage.scan(gen, _shard_info(task.source.piece), task.round, plan)
     for _ in gen:
         pass
-    res = TaskResult(partial=partial, bad_records=reader.bad_records, rows_read=reader.rows)
+    res = TaskResult(partial=partial, bad_records=reader.bad_records, rows_read=reader.rows, max_rss=_peak_rss())
     res.stats[task.stage.index] = StageStats(seconds=time.perf_counter() - t0)
     _atomic_pickle(res, task.marker)
     return res
@@ -413,6 +421,7 @@ class Runner:
         self.stats: dict[int, StageStats] = {}
         self.extra: dict[int, dict] = {}
         self.bad_records = 0
+        self.peak_rss = 0
 
     # .. planning ..............................................................................
     def _check_paths(self, shards: list[Shard]) -> None:
@@ -613,6 +622,11 @@ class Runner:
         return f"{p.shard.index:06d}-{p.index:04d}.parquet"
 
     def _execute(self, fn, tasks: list, desc: str, markers: list[str]) -> list[TaskResult]:
+        results = self._execute_tasks(fn, tasks, desc, markers)
+        self.peak_rss = max([self.peak_rss] + [r.max_rss for r in results if r is not None])
+        return results
+
+    def _execute_tasks(self, fn, tasks: list, desc: str, markers: list[str]) -> list[TaskResult]:
         results: list[TaskResult | None] = [None] * len(tasks)
         todo = []
         if not self.opts.force:
@@ -791,6 +805,7 @@ class Runner:
             "stages": stages,
             "seconds": round(seconds, 3),
             "workers": self.workers,
+            "peak_rss_mb": {"worker": round(self.peak_rss / 1e6, 1), "driver": round(_peak_rss() / 1e6, 1)},
         }
 
     def _print_summary(self, summary: dict[str, Any]) -> None:
