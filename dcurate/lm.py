@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -70,17 +71,108 @@ SIDECAR_SUFFIX = ".json"  # lm.arpa -> lm.arpa.json (tokenizer and training para
 class Sentences:
     """Sentences of a batch of documents.
 
-    ``tokens`` is a polars ``list[str]`` series, one entry per sentence that has at least one
-    token; ``doc`` gives the document (row of the batch) each sentence belongs to.
+    ``lines`` holds one string per sentence that has at least one token, its tokens joined by
+    single spaces (what KenLM's ``score`` takes); ``ntok`` its number of tokens; ``doc`` the
+    document (row of the batch) it belongs to.
     """
 
-    tokens: pl.Series
+    lines: pl.Series
+    ntok: np.ndarray
     doc: np.ndarray
     n_docs: int
 
+    @classmethod
+    def from_tokens(cls, tokens: pl.Series, doc: np.ndarray, n_docs: int) -> Sentences:
+        """From a ``list[str]`` series of token lists (empty lists are dropped)."""
+        lens = tokens.list.len().fill_null(0).to_numpy()
+        keep = lens > 0
+        t = tokens.filter(pl.Series(keep))
+        return cls(
+            t.list.join(" "), lens[keep].astype(np.int64), np.asarray(doc, dtype=np.int64)[keep], n_docs
+        )
+
+    @property
+    def tokens(self) -> pl.Series:
+        """Tokens of each sentence (``list[str]``)."""
+        return self.lines.str.split(" ")
+
     def joined(self) -> list[str]:
         """Sentences as space-separated strings (what KenLM's ``score`` takes)."""
-        return self.tokens.list.join(" ").to_list()
+        return self.lines.to_list()
+
+
+_WORD_BYTE = np.zeros(256, dtype=np.bool_)
+for _c in b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_":
+    _WORD_BYTE[_c] = True
+_WORD_BYTE[128:] = True  # only met in text whose non-word characters were already replaced
+
+
+@numba.njit(cache=True)
+def _split_lines(data, offsets, word_byte, cap):  # pragma: no cover - compiled
+    """One pass over UTF-8 bytes: per line, the word-byte runs joined by one space (ASCII
+    lower-cased); lines without words are skipped. Returns (bytes, line offsets, doc, ntok)."""
+    out = np.empty(len(data) + 1, np.uint8)
+    line_off = np.empty(cap + 1, np.int64)
+    line_doc = np.empty(cap, np.int64)
+    line_ntok = np.empty(cap, np.int64)
+    o = 0
+    nl = 0
+    line_off[0] = 0
+    for d in range(len(offsets) - 1):
+        ntok = 0
+        in_word = False
+        for i in range(offsets[d], offsets[d + 1] + 1):
+            b = data[i] if i < offsets[d + 1] else 10
+            if b == 10:
+                if ntok > 0:
+                    line_doc[nl] = d
+                    line_ntok[nl] = ntok
+                    nl += 1
+                    line_off[nl] = o
+                ntok = 0
+                in_word = False
+            elif word_byte[b]:
+                if not in_word:
+                    if ntok > 0:
+                        out[o] = 32
+                        o += 1
+                    ntok += 1
+                    in_word = True
+                if 65 <= b <= 90:
+                    b += 32
+                out[o] = b
+                o += 1
+            else:
+                in_word = False
+    return out[:o], line_off[: nl + 1], line_doc[:nl], line_ntok[:nl]
+
+
+def split_words_lines(texts: pl.Series) -> Sentences:
+    """Vectorised CCNet sentences with dcurate words: per non-blank line, the ``\\w+`` words of
+    the NFKC-lower-cased text joined by one space. ASCII documents (NFKC-invariant, where ``\\w``
+    is ``[0-9A-Za-z_]``) go straight to a compiled byte scanner; the others are first normalised
+    and have every run of non-word characters replaced by a space (polars, Rust regex)."""
+    s = texts.cast(pl.String).fill_null("")
+    n = len(s)
+    if n == 0:
+        return Sentences(pl.Series([], dtype=pl.String), np.zeros(0, np.int64), np.zeros(0, np.int64), 0)
+    ascii_doc = (s.str.len_bytes() == s.str.len_chars()).to_numpy()
+    if not ascii_doc.all():
+        idx = np.flatnonzero(~ascii_doc)
+        uni = s.gather(idx).str.normalize("NFKC").str.to_lowercase().str.replace_all(r"[^\w\n]+", " ")
+        s = s.clone()
+        s.scatter(idx, uni)
+    arr = s.to_arrow()
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    arr = arr.cast(pa.large_string())
+    _, off_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(off_buf, dtype=np.int64)[arr.offset : arr.offset + n + 1]
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    cap = int(np.count_nonzero(data[offsets[0] : offsets[-1]] == 10)) + n
+    out, line_off, line_doc, ntok = _split_lines(data, offsets, _WORD_BYTE, cap)
+    lines = pa.LargeStringArray.from_buffers(len(line_doc), pa.py_buffer(line_off), pa.py_buffer(out))
+    return Sentences(pl.Series(lines), ntok, line_doc, n)
 
 
 class Tokenizer:
@@ -115,7 +207,8 @@ class Tokenizer:
 
     def sentences(self, texts: pa.Array | pa.ChunkedArray | pl.Series | list[str]) -> Sentences:
         s = as_series(texts).cast(pl.String)
-        n = len(s)
+        if self._sp is None:
+            return split_words_lines(s)
         lines = (
             pl.DataFrame({"t": s})
             .with_row_index("doc")
@@ -129,17 +222,12 @@ class Tokenizer:
                 .alias("line"),
             )
             .explode("line")
+            .with_columns(pl.col("line").str.strip_chars())
+            .filter(pl.col("line").str.len_bytes() > 0)
         )
-        if self._sp is None:
-            toks = lines.select(pl.col("doc"), pl.col("line").str.extract_all(WORD_PATTERN).alias("tok"))
-        else:
-            stripped = lines.with_columns(pl.col("line").str.strip_chars()).filter(
-                pl.col("line").str.len_bytes() > 0
-            )
-            pieces = self._sp.encode(stripped["line"].to_list(), out_type=str) if len(stripped) else []
-            toks = pl.DataFrame({"doc": stripped["doc"], "tok": pl.Series(pieces, dtype=pl.List(pl.String))})
-        toks = toks.filter(pl.col("tok").list.len() > 0)
-        return Sentences(toks["tok"], toks["doc"].to_numpy().astype(np.int64), n)
+        pieces = self._sp.encode(lines["line"].to_list(), out_type=str) if len(lines) else []
+        toks = pl.Series(pieces, dtype=pl.List(pl.String))
+        return Sentences.from_tokens(toks, lines["doc"].to_numpy(), len(s))
 
 
 def encode_sentences(
@@ -229,7 +317,7 @@ def count_tokens(batches: Iterable[Sentences]) -> tuple[np.ndarray, list[str], i
     parts: list[np.ndarray] = []
     n_sent = 0
     for sent in batches:
-        if len(sent.tokens) == 0:
+        if len(sent.lines) == 0:
             continue
         vb.add(sent.tokens)
         ids, starts = encode_sentences(sent.tokens, vb.words, vb.ids)
@@ -419,7 +507,7 @@ def train(
 def train_sentences(sentences: Iterable[Sequence[str]], order: int, **kw: Any) -> TrainedLM:
     """Train on already tokenised sentences (tests, small inputs)."""
     toks = pl.Series("tok", [list(s) for s in sentences if len(s)], dtype=pl.List(pl.String))
-    tok, vocab, n_sent = count_tokens([Sentences(toks, np.zeros(len(toks), np.int64), len(toks))])
+    tok, vocab, n_sent = count_tokens([Sentences.from_tokens(toks, np.zeros(len(toks), np.int64), len(toks))])
     return estimate(tok, vocab, order, n_sentences=n_sent, **kw)
 
 
@@ -522,12 +610,11 @@ class NGramModel:
     def counts(self) -> list[int]:
         return [len(k) for k in self.keys]
 
-    def encode(self, tokens: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, sent: Sentences) -> tuple[np.ndarray, np.ndarray]:
         """Flat id stream ``<s> w.. </s> ...`` of sentences (unknown words -> ``<unk>``)."""
-        lengths = tokens.list.len().to_numpy().astype(np.int64)
-        flat = tokens.explode().drop_nulls()
+        flat = sent.lines.str.split(" ").explode()
         ids = flat.replace_strict(self._words, self._ids, default=self.unk, return_dtype=pl.Int64).to_numpy()
-        return _frame(ids, lengths, self.bos, self.eos)
+        return _frame(ids, sent.ntok, self.bos, self.eos)
 
     def score_ids(self, tok: np.ndarray) -> np.ndarray:
         """log10 p of every token of a framed id stream given its history (0 at ``<s>``), with
@@ -573,9 +660,9 @@ class NGramModel:
 
     def score_sentences(self, sent: Sentences) -> tuple[np.ndarray, np.ndarray]:
         """Per document: (sum of log10 p over its sentences' tokens and ``</s>``, token count)."""
-        if len(sent.tokens) == 0:
+        if len(sent.lines) == 0:
             return np.zeros(sent.n_docs), np.zeros(sent.n_docs, dtype=np.int64)
-        tok, starts = self.encode(sent.tokens)
+        tok, starts = self.encode(sent)
         lp = self.score_ids(tok)
         # sentence of each position: starts are sorted; <s> positions carry 0
         sid = np.searchsorted(starts, np.arange(len(tok)), side="right") - 1

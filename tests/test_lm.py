@@ -280,7 +280,7 @@ def test_builtin_scorer_matches_kenlm(tmp_path):
         model = lm.read_arpa(path)
         test = random_corpus(100 + order, 300, 2300)  # includes words the model has not seen
         want = np.array([k.score(" ".join(s), bos=True, eos=True) for s in test])
-        sent = lm.Sentences(pl.Series(test), np.arange(len(test)), len(test))
+        sent = lm.Sentences.from_tokens(pl.Series(test), np.arange(len(test)), len(test))
         got, lens = model.score_sentences(sent)
         assert list(lens) == [len(s) + 1 for s in test]
         ppl_k = 10 ** (-want / lens)
