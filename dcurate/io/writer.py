@@ -81,12 +81,15 @@ class ShardWriter:
         else:
             self._stream.write(jsonl_bytes(batch))
 
+    def _pq_level(self) -> int:
+        return DEFAULT_ZSTD_LEVEL if self.level is None else self.level
+
     def _flush(self) -> None:
         if not self._pending:
             return
         if self._pq is None:
             self._pq = pq.ParquetWriter(
-                self.tmp, self.schema, compression="zstd", compression_level=self.level
+                self.tmp, self.schema, compression="zstd", compression_level=self._pq_level()
             )
         self._pq.write_table(pa.Table.from_batches(self._pending, schema=self.schema))
         self._pending = []
@@ -98,7 +101,7 @@ class ShardWriter:
             self._flush()
             if self._pq is None:  # empty shard: a valid file holding only the schema
                 schema = self.schema or pa.schema([])
-                self._pq = pq.ParquetWriter(self.tmp, schema, compression="zstd", compression_level=self.level)
+                self._pq = pq.ParquetWriter(self.tmp, schema, compression="zstd", compression_level=self._pq_level())
             self._pq.close()
         else:
             if self._stream is not self._file:
