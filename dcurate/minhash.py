@@ -410,6 +410,50 @@ def _needs_normalization(offsets, data, cp_map):
 
 
 @njit(cache=True)
+def _insertion_sort(x, lo, hi):
+    for i in range(lo + 1, hi):
+        v = x[i]
+        j = i
+        while j > lo and x[j - 1] > v:
+            x[j] = x[j - 1]
+            j -= 1
+        x[j] = v
+
+
+@njit(cache=True)
+def _sort_hashes(seg, tmp, cnt):
+    """Sort uniformly distributed 64-bit hashes in place: one counting pass on the top bits into
+    about one element per bucket, then insertion sort per bucket (``np.sort`` for a large one)."""
+    m = seg.shape[0]
+    if m <= 32:
+        _insertion_sort(seg, 0, m)
+        return
+    bits = 1
+    while (1 << bits) < m and bits < 20:
+        bits += 1
+    nb = 1 << bits
+    shift = np.uint64(64 - bits)
+    cnt[: nb + 1] = 0
+    for i in range(m):
+        cnt[np.int64(seg[i] >> shift) + 1] += 1
+    for b in range(nb):
+        cnt[b + 1] += cnt[b]
+    for i in range(m):
+        b = np.int64(seg[i] >> shift)
+        tmp[cnt[b]] = seg[i]
+        cnt[b] += 1
+    lo = 0
+    for b in range(nb):
+        hi = cnt[b]  # after the scatter, cnt[b] is the end of bucket b
+        if hi - lo > 64:
+            tmp[lo:hi].sort()
+        elif hi - lo > 1:
+            _insertion_sort(tmp, lo, hi)
+        lo = hi
+    seg[:] = tmp[:m]
+
+
+@njit(cache=True)
 def _shingle_kernel(offs_a, data_a, src, offs_b, data_b, cp_map, cls, ngram, use32, cap):
     """Tokenise, join the tokens by one space into a scratch stream and hash every n-gram slice
     of the stream; per document sort + unique.
@@ -423,6 +467,8 @@ def _shingle_kernel(offs_a, data_a, src, offs_b, data_b, cp_map, cls, ngram, use
     out = np.empty(max(cap, 16), dtype=np.uint64)
     stream = np.empty(64, dtype=np.uint8)
     wstart = np.empty(32, dtype=np.int64)
+    tmp = np.empty(32, dtype=np.uint64)
+    cnt = np.zeros((1 << 20) + 1, dtype=np.int64)
     pos = 0
     seed = np.uint64(0)
     for d in range(n):
@@ -533,7 +579,9 @@ def _shingle_kernel(offs_a, data_a, src, offs_b, data_b, cp_map, cls, ngram, use
             else:
                 out[pos + k] = _xxh64(stream, wstart[k], end, seed)
         seg = out[pos : pos + m]
-        seg.sort()
+        if tmp.shape[0] < m:
+            tmp = np.empty(m, dtype=np.uint64)
+        _sort_hashes(seg, tmp, cnt)
         u = 1
         for k in range(1, m):
             if seg[k] != seg[u - 1]:

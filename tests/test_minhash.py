@@ -424,3 +424,17 @@ def test_band_keys():
 
 
 PINNED_BAND_KEYS = (2423078024948068308, 16154216031585575340)
+
+
+@pytest.mark.parametrize("kind", ["uniform", "skewed", "duplicates", "small"])
+def test_sort_hashes_kernel(kind):
+    rng = np.random.default_rng(1)
+    n = {"uniform": 5000, "skewed": 3000, "duplicates": 2000, "small": 20}[kind]
+    x = rng.integers(0, 2**63, size=n, dtype=np.uint64) * np.uint64(2)
+    if kind == "skewed":
+        x >>= np.uint64(30)  # every value in the lowest buckets: exercises the large-bucket path
+    if kind == "duplicates":
+        x[::2] = x[0]
+    seg = x.copy()
+    mh._sort_hashes(seg, np.empty(n, np.uint64), np.zeros((1 << 20) + 1, np.int64))
+    assert np.array_equal(seg, np.sort(x))
