@@ -2,22 +2,23 @@
 
 ``dcurate select POOL OUT --method dsir|zipfit --target TARGET (--k N | --fraction F | --tokens T)``
 
-DSIR (Xie et al. 2023; :mod:`dcurate.dsir`), a global stage in two rounds:
+DSIR (Xie et al. 2023; :mod:`dcurate.dsir`), a global stage in one scan/reduce round:
 
-1. scan: hashed unigram + bigram counts of every pool piece (the n-gram buckets of each piece are
-   kept in the stage's work folder); reduce: raw-pool model + per-bucket log-ratio table against
-   the target model built in :meth:`SelectStage.prepare`;
-2. scan: per-document importance log-weight and key = log-weight + Gumbel noise seeded by
-   (seed, document id); reduce: the exact global cut-off for k (ties broken by id), and the KL
-   reduction of the selection on the hashed features.
+* scan (parallel over pieces): hashed unigram + bigram counts of every pool piece; the n-gram
+  buckets, token counts and ids of each piece are kept in the stage's work folder;
+* reduce: raw-pool model + per-bucket log-ratio table against the target model built in
+  :meth:`SelectStage.prepare`; then, fanned out over pieces from the kept buckets (no second read
+  of the pool), per-document importance log-weights and keys = log-weight + Gumbel noise seeded
+  by (seed, document id); the exact global cut-off for k (ties broken by id); the KL reduction of
+  the selection on the hashed features.
 
 ZIP-FIT (Obbad et al. 2024; :mod:`dcurate.zipfit`), one round: scan stores the pool texts in
 chunks; reduce scores the chunks in parallel against a seeded sample of ``--num-targets`` targets
 and computes the global top-k cut-off (ties broken by id).
 
 Apply keeps the selected documents (all columns) and adds ``dsir_log_weight`` or ``zipfit_score``.
-Documents with fewer than ``--min-words`` words are never selected (DSIR: 100, the reference's
-``min_example_length``).
+Documents with fewer than ``--min-words`` word-punct tokens are never selected (DSIR: 100, the
+reference's ``min_example_length``, which counts the same tokens).
 """
 
 from __future__ import annotations
@@ -252,6 +253,19 @@ def _dsir_selected_counts(arg: tuple) -> np.ndarray:
     return np.bincount(buckets[keep], minlength=num_buckets).astype(np.int64)
 
 
+def _dsir_piece_keys(arg: tuple) -> int:
+    """Driver fan-out: importance log-weights and Gumbel keys of one piece (from its kept buckets)."""
+    files, table, seed, noise, min_words, num_buckets = arg
+    buckets = np.fromfile(files["buckets"], dtype=_bucket_dtype(num_buckets))
+    ngrams = np.fromfile(files["ngrams"], dtype=np.int64)
+    words = np.fromfile(files["words"], dtype=np.int64)
+    doc = np.repeat(np.arange(len(ngrams), dtype=np.int64), ngrams)
+    weights = np.bincount(doc, weights=table[buckets], minlength=len(ngrams))
+    keys = weights + D.gumbel_noise(_read_ids(files["ids"]), seed) if noise else weights.copy()
+    _write_atomic_npz(files["keys"], keys=keys, score=weights, eligible=words >= min_words, sizes=words)
+    return len(ngrams)
+
+
 _TARGETS: dict[str, Z.TargetSet] = {}
 
 
@@ -287,7 +301,7 @@ class SelectStage(Stage):
 
     @property
     def rounds(self) -> int:  # type: ignore[override]
-        return 2 if self.params.method == "dsir" else 1
+        return 1
 
     @property
     def min_words(self) -> int:
@@ -381,18 +395,15 @@ class SelectStage(Stage):
     # -- scan ------------------------------------------------------------------------------------------
     def scan(self, batches, shard: ShardInfo, round: int, plan: Any) -> Any:
         if self.params.method == "dsir":
-            return (
-                self._scan_dsir_counts(batches, shard)
-                if round == 0
-                else self._scan_dsir_keys(batches, shard, plan)
-            )
+            return self._scan_dsir(batches, shard)
         return self._scan_zipfit(batches, shard)
 
-    def _scan_dsir_counts(self, batches, shard: ShardInfo) -> Any:
+    def _scan_dsir(self, batches, shard: ShardInfo) -> Any:
         p = self.params
         files = _piece_files(Path(self.ctx.workdir), shard)
         counts = np.zeros(p.num_buckets, dtype=np.int64)
         n = 0
+        ids = []
         dt = _bucket_dtype(p.num_buckets)
         tmp = {k: files[k].with_suffix(".tmp") for k in ("buckets", "ngrams", "words")}
         with (
@@ -406,39 +417,12 @@ class SelectStage(Stage):
                 fb.write(f.buckets.astype(dt).tobytes())
                 fn.write(np.diff(f.offsets).astype(np.int64).tobytes())
                 fw.write(f.n_words.astype(np.int64).tobytes())
+                ids.append(batch.column(self.ctx.id_field))
                 n += batch.num_rows
         for k, t in tmp.items():
             os.replace(t, files[k])
+        _write_ids(files["ids"], ids)
         return {"counts": counts, "n": n}
-
-    def _scan_dsir_keys(self, batches, shard: ShardInfo, plan: dict) -> Any:
-        p = self.params
-        files = _piece_files(Path(self.ctx.workdir), shard)
-        buckets = np.fromfile(files["buckets"], dtype=_bucket_dtype(p.num_buckets))
-        ngrams = np.fromfile(files["ngrams"], dtype=np.int64)
-        words = np.fromfile(files["words"], dtype=np.int64)
-        table = plan["table"]
-        doc = np.repeat(np.arange(len(ngrams), dtype=np.int64), ngrams)
-        weights = np.bincount(doc, weights=table[buckets], minlength=len(ngrams))
-        ids = []
-        n = 0
-        for batch in batches:
-            ids.append(batch.column(self.ctx.id_field))
-            n += batch.num_rows
-        if n != len(ngrams):
-            raise RuntimeError(
-                f"select: piece {shard.key} has {n} documents in round 2 but {len(ngrams)} in round 1"
-            )
-        id_arr = (
-            pa.concat_arrays([a.cast(pa.large_string()) for a in ids])
-            if ids
-            else pa.array([], pa.large_string())
-        )
-        keys = weights + D.gumbel_noise(id_arr, self.ctx.seed) if p.noise else weights.copy()
-        eligible = words >= self.min_words
-        _write_ids(files["ids"], [id_arr])
-        _write_atomic_npz(files["keys"], keys=keys, score=weights, eligible=eligible, sizes=words)
-        return {"n": n, "eligible": int(eligible.sum())}
 
     def _scan_zipfit(self, batches, shard: ShardInfo) -> Any:
         wd = Path(self.ctx.workdir)
@@ -500,8 +484,14 @@ class SelectStage(Stage):
                 table = np.zeros(p.num_buckets)
             else:
                 table = D.log_ratio(target, raw, p.laplace, p.log_eps)
-            return {"table": table, "raw_counts": raw, "target_counts": target, "n": n}
-        if p.method == "dsir":
+            plan = {"table": table, "raw_counts": raw, "target_counts": target, "n": n}
+            # per-document keys from the buckets kept by the scan, in parallel over pieces
+            wd = Path(self.ctx.workdir)
+            args = [
+                (_piece_files(wd, shard), table, self.ctx.seed, p.noise, self.min_words, p.num_buckets)
+                for shard, _ in partials
+            ]
+            self.ctx.map(_dsir_piece_keys, args)
             return self._reduce_dsir_select(partials, plan)
         return self._reduce_zipfit(partials)
 
