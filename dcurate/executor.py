@@ -80,8 +80,17 @@ class RayExecutor(LocalExecutor):
             raise RecipeError("executor 'ray' needs the ray extra: pip install 'dcurate[ray]'") from None
         self._ray = ray
         if not ray.is_initialized():
-            ray.init(address=os.environ.get("RAY_ADDRESS"), num_cpus=None if os.environ.get("RAY_ADDRESS") else workers,
-                     include_dashboard=False, log_to_driver=False)
+            address = os.environ.get("RAY_ADDRESS")
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                # A local instance: its workers see the driver's import path (stages defined in
+                # the user's own modules included).
+                import sys
+
+                path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                         runtime_env={"env_vars": {"PYTHONPATH": path}})
         self._remote = ray.remote(_call)
 
     def imap_unordered(self, fn: Callable, items: list) -> Iterator[tuple[int, Any]]:

@@ -568,6 +568,8 @@ class Runner:
         if opts.force and self.workdir.exists():
             shutil.rmtree(self.workdir)
         plan = self.plan()
+        if not opts.dry_run:
+            self._remove_stale_temp_files()
         if opts.dry_run:
             self._print_plan(plan)
             return {"dry_run": True, "shards": len(plan.shards), "pieces": len(plan.pieces)}
@@ -605,6 +607,15 @@ class Runner:
             self._emit_stdout(plan)
         self._cleanup(plan)
         return summary
+
+    def _remove_stale_temp_files(self) -> None:
+        """Temporary files of an interrupted run ('.NAME.tmp-PID') are never resumed from."""
+        for root in [self.out_dir, Path(self.opts.rejected) if self.opts.rejected else None]:
+            if root is None or not root.exists():
+                continue
+            for p in root.rglob(".*.tmp-*"):
+                if p.is_file():
+                    p.unlink()
 
     def _source_specs(self, plan: RunPlan, source: str) -> list[SourceSpec]:
         o = self.opts

@@ -92,12 +92,14 @@ def test_resume_skips_completed_work_and_matches_clean_run(corpus, tmp_path):
     done_before = (calls / "calls.txt").read_text().split()
     assert done_before == ["s0", "s1"]
     assert not (tmp_path / "out" / "s2.jsonl.zst").exists()  # nothing under the final name
+    (tmp_path / "out" / ".s2.jsonl.zst.tmp-999").write_bytes(b"partial")  # as left by a kill -9
     os.environ["DCURATE_NO_CRASH"] = "1"
     try:
         run(str(corpus), str(tmp_path / "out"), crashing, opts())
     finally:
         del os.environ["DCURATE_NO_CRASH"]
     assert (calls / "calls.txt").read_text().split() == ["s0", "s1", "s2", "s3"]  # s0, s1 not redone
+    assert not list((tmp_path / "out").glob(".*tmp*"))
     run(str(corpus), str(tmp_path / "clean"), [(ToyLen, LenParams(min_chars=30))], opts())
     assert tree_digest(tmp_path / "out") == tree_digest(tmp_path / "clean")
     # a parameter change invalidates completed work
