@@ -400,3 +400,13 @@ def test_shared_corpus_exact_counts(tmp_path):
     )
     assert stats is not None
     assert counts(read_out(tmp_path / "out")) == {"wiki": 2000, "forum": 1200, "code": 800}
+
+
+def test_without_scan_cache_the_selection_is_the_same(tmp_path, monkeypatch):
+    kw = {"weights": {"a": 0.3, "b": 0.3, "c": 0.2, "d": 0.2}, "docs": 30, "max_epochs": 2}
+    cached, _, _ = run_stage(make(tmp_path / "c", **kw), shards_of(corpus(), [45]))
+    assert list((tmp_path / "c" / "work").glob("scan-*.npz"))
+    monkeypatch.setattr(Mix, "_save_cache", lambda self, *a: None)
+    fresh, _, _ = run_stage(make(tmp_path / "f", **kw), shards_of(corpus(), [45]))
+    assert not list((tmp_path / "f" / "work").glob("scan-*.npz"))
+    assert cached.equals(fresh)

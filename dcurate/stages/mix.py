@@ -377,6 +377,7 @@ class Mix(Stage):
         super().__init__(params, ctx)
         self._model: Any = None
         self._tok: Any = None
+        self._cache: tuple[str, Any] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -538,15 +539,18 @@ class Mix(Stage):
 
     def _scan_counts(self, batches, shard: ShardInfo) -> dict[str, Any]:
         index: dict[str, int] = {}
-        codes, tokens, bins = [], [], []
+        codes, tokens, keys = [], [], []
         pos = 0
         for batch in batches:
-            c = self._codes(self._labels(batch, shard, pos), index)
-            codes.append(c)
+            codes.append(self._codes(self._labels(batch, shard, pos), index))
             tokens.append(self._tokens(batch))
-            bins.append((self._keys(batch, shard, pos) >> np.uint64(BIN_SHIFT)).astype(np.int64))
+            keys.append(self._keys(batch, shard, pos))
             pos += batch.num_rows
         names = list(index)
+        if codes:
+            self._save_cache(
+                shard, names, np.concatenate(codes), np.concatenate(keys), np.concatenate(tokens)
+            )
         if not codes:
             return {
                 "domains": [],
@@ -557,7 +561,8 @@ class Mix(Stage):
                 "htok": np.zeros(0, np.int64),
                 "string_ids": True,
             }
-        c, t, b = np.concatenate(codes), np.concatenate(tokens), np.concatenate(bins)
+        c, t = np.concatenate(codes), np.concatenate(tokens)
+        b = (np.concatenate(keys) >> np.uint64(BIN_SHIFT)).astype(np.int64)
         k = len(names)
         combined = c * (1 << BIN_BITS) + b
         hcode, inv, hcount = np.unique(combined, return_inverse=True, return_counts=True)
@@ -571,9 +576,57 @@ class Mix(Stage):
             "htok": htok,
         }
 
+    # Round 1 keeps each piece's domain codes, keys and token counts (20 bytes a document) under
+    # the stage's workdir, so that round 2 and apply need not decode the text again (nor run a
+    # domain classifier again). Without the file (e.g. a cleaned workdir) they recompute.
+    def _cache_path(self, shard: ShardInfo) -> Path:
+        return Path(self.ctx.workdir) / f"scan-{shard.key}.npz"
+
+    def _save_cache(self, shard: ShardInfo, names: list[str], codes, keys, tokens) -> None:
+        path = self._cache_path(shard)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
+        np.savez(
+            tmp, names=np.array(names, dtype=str), codes=codes.astype(np.int32), keys=keys, tokens=tokens
+        )
+        os.replace(tmp, path)
+
+    def _load_cache(
+        self, shard: ShardInfo, plan: MixPlan
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(codes into plan.domains, keys, tokens) of a piece, or None when not cached."""
+        if self._cache is not None and self._cache[0] == shard.key:
+            return self._cache[1]
+        path = self._cache_path(shard)
+        if not path.exists():
+            return None
+        with np.load(path, allow_pickle=False) as z:
+            index = {d: i for i, d in enumerate(plan.domains)}
+            missing = [str(d) for d in z["names"] if str(d) not in index]
+            if missing:
+                return None
+            lut = np.array([index[str(d)] for d in z["names"]], dtype=np.int64)
+            got = (lut[z["codes"]] if len(lut) else z["codes"].astype(np.int64), z["keys"], z["tokens"])
+        self._cache = (shard.key, got)
+        return got
+
     def _scan_boundary(self, batches, shard: ShardInfo, plan: MixPlan) -> dict[str, Any]:
         want = plan.rem_bin
         out: dict[str, list[np.ndarray]] = {"dom": [], "key": [], "tok": [], "row": []}
+        cached = self._load_cache(shard, plan)
+        if cached is not None:  # the batches are not read at all
+            c, keys, tokens = cached
+            hit = (
+                np.flatnonzero(want[c] == (keys >> np.uint64(BIN_SHIFT)).astype(np.int64))
+                if (want >= 0).any()
+                else []
+            )
+            return {
+                "dom": c[hit],
+                "key": keys[hit],
+                "tok": tokens[hit],
+                "row": np.asarray(hit, dtype=np.int64),
+            }
         pos = 0
         for batch in batches:
             n = batch.num_rows
@@ -820,8 +873,13 @@ class Mix(Stage):
         n = batch.num_rows
         if n == 0:
             return Result(with_column(batch, EPOCH_COLUMN, pa.array([], pa.int32())))
-        labels = self._labels(batch, shard, pos)
-        c = self._plan_codes(batch, shard, pos, plan, labels)
+        cached = self._load_cache(shard, plan) if self.params.domain_model else None
+        if cached is not None and pos + n <= len(cached[0]):  # the classifier's labels from the scan
+            c = cached[0][pos : pos + n]
+            labels = pc.take(pa.array(plan.domains, pa.string()), pa.array(c))
+        else:
+            labels = self._labels(batch, shard, pos)
+            c = self._plan_codes(batch, shard, pos, plan, labels)
         keys = self._keys(batch, shard, pos)
         rows = pos + np.arange(n, dtype=np.int64)
         ck = plan.cut_key[c]
