@@ -25,8 +25,9 @@ def _call(arg: tuple[int, Callable, Any]) -> tuple[int, Any]:
 class LocalExecutor:
     """A process pool over tasks (``workers=1`` runs in the driver process, no pool)."""
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, preload: list[str] | None = None):
         self.workers = max(1, workers)
+        self.preload = ["dcurate.runner"] + [m for m in (preload or []) if m != "dcurate.runner"]
         self._pool = None
 
     def _get_pool(self):
@@ -35,7 +36,8 @@ class LocalExecutor:
             for var in ("POLARS_MAX_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
                 os.environ.setdefault(var, "1")
             ctx = mp.get_context("forkserver")
-            ctx.set_forkserver_preload(["dcurate.runner"])
+            # Workers fork from a server that has already imported the run's stage modules.
+            ctx.set_forkserver_preload(self.preload)
             self._pool = ctx.Pool(self.workers, initializer=_init_worker)
         return self._pool
 
@@ -70,7 +72,7 @@ class RayExecutor(LocalExecutor):
     """Runs tasks as Ray tasks (``executor: ray``); connects to ``RAY_ADDRESS`` or starts a local
     instance. Work files must live on storage every node can read (a shared file system)."""
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, preload: list[str] | None = None):
         super().__init__(workers)
         try:
             import ray
@@ -108,5 +110,5 @@ class RayExecutor(LocalExecutor):
         pass
 
 
-def make_executor(kind: str, workers: int) -> LocalExecutor:
-    return RayExecutor(workers) if kind == "ray" else LocalExecutor(workers)
+def make_executor(kind: str, workers: int, preload: list[str] | None = None) -> LocalExecutor:
+    return RayExecutor(workers) if kind == "ray" else LocalExecutor(workers, preload)

@@ -576,7 +576,7 @@ class Runner:
         os.makedirs(self.workdir, exist_ok=True)
         self._write_manifest(plan)
         stages = {s.index: s.build() for s in plan.stages}
-        self.executor = make_executor(opts.executor, self.workers)
+        self.executor = make_executor(opts.executor, self.workers, sorted({s.cls.__module__ for s in plan.stages}))
         for s in plan.stages:
             s.ctx.mapper = self.executor.map
             st = stages[s.index]
@@ -648,10 +648,13 @@ class Runner:
         todo = [i for i, r in enumerate(results) if r is None]
         skipped = len(tasks) - len(todo)
         bar = self._bar(len(tasks), desc, skipped)
+        docs = 0
         try:
             for j, r in self.executor.imap_unordered(fn, [tasks[i] for i in todo]):
                 results[todo[j]] = r
                 if bar is not None:
+                    docs += r.rows_read
+                    bar.set_postfix(docs=f"{docs:,}", refresh=False)
                     bar.update(1)
         finally:
             if bar is not None:
