@@ -381,3 +381,26 @@ def test_paragraphs_cut_later_repeats_and_drop_emptied_docs(tmp_path):
     }
     assert ids(dropped) == ["c"] and dropped.column(REASON_COLUMN).to_pylist() == ["dedup.paragraphs"]
     assert stats["lines_removed"] == 4 and stats["docs_modified"] == 3
+
+
+@pytest.mark.parametrize("method", ["minhash", "exact", "paragraphs"])
+def test_empty_input_and_text_less_documents(tmp_path, method):
+    empty = pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string())})
+    kept, dropped, stats, _ = run([empty], tmp_path / "e", method=method)
+    assert kept is None and dropped is None and stats["docs"] == 0
+    kept, dropped, stats, _ = run([[("a", ""), ("b", "  \n ")]], tmp_path / "b", method=method)
+    # no words: never a near-duplicate; exact dedup sees two equal (empty) normalised texts
+    assert ids(kept) == (["a"] if method == "exact" else ["a", "b"])
+
+
+@pytest.mark.slow
+def test_a_50_mb_document(tmp_path):
+    rng = np.random.default_rng(0)
+    vocab = np.array([f"w{i}" for i in range(5000)])
+    big = " ".join(vocab[rng.integers(0, len(vocab), 8_000_000)])  # ~50 MB
+    assert len(big) > 45_000_000
+    kept, dropped, stats, clusters = run(
+        [[("big", big), ("copy", big + " tail"), ("x", doc(1))]], tmp_path, batch_rows=1
+    )
+    assert ids(kept) == ["big", "x"] and ids(dropped) == ["copy"]
+    assert clusters.column("jaccard").to_pylist()[1] > 0.99
