@@ -149,7 +149,7 @@ class KenLMScorer(_Scorer):
         sent = self.tokenizer.sentences(texts)
         score = self.model.score
         lines = sent.joined()
-        lp = np.fromiter((score(s, True, True) for s in lines), dtype=np.float64, count=len(lines))
+        lp = np.array([score(s, True, True) for s in lines], dtype=np.float64)
         ntok = sent.ntok.astype(np.float64) + 1.0
         sums = np.bincount(sent.doc, weights=lp, minlength=sent.n_docs)
         lens = np.bincount(sent.doc, weights=ntok, minlength=sent.n_docs).astype(np.int64)
