@@ -328,10 +328,9 @@ def run_scan_task(task: ScanTask) -> TaskResult:
         for b in reader:
             yield b
 
-    gen = batches()
-    partial = stage.scan(gen, _shard_info(task.source.piece), task.round, plan)
-    for _ in gen:
-        pass
+    # The batches are read lazily: a round that needs nothing from the data (its work files
+    # already hold what it needs) does not read the shard at all.
+    partial = stage.scan(batches(), _shard_info(task.source.piece), task.round, plan)
     res = TaskResult(partial=partial, bad_records=reader.bad_records, rows_read=reader.rows, max_rss=_peak_rss())
     res.stats[task.stage.index] = StageStats(seconds=time.perf_counter() - t0)
     _atomic_pickle(res, task.marker)
