@@ -442,3 +442,85 @@ def test_batch_split_does_not_change_results() -> None:
     got = sum((p.dropped.column(REASON_COLUMN).to_pylist() for p in parts if p.dropped is not None), [])
     assert got == whole.dropped.column(REASON_COLUMN).to_pylist()
     assert np.unique(got).size > 1
+
+
+# -- end to end: curate() and the CLI ----------------------------------------------------------------
+
+
+def _write_corpus(root) -> list[dict]:
+    import json
+
+    import pyarrow.parquet as pq
+
+    good = [" ".join(sentence(i + k) for k in range(10)) for i in range(6)]
+    recs = [{"id": f"g{i}", "text": t, "score": i / 10} for i, t in enumerate(good)]
+    recs += [
+        {"id": "short", "text": "Too short to keep.", "score": 0.9},
+        {"id": "menu", "text": good[0] + "\nHome | About | Contact\nPlease enable JavaScript now or this page fails.", "score": 0.9},
+        {"id": "lorem", "text": good[1] + " Lorem ipsum dolor sit amet.", "score": 0.9},
+    ]
+    (root / "in").mkdir()
+    (root / "in" / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs[:5]))
+    pq.write_table(pa.Table.from_pylist(recs[5:]), root / "in" / "b.parquet")
+    return recs
+
+
+def _read(out) -> dict[str, dict]:
+    from dcurate.io import read_table
+
+    return {r["id"]: r for r in read_table([str(out)]).to_pylist()}
+
+
+def test_end_to_end_curate(tmp_path) -> None:
+    from dcurate.api import curate
+
+    recs = _write_corpus(tmp_path)
+    stats = curate(
+        str(tmp_path / "in"),
+        str(tmp_path / "out"),
+        stages=[{"stage": "filter", "preset": "gopher+c4", "min_words": 20}],
+        workers=1,
+        rejected=str(tmp_path / "rej"),
+        progress=False,
+    )
+    st = stats["stages"][0]
+    assert st["removed"] == {"filter.c4_min_sentences": 1, "filter.c4_lorem_ipsum": 1}
+    kept = _read(tmp_path / "out")
+    assert set(kept) == {f"g{i}" for i in range(6)} | {"menu"}
+    assert kept["menu"]["text"] == recs[0]["text"]  # C4 removed the menu and javascript lines
+    assert kept["g3"]["score"] == 0.3  # other columns preserved
+    rejected = _read(tmp_path / "rej")
+    assert {r: rejected[r]["dcurate_reason"] for r in rejected} == {"short": "filter.c4_min_sentences", "lorem": "filter.c4_lorem_ipsum"}
+    assert rejected["lorem"]["text"] == recs[-1]["text"]
+
+
+def test_end_to_end_keep_if_and_worker_count(tmp_path) -> None:
+    from dcurate.api import curate
+
+    _write_corpus(tmp_path)
+    outs = []
+    for w in (1, 2):
+        out = tmp_path / f"out{w}"
+        stats = curate(str(tmp_path / "in"), str(out), stages=[{"stage": "filter", "preset": "none", "keep_if": "score >= 0.3 and id != 'menu'"}], workers=w, progress=False)
+        assert stats["stages"][0]["removed"] == {"filter.keep_if": 4}
+        outs.append({p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "stats.json"})
+    assert outs[0] == outs[1]
+    assert set(_read(tmp_path / "out1")) == {"g3", "g4", "g5", "short", "lorem"}
+
+
+def test_cli_filter(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from dcurate.cli import app
+
+    _write_corpus(tmp_path)
+    runner = CliRunner()
+    res = runner.invoke(app, ["filter", str(tmp_path / "in"), str(tmp_path / "o1"), "--preset", "c4", "--no-c4-lorem-ipsum", "--c4-min-sentences", "2", "--workers", "1", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "lorem" in _read(tmp_path / "o1") and "short" not in _read(tmp_path / "o1")
+    res = runner.invoke(app, ["filter", str(tmp_path / "in"), str(tmp_path / "o2"), "--keep-if", "score >= = 1"])
+    assert res.exit_code == 2 and "position 9" in res.output
+    res = runner.invoke(app, ["filter", str(tmp_path / "in"), str(tmp_path / "o3"), "--preset", "none", "--keep-if", "qual > 1", "--workers", "1", "--no-progress"])
+    assert res.exit_code == 2 and "unknown column 'qual'" in res.output and "score" in res.output
+    res = runner.invoke(app, ["filter", str(tmp_path / "in"), str(tmp_path / "o4"), "--c4-min-sentences", "9"])
+    assert res.exit_code == 2 and "rules" in res.output
