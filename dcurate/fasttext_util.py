@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Sequence
 from itertools import chain
 from pathlib import Path
@@ -173,31 +174,40 @@ def predict_proba(model: Any, texts: pl.Series | Sequence[str], label: str, k: i
     return predict_many(model, texts, [label], k)[:, 0]
 
 
-def _train_child(train_file: str, out: str, args: dict[str, Any]) -> None:
-    ft = _import_fasttext()
-    model = ft.train_supervised(input=train_file, verbose=0, **args)
-    model.save_model(out)
+_TRAIN_CHILD = (
+    "import json, sys\n"
+    "import fasttext\n"
+    "train_file, out, args = json.loads(sys.argv[1])\n"
+    "try:\n"
+    "    model = fasttext.train_supervised(input=train_file, verbose=0, **args)\n"
+    "except Exception as e:\n"
+    "    sys.stderr.write('DCURATE-TRAIN-ERROR: %s\\n' % e)\n"
+    "    sys.exit(3)\n"
+    "model.save_model(out)\n"
+)
 
 
 def train_supervised_isolated(train_file: str, out: str, args: dict[str, Any]) -> None:
-    """``fasttext.train_supervised(train_file, **args)`` in a fresh process; the model goes to ``out``.
+    """``fasttext.train_supervised(train_file, **args)`` in a fresh Python process; the model
+    goes to ``out``.
 
     A fresh process per training run, because the fastText 0.9.2 bindings are not re-entrant:
     a second ``train_supervised`` call in one process can fail with a spurious "Encountered NaN"
-    (seen on small training sets), while the same call in a new process succeeds and gives the
-    same bytes every time. It also keeps a C++ abort from taking the caller down.
+    or give a different model (seen on small training sets), while the same call in a new process
+    succeeds and gives the same bytes every time. It also keeps a C++ abort from taking the caller
+    down. (A plain subprocess, not multiprocessing, so callers need no ``__main__`` guard.)
     """
-    import concurrent.futures
-    import multiprocessing
+    import subprocess
 
-    ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as ex:
-        try:
-            ex.submit(_train_child, train_file, out, args).result()
-        except concurrent.futures.process.BrokenProcessPool:
-            raise ModelError("fastText training crashed (the training process died)") from None
-        except Exception as e:
-            raise ModelError(f"fastText training failed: {e} (a lower --lr often helps)") from None
+    payload = json.dumps([str(train_file), str(out), args])
+    proc = subprocess.run([sys.executable, "-c", _TRAIN_CHILD, payload], capture_output=True, text=True)
+    if proc.returncode != 0:
+        err = proc.stderr.strip().splitlines()
+        msg = next((x.split(":", 1)[1].strip() for x in err if x.startswith("DCURATE-TRAIN-ERROR:")), None)
+        if msg is not None:
+            raise ModelError(f"fastText training failed: {msg} (a lower --lr often helps)")
+        tail = err[-1] if err else f"exit status {proc.returncode}"
+        raise ModelError(f"fastText training crashed: {tail}")
 
 
 # -- metrics ---------------------------------------------------------------------------------------

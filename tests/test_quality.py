@@ -33,7 +33,7 @@ HQ_WORDS = ["the", "theorem", "proof", "history", "treaty", "orchestra"] + _voca
 LQ_WORDS = ["buy", "cheap", "spam", "lol", "omg", "winner"] + _vocab(2, 60)
 COMMON = ["of", "and", "to", "a", "in", "is", "it", "that"] + _vocab(3, 60)
 # Tiny, fast training settings (the defaults are tuned for real corpora).
-FAST = dict(epoch=20, dim=16, bucket=5000, lr=0.5, word_ngrams=1)
+FAST = dict(epoch=20, dim=16, bucket=5000, lr=0.2, word_ngrams=2)
 
 
 def make_doc(rng: random.Random, words: list[str], other: list[str]) -> str:
@@ -204,9 +204,11 @@ def test_train_positive_negative(tmp_path):
         str(tmp_path / "pn.bin"),
         positive=[str(tmp_path / "pos.parquet")],
         negative=[str(tmp_path / "neg.parquet")],
+        threads=2,
         **FAST,
     )
     assert side["training"]["label_counts"] == {"__label__hq": 100, "__label__lq": 100}
+    assert side["training"]["thread"] == 2 and side["training"]["deterministic"] is False
     assert side["heldout"]["roc_auc"] > 0.95
 
 
@@ -405,7 +407,7 @@ def test_cli_train_and_score(tmp_path):
     pq.write_table(labelled(200, seed=9), tmp_path / "train.parquet")
     runner = CliRunner()
     args = ["train-quality", "--input", str(tmp_path / "train.parquet"), "--out", str(tmp_path / "m.bin")]
-    args += ["--epoch", "20", "--dim", "16", "--bucket", "5000", "--lr", "0.5", "--word-ngrams", "1"]
+    args += ["--epoch", "20", "--dim", "16", "--bucket", "5000", "--lr", "0.2", "--word-ngrams", "2"]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     assert "ROC AUC" in r.output and "calibrated threshold" in r.output

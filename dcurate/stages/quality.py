@@ -515,6 +515,16 @@ def train_quality(
     }  # fmt: skip
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    # fastText's Python wrapper sets bucket = 0 when wordNgrams <= 1 and maxn == 0; with the
+    # fasttext 0.9.2 bindings that configuration trains non-reproducibly (models change with the
+    # process's memory layout, sometimes "Encountered NaN"). Bigrams (the default) are stable.
+    unstable = word_ngrams <= 1 and maxn == 0
+    if unstable:
+        print(
+            "train-quality: --word-ngrams 1 without subwords is not reproducible with the fastText "
+            "0.9.2 bindings (use --word-ngrams 2, the default, for a deterministic model)",
+            file=sys.stderr,
+        )
     if threads > 1:
         print(
             f"train-quality: --threads {threads}: faster, but fastText's parallel SGD makes the model "
@@ -569,7 +579,7 @@ def train_quality(
         "calibrated_for": calibrate,
         "training": {
             **{k: v for k, v in targs.items()},
-            "deterministic": threads == 1,
+            "deterministic": threads == 1 and not unstable,
             "holdout": holdout,
             "documents": int(len(ids)),
             "trained_on": int(len(train_rows)),
@@ -629,7 +639,7 @@ def format_report(side: dict[str, Any], out: str) -> str:
     tr = side["training"]
     lines.append(
         f"trained on {tr['trained_on']} documents ({tr['seconds']} s; epoch {tr['epoch']}, lr {tr['lr']}, "
-        f"wordNgrams {tr['wordNgrams']}, dim {tr['dim']}; {'deterministic' if tr['deterministic'] else 'NOT deterministic: threads > 1'})"
+        f"wordNgrams {tr['wordNgrams']}, dim {tr['dim']}; {'deterministic' if tr['deterministic'] else 'NOT deterministic (see above)'})"
     )
     if h.get("documents"):
         tl = h["top_label"]
