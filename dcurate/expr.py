@@ -185,14 +185,20 @@ class Column(Expr):
         idx = batch.schema.get_field_index(self.name)
         if idx < 0:
             names = ", ".join(batch.schema.names)
-            raise InputError(f"keep_if: unknown column '{self.name}' (position {self.pos}); available columns: {names}")
+            raise InputError(
+                f"keep_if: unknown column '{self.name}' (position {self.pos}); available columns: {names}"
+            )
         return batch.column(idx)
 
     def to_pyarrow(self):
         return pc.field(self.name)
 
     def __str__(self) -> str:
-        return self.name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", self.name) and self.name.lower() not in KEYWORDS else f"`{self.name}`"
+        return (
+            self.name
+            if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", self.name) and self.name.lower() not in KEYWORDS
+            else f"`{self.name}`"
+        )
 
 
 @dataclass(frozen=True)
@@ -414,7 +420,7 @@ class _Parser:
             return "end of expression"
         if t.kind == "string":
             return f"string {Literal(t.value)}"
-        return f"'{self.source[t.pos:].split()[0] if t.kind != 'op' else t.value}'"
+        return f"'{self.source[t.pos :].split()[0] if t.kind != 'op' else t.value}'"
 
     def parse(self) -> Expr:
         if self.at("end"):
@@ -454,7 +460,9 @@ class _Parser:
                 raise self.error("comparisons do not chain (write 'a < b and b < c')")
             return e
         if self.at("keyword", "in") or (
-            self.at("keyword", "not") and self.tokens[self.i + 1].kind == "keyword" and self.tokens[self.i + 1].value == "in"
+            self.at("keyword", "not")
+            and self.tokens[self.i + 1].kind == "keyword"
+            and self.tokens[self.i + 1].value == "in"
         ):
             negated = self.take().value == "not"
             if negated:
@@ -484,7 +492,9 @@ class _Parser:
         self.expect("op", ")", "',' or ')' in the value list")
         kinds = {type(v) if not isinstance(v, (int, float)) or isinstance(v, bool) else float for v in values}
         if len(kinds) > 1:
-            raise self.error("the values of an 'in (...)' list must all be numbers or all strings", self.tokens[self.i - 1])
+            raise self.error(
+                "the values of an 'in (...)' list must all be numbers or all strings", self.tokens[self.i - 1]
+            )
         return tuple(values)
 
     def literal(self) -> Any:
@@ -522,7 +532,11 @@ class _Parser:
         if self.at("op", "-"):
             t = self.take()
             operand = self.unary()
-            if isinstance(operand, Literal) and isinstance(operand.value, (int, float)) and not isinstance(operand.value, bool):
+            if (
+                isinstance(operand, Literal)
+                and isinstance(operand.value, (int, float))
+                and not isinstance(operand.value, bool)
+            ):
                 return Literal(-operand.value, t.pos)
             return Negate(operand, t.pos)
         return self.atom()

@@ -67,7 +67,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus", default="../shared/corpus/parquet")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--docs", type=int, default=5000, help="first N documents of the corpus (0 = all; default 5000)")
+    ap.add_argument(
+        "--docs", type=int, default=5000, help="first N documents of the corpus (0 = all; default 5000)"
+    )
     ap.add_argument("--skip-datatrove", action="store_true")
     a = ap.parse_args()
     files = sorted(glob.glob(os.path.join(a.corpus, "*.parquet")))
@@ -81,8 +83,13 @@ def main() -> None:
     if not a.skip_datatrove:
         from datatrove.data import Document
 
-        docs = [Document(text=t, id=i) for i, t in zip(table.column("id").to_pylist(), table.column("text").to_pylist(), strict=True)]
-    print(f"corpus: {n} documents, {mb:.1f} MB of text, {len(files)} shards; {a.runs} runs, 1 thread, CPU seconds")
+        docs = [
+            Document(text=t, id=i)
+            for i, t in zip(table.column("id").to_pylist(), table.column("text").to_pylist(), strict=True)
+        ]
+    print(
+        f"corpus: {n} documents, {mb:.1f} MB of text, {len(files)} shards; {a.runs} runs, 1 thread, CPU seconds"
+    )
     print(f"{'rule set':<18} {'tool':<10} {'cpu s':>7} {'docs/s':>9} {'MB/s':>7} {'kept':>7} {'agree':>7}")
     for label, preset, cls_name in SETS:
         res = {}
@@ -91,12 +98,17 @@ def main() -> None:
                 continue
             times, keep = [], None
             for _ in range(a.runs):
-                keep, dt = dcurate_keep(batches, preset) if tool == "dcurate" else datatrove_keep(docs, cls_name)
+                keep, dt = (
+                    dcurate_keep(batches, preset) if tool == "dcurate" else datatrove_keep(docs, cls_name)
+                )
                 times.append(dt)
             res[tool] = (keep, statistics.median(times))
             agree = f"{(keep == res['dcurate'][0]).mean():.1%}" if tool != "dcurate" else ""
             dt = res[tool][1]
-            print(f"{label:<18} {tool:<10} {dt:7.2f} {n / dt:9,.0f} {mb / dt:7.1f} {int(keep.sum()):7d} {agree:>7}", flush=True)
+            print(
+                f"{label:<18} {tool:<10} {dt:7.2f} {n / dt:9,.0f} {mb / dt:7.1f} {int(keep.sum()):7d} {agree:>7}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -46,7 +46,9 @@ REGIONS = "northern southern eastern western central coastal upland lowland".spl
 COUNTRIES = "Arvenia Belmark Corsland Dravonia Estmark Fenland Galmoria Hestria Istvale Jorland".split()
 KINDS = "town village city river valley island lake harbour mountain forest district parish".split()
 PEOPLE = """Edmund Hale|Margaret Quill|Thomas Verity|Agnes Morrow|William Ashdown|Clara Penrose|Henry Voss|
-Eleanor Bright|Samuel Crane|Isabel Fenwick|Arthur Lowell|Beatrice Marsh|Walter Grieve|Harriet Lyle""".replace("\n", "").split("|")
+Eleanor Bright|Samuel Crane|Isabel Fenwick|Arthur Lowell|Beatrice Marsh|Walter Grieve|Harriet Lyle""".replace(
+    "\n", ""
+).split("|")
 W_NOUNS = """trade wool grain timber coal iron salt fishing shipbuilding pottery railway bridge cathedral market
 university library museum castle abbey mill canal harbour council charter festival population economy climate
 architecture agriculture industry parliament treaty census dialect landscape monastery fortress garrison""".split()
@@ -54,10 +56,13 @@ W_ADJ = """historic ancient prosperous small large notable important rural indus
 fertile mountainous densely populated remote famous wealthy modest independent northern southern""".split()
 W_VERBS = """expanded founded rebuilt governed described documented restored extended surveyed fortified
 developed financed designed recorded established abandoned improved""".split()
-FORUM_THINGS = """laptop router graphics card printer bike engine guitar amplifier camera lens keyboard monitor
-garden hose heat pump thermostat motherboard hard drive phone battery compiler script""".split("\n")[0].split() + [
-    "graphics card", "heat pump", "hard drive", "phone battery", "garden hose"
-]
+FORUM_THINGS = (
+    """laptop router graphics card printer bike engine guitar amplifier camera lens keyboard monitor
+garden hose heat pump thermostat motherboard hard drive phone battery compiler script""".split("\n")[
+        0
+    ].split()
+    + ["graphics card", "heat pump", "hard drive", "phone battery", "garden hose"]
+)
 FORUM_OPEN = ["Hi all,", "Hey everyone,", "Hello,", "Quick question:", "Long time lurker, first post.", "So,"]
 FORUM_Q = [
     "has anyone tried replacing the {t} on an older model?",
@@ -83,13 +88,27 @@ FORUM_SIGN = ["Thanks in advance,", "Cheers,", "Thanks!", "Regards,", "-- sent f
 NAMES = "alex sam jo chris pat kim lee robin taylor morgan jamie casey".split()
 CODE_VERBS = "load parse build read write merge split count filter sort update compute render fetch".split()
 CODE_NOUNS = "config items records tokens rows users events values nodes files lines scores blocks".split()
-LEGAL_PARTIES = ["the Licensee", "the Licensor", "the Recipient", "the Contributor", "the User", "the Provider"]
-LEGAL_THINGS = ["the Software", "the Work", "the Documentation", "the Service", "any Derivative Work", "the Materials"]
+LEGAL_PARTIES = [
+    "the Licensee",
+    "the Licensor",
+    "the Recipient",
+    "the Contributor",
+    "the User",
+    "the Provider",
+]
+LEGAL_THINGS = [
+    "the Software",
+    "the Work",
+    "the Documentation",
+    "the Service",
+    "any Derivative Work",
+    "the Materials",
+]
 LEGAL_VERBS = ["copy", "modify", "distribute", "sublicense", "sell", "reproduce", "publicly display"]
 LEGAL_SENT = [
     "{P} may {V} {T} subject to the conditions set out in this Agreement.",
     "{P} shall not {V} {T} without the prior written consent of {Q}.",
-    "{T} is provided on an \"as is\" basis, without warranties or conditions of any kind.",
+    '{T} is provided on an "as is" basis, without warranties or conditions of any kind.',
     "In no event shall {P} be liable for any claim, damages or other liability arising from {T}.",
     "This Agreement shall be governed by the laws of the jurisdiction in which {Q} is established.",
     "The above notice and this permission notice shall be included in all copies of {T}.",
@@ -151,10 +170,20 @@ class Gen:
         for t in r.sample(templates, r.randint(4, len(templates))):  # no template twice in a document
             sents.append(
                 t.format(
-                    n=self.pick(W_NOUNS), n2=self.pick(W_NOUNS), p=place, p2=self.pick(PLACES), k=kind,
-                    v=self.pick(W_VERBS), a=self.pick(W_ADJ), y=r.randint(1200, 1990), y2=r.randint(1200, 1990),
-                    c=self.pick(["twelfth", "fourteenth", "sixteenth", "eighteenth", "nineteenth", "twentieth"]),
-                    num=f"{r.randint(2, 900) * 100:,}", person=self.pick(PEOPLE),
+                    n=self.pick(W_NOUNS),
+                    n2=self.pick(W_NOUNS),
+                    p=place,
+                    p2=self.pick(PLACES),
+                    k=kind,
+                    v=self.pick(W_VERBS),
+                    a=self.pick(W_ADJ),
+                    y=r.randint(1200, 1990),
+                    y2=r.randint(1200, 1990),
+                    c=self.pick(
+                        ["twelfth", "fourteenth", "sixteenth", "eighteenth", "nineteenth", "twentieth"]
+                    ),
+                    num=f"{r.randint(2, 900) * 100:,}",
+                    person=self.pick(PEOPLE),
                 )
             )
         paras, i = [], 0
@@ -191,12 +220,14 @@ class Gen:
                     f"    result = []\n    for item in {arg}:\n        if len(item) > {lim}:\n            result.append(item)\n    return result",
                     f"    total = 0\n    for value in {arg}:\n        total += value * {lim}\n    return total",
                     f"    with open(path) as fh:\n        {n} = [line.strip() for line in fh]\n    return {n}[:{lim}]",
-                    f"    if not {arg}:\n        raise ValueError(\"no {arg} given\")\n    return sorted({arg}, key=lambda x: x[{lim % 3}])",
+                    f'    if not {arg}:\n        raise ValueError("no {arg} given")\n    return sorted({arg}, key=lambda x: x[{lim % 3}])',
                     f"    {n} = {{}}\n    for key, value in {arg}.items():\n        {n}[key] = value + {lim}\n    return {n}",
                 ]
             )
             params = "path" if "path" in body else arg
-            funcs.append(f'def {v}_{n}({params}):\n    """{v.capitalize()} the {n} from {params}."""\n{body}\n')
+            funcs.append(
+                f'def {v}_{n}({params}):\n    """{v.capitalize()} the {n} from {params}."""\n{body}\n'
+            )
         header = self.pick(["import os\nimport sys\n\n", "from collections import defaultdict\n\n", ""])
         return (header + "\n\n".join(funcs)).strip()
 
@@ -212,8 +243,12 @@ class Gen:
         r = self.r
         return " ".join(
             self.pick(SHORT).format(
-                n=self.pick(NAMES), d=f"{r.randint(1, 28)} March {r.randint(2005, 2023)}", k=r.randint(1, 9),
-                m=r.randint(10, 40), w=self.pick(W_NOUNS), w2=self.pick(W_NOUNS),
+                n=self.pick(NAMES),
+                d=f"{r.randint(1, 28)} March {r.randint(2005, 2023)}",
+                k=r.randint(1, 9),
+                m=r.randint(10, 40),
+                w=self.pick(W_NOUNS),
+                w2=self.pick(W_NOUNS),
             )
             for _ in range(r.randint(1, 3))
         )
@@ -224,14 +259,19 @@ class Gen:
         if kind == "too_short":
             return " ".join(r.choice(W_NOUNS + LOREM[:5]) for _ in range(r.randint(3, 20)))
         if kind == "symbol_soup":
-            return " ".join(r.choice(SYMBOLS) + r.choice(["", self.pick(SPAM)]) for _ in range(r.randint(60, 200)))
+            return " ".join(
+                r.choice(SYMBOLS) + r.choice(["", self.pick(SPAM)]) for _ in range(r.randint(60, 200))
+            )
         if kind == "repeated_lines":
             line = self.pick(FORUM_BODY)
             return "\n".join([line] * r.randint(15, 40))
         if kind == "lorem_ipsum":
             return "Lorem ipsum " + " ".join(r.choice(LOREM) for _ in range(r.randint(80, 250))) + "."
         if kind == "bullet_list":
-            return "\n".join(f"- {self.pick(W_NOUNS)} {self.pick(W_NOUNS)} {r.randint(1, 99)}" for _ in range(r.randint(20, 60)))
+            return "\n".join(
+                f"- {self.pick(W_NOUNS)} {self.pick(W_NOUNS)} {r.randint(1, 99)}"
+                for _ in range(r.randint(20, 60))
+            )
         if kind == "keyword_spam":
             return " ".join(self.pick(SPAM) for _ in range(r.randint(80, 300)))
         raise ValueError(kind)
@@ -239,7 +279,14 @@ class Gen:
 
 DOMAIN_SHARE = {"wiki": 0.40, "forum": 0.25, "code": 0.14, "legal": 0.11, "short": 0.10}
 LQ_KINDS = ["too_short", "symbol_soup", "repeated_lines", "lorem_ipsum", "bullet_list", "keyword_spam"]
-LQ_DOMAIN = {"too_short": "short", "symbol_soup": "forum", "repeated_lines": "forum", "lorem_ipsum": "wiki", "bullet_list": "short", "keyword_spam": "forum"}
+LQ_DOMAIN = {
+    "too_short": "short",
+    "symbol_soup": "forum",
+    "repeated_lines": "forum",
+    "lorem_ipsum": "wiki",
+    "bullet_list": "short",
+    "keyword_spam": "forum",
+}
 
 _WORD = re.compile(r"\w+")
 
@@ -286,10 +333,12 @@ def generate(n_docs: int, seed: int) -> tuple[list[dict], dict, list[dict], list
         for i in range(k):
             docs.append({"id": f"{domain}-{i:05d}", "text": make(), "domain": domain})
     planted: dict = {"exact_dups": [], "near_dups": [], "low_quality": {}}
-    long_docs = [d for d in docs if d["domain"] in ("wiki", "forum", "legal") and len(_WORD.findall(d["text"])) >= 60]
+    long_docs = [
+        d for d in docs if d["domain"] in ("wiki", "forum", "legal") and len(_WORD.findall(d["text"])) >= 60
+    ]
     copies: dict[str, int] = {}
     for _ in range(n_exact):
-        src = g.pick(docs[: n_orig])
+        src = g.pick(docs[:n_orig])
         copies[src["id"]] = copies.get(src["id"], 0) + 1
         did = f"{src['id']}~dup{copies[src['id']]}"
         docs.append({"id": did, "text": src["text"], "domain": src["domain"]})
@@ -322,11 +371,18 @@ def generate(n_docs: int, seed: int) -> tuple[list[dict], dict, list[dict], list
             text = g.pick([lambda: g.low_quality(g.pick(LQ_KINDS)), g.short, g.forum])()
             label = "lq"
         quality.append({"id": f"q-{i:05d}", "text": text, "label": label})
-    target = [{"id": f"target-{i:05d}", "text": g.wiki(), "domain": "wiki"} for i in range(max(10, n_docs // 10))]
+    target = [
+        {"id": f"target-{i:05d}", "text": g.wiki(), "domain": "wiki"} for i in range(max(10, n_docs // 10))
+    ]
     return docs, planted, quality, target
 
 
-SHARDS = [("part-00000", "jsonl.zst"), ("part-00001", "parquet"), ("part-00002", "jsonl.zst"), ("part-00003", "parquet")]
+SHARDS = [
+    ("part-00000", "jsonl.zst"),
+    ("part-00001", "parquet"),
+    ("part-00002", "jsonl.zst"),
+    ("part-00003", "parquet"),
+]
 SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("domain", pa.string())])
 
 
@@ -364,7 +420,9 @@ def write(out: Path, docs: list[dict], planted: dict, quality: list[dict], targe
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out", default="data/demo", help="output folder (default: data/demo)")
     ap.add_argument("--docs", type=int, default=3000, help="number of corpus documents (default: 3000)")
     ap.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")

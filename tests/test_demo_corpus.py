@@ -30,7 +30,11 @@ def demo():
 
 
 def tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def read_corpus(root: Path) -> list[dict]:
@@ -64,8 +68,17 @@ def test_byte_identical_on_rerun(demo, made: Path, tmp_path: Path) -> None:
 
 def test_layout_and_schema(made: Path) -> None:
     names = sorted(p.name for p in (made / "corpus").iterdir())
-    assert names == ["part-00000.jsonl.zst", "part-00001.parquet", "part-00002.jsonl.zst", "part-00003.parquet"]
-    assert sorted(p.name for p in (made / "extra").iterdir()) == ["planted.json", "quality_train.jsonl", "target.jsonl"]
+    assert names == [
+        "part-00000.jsonl.zst",
+        "part-00001.parquet",
+        "part-00002.jsonl.zst",
+        "part-00003.parquet",
+    ]
+    assert sorted(p.name for p in (made / "extra").iterdir()) == [
+        "planted.json",
+        "quality_train.jsonl",
+        "target.jsonl",
+    ]
     schema = pq.read_schema(made / "corpus" / "part-00001.parquet")
     assert schema.names == ["id", "text", "domain"] and schema.field("text").type == pa.string()
     rows = read_corpus(made)

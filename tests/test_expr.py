@@ -119,7 +119,10 @@ def test_syntax_errors_name_the_position(src: str, pos: int, fragment: str) -> N
 
 
 def test_unknown_column_lists_available(batch: pa.RecordBatch) -> None:
-    with pytest.raises(InputError, match=r"unknown column 'score' \(position 0\); available columns: q, domain, n, flag, my-col"):
+    with pytest.raises(
+        InputError,
+        match=r"unknown column 'score' \(position 0\); available columns: q, domain, n, flag, my-col",
+    ):
         keep_mask(parse("score > 1"), batch)
 
 

@@ -23,14 +23,18 @@ def make_stage(**params: Any) -> Filter:
     return Filter(build(FilterParams, params, "stage 0 (filter)"), StageContext())
 
 
-def run(texts: list[str | None], extra: dict | None = None, **params: Any) -> tuple[list[str], list[str | None]]:
+def run(
+    texts: list[str | None], extra: dict | None = None, **params: Any
+) -> tuple[list[str], list[str | None]]:
     """Process one batch; return (kept texts, reason per input row or None if kept)."""
     cols = {"id": [str(i) for i in range(len(texts))], "text": texts, **(extra or {})}
     batch = pa.record_batch(cols)
     res = make_stage(**params).process(batch, SHARD, 0)
     reasons: list[str | None] = [None] * len(texts)
     if res.dropped is not None:
-        for i, r in zip(res.dropped.column("id").to_pylist(), res.dropped.column(REASON_COLUMN).to_pylist(), strict=True):
+        for i, r in zip(
+            res.dropped.column("id").to_pylist(), res.dropped.column(REASON_COLUMN).to_pylist(), strict=True
+        ):
             reasons[int(i)] = r
     return res.batch.column("text").to_pylist(), reasons
 
@@ -67,22 +71,31 @@ def test_registered() -> None:
 def test_default_is_gopher_quality_with_published_defaults() -> None:
     p = build(FilterParams, {}, "x")
     assert p.preset == "gopher"
-    assert p.active_rules() == PRESETS["gopher"] == [
-        "min_words",
-        "max_words",
-        "min_mean_word_length",
-        "max_mean_word_length",
-        "max_symbol_word_ratio",
-        "max_bullet_lines_frac",
-        "max_ellipsis_lines_frac",
-        "min_alpha_words_frac",
-        "min_stop_words",
-    ]
+    assert (
+        p.active_rules()
+        == PRESETS["gopher"]
+        == [
+            "min_words",
+            "max_words",
+            "min_mean_word_length",
+            "max_mean_word_length",
+            "max_symbol_word_ratio",
+            "max_bullet_lines_frac",
+            "max_ellipsis_lines_frac",
+            "min_alpha_words_frac",
+            "min_stop_words",
+        ]
+    )
     assert (p.min_words, p.max_words, p.min_mean_word_length, p.max_mean_word_length) == (50, 100_000, 3, 10)
     assert (p.max_symbol_word_ratio, p.max_bullet_lines_frac, p.max_ellipsis_lines_frac) == (0.1, 0.9, 0.3)
     assert (p.min_alpha_words_frac, p.min_stop_words) == (0.8, 2)
     assert p.stop_words == ["the", "be", "to", "of", "and", "that", "have", "with"]
-    assert (p.max_dup_line_frac, p.max_dup_para_frac, p.max_dup_line_char_frac, p.max_dup_para_char_frac) == (0.3, 0.3, 0.2, 0.2)
+    assert (p.max_dup_line_frac, p.max_dup_para_frac, p.max_dup_line_char_frac, p.max_dup_para_char_frac) == (
+        0.3,
+        0.3,
+        0.2,
+        0.2,
+    )
     assert p.max_top_ngram_char_frac == {"2": 0.2, "3": 0.18, "4": 0.16}
     assert p.max_dup_ngram_char_frac == {"5": 0.15, "6": 0.14, "7": 0.13, "8": 0.12, "9": 0.11, "10": 0.10}
     assert (p.c4_min_words_per_line, p.c4_min_sentences) == (3, 5)  # the paper's numbers
@@ -127,7 +140,9 @@ def test_overrides_and_disabling() -> None:
 
 
 def test_threshold_for_rule_that_is_off_is_an_error() -> None:
-    with pytest.raises(RecipeError, match=r"parameter 'c4_min_sentences' is set but rule .* not on in preset 'gopher'"):
+    with pytest.raises(
+        RecipeError, match=r"parameter 'c4_min_sentences' is set but rule .* not on in preset 'gopher'"
+    ):
         build(FilterParams, {"c4_min_sentences": 7}, "stage 0 (filter)")
     # naming it in `rules` turns it on
     p = build(FilterParams, {"c4_min_sentences": 7, "rules": "c4_min_sentences"}, "x")
@@ -188,7 +203,9 @@ def test_bullet_and_ellipsis_lines() -> None:
     nine = "\n".join(("- " if i < 9 else "") + ln for i, ln in enumerate(lines))
     ten = "\n".join(("  • " if i % 2 else "* ") + ln for i, ln in enumerate(lines))
     assert only("max_bullet_lines_frac", [nine, ten]) == [None, "filter.max_bullet_lines_frac"]
-    three = "\n\n".join(ln + ("..." if i < 3 else ".") for i, ln in enumerate(lines))  # blank lines don't count
+    three = "\n\n".join(
+        ln + ("..." if i < 3 else ".") for i, ln in enumerate(lines)
+    )  # blank lines don't count
     four = "\n".join(ln + ("…  " if i < 4 else ".") for i, ln in enumerate(lines))
     assert only("max_ellipsis_lines_frac", [three, four]) == [None, "filter.max_ellipsis_lines_frac"]
 
@@ -239,14 +256,18 @@ def test_duplicate_line_characters() -> None:
     assert only("max_dup_line_char_frac", [keep, drop]) == [None, None]
     drop2 = "\n".join([a, b, b, b])  # 40 / 123 = 0.33
     assert only("max_dup_line_char_frac", [drop2]) == ["filter.max_dup_line_char_frac"]
-    assert only("max_dup_line_char_frac", [drop], max_dup_line_char_frac=0.19) == ["filter.max_dup_line_char_frac"]
+    assert only("max_dup_line_char_frac", [drop], max_dup_line_char_frac=0.19) == [
+        "filter.max_dup_line_char_frac"
+    ]
 
 
 def test_duplicate_paragraph_characters() -> None:
     p1, p2 = "x" * 50 + "\n" + "y" * 10, "z" * 20
     text = "\n\n".join([p1, p2, p2])  # 20 of 106 chars
     assert only("max_dup_para_char_frac", [text]) == [None]
-    assert only("max_dup_para_char_frac", [text], max_dup_para_char_frac=0.18) == ["filter.max_dup_para_char_frac"]
+    assert only("max_dup_para_char_frac", [text], max_dup_para_char_frac=0.18) == [
+        "filter.max_dup_para_char_frac"
+    ]
 
 
 def test_top_ngram_fraction_at_threshold() -> None:
@@ -254,7 +275,10 @@ def test_top_ngram_fraction_at_threshold() -> None:
     two = w[:16] + [w[0], w[1], w[0], w[1]]  # "w0 w1" x3 = 24/80 = 0.3
     one_repeat = w[:18] + [w[0], w[1]]  # "w0 w1" x2 = 16/80 = 0.2: kept (limit is "more than")
     texts = [" ".join(one_repeat), " ".join(two)]
-    assert only("max_top_ngram_char_frac", texts, max_top_ngram_char_frac={"2": 0.2}) == [None, "filter.max_top_2gram_char_frac"]
+    assert only("max_top_ngram_char_frac", texts, max_top_ngram_char_frac={"2": 0.2}) == [
+        None,
+        "filter.max_top_2gram_char_frac",
+    ]
     # the 3-gram limit is only applied to 3-grams
     assert only("max_top_ngram_char_frac", texts, max_top_ngram_char_frac={"3": 0.2}) == [None, None]
 
@@ -264,7 +288,10 @@ def test_dup_ngram_fraction_at_threshold() -> None:
     five = w[:95] + w[:5]  # one repeated 5-gram: 20 / 400 = 0.05
     six = w[:94] + w[:6]  # two overlapping repeated 5-grams cover 6 words: 24 / 400
     texts = [" ".join(five), " ".join(six)]
-    assert only("max_dup_ngram_char_frac", texts, max_dup_ngram_char_frac={"5": 0.05}) == [None, "filter.max_dup_5gram_char_frac"]
+    assert only("max_dup_ngram_char_frac", texts, max_dup_ngram_char_frac={"5": 0.05}) == [
+        None,
+        "filter.max_dup_5gram_char_frac",
+    ]
     assert only("max_dup_ngram_char_frac", texts, max_dup_ngram_char_frac={"7": 0.05}) == [None, None]
 
 
@@ -340,15 +367,26 @@ def test_c4_line_rules_rewrite_text() -> None:
     text = "\n".join(lines)
     kept, reasons = run([text], preset="c4", c4_min_words_per_line=5, c4_min_sentences=3)
     assert reasons == [None]
-    assert kept[0] == "\n".join([sentence(0), sentence(1, "!"), '"' + sentence(2, '?"'), "", sentence(3, "”")])
+    assert kept[0] == "\n".join(
+        [sentence(0), sentence(1, "!"), '"' + sentence(2, '?"'), "", sentence(3, "”")]
+    )
     # each line rule alone
     assert "JavaScript" not in run([text], preset="none", rules=["c4_javascript_lines"])[0][0]
     assert "cookies" not in run([text], preset="none", rules=["c4_policy_lines"])[0][0]
     assert "Menu Home" not in run([text], preset="none", rules=["c4_terminal_punct"])[0][0]
     assert "Too short." not in run([text], preset="none", rules=["c4_min_words_per_line"])[0][0]
-    assert "Menu Home" in run([text], preset="none", rules=["c4_min_words_per_line"], c4_min_words_per_line=5)[0][0]
-    assert "Menu Home" not in run([text], preset="none", rules=["c4_min_words_per_line"], c4_min_words_per_line=6)[0][0]
-    assert "Too short." in run([text], preset="none", rules=["c4_min_words_per_line"], c4_min_words_per_line=2)[0][0]
+    assert (
+        "Menu Home"
+        in run([text], preset="none", rules=["c4_min_words_per_line"], c4_min_words_per_line=5)[0][0]
+    )
+    assert (
+        "Menu Home"
+        not in run([text], preset="none", rules=["c4_min_words_per_line"], c4_min_words_per_line=6)[0][0]
+    )
+    assert (
+        "Too short."
+        in run([text], preset="none", rules=["c4_min_words_per_line"], c4_min_words_per_line=2)[0][0]
+    )
 
 
 def test_c4_min_sentences_and_empty_result() -> None:
@@ -358,7 +396,10 @@ def test_c4_min_sentences_and_empty_result() -> None:
     assert run([four], preset="c4", c4_min_sentences=4)[1] == [None]
     assert run(["Menu Home About"], preset="c4")[1] == ["filter.c4_min_sentences"]
     # with min_sentences off, a document left without lines is dropped as such
-    assert run(["Menu Home About", four], preset="c4", c4_min_sentences=None)[1] == ["filter.c4_no_lines_left", None]
+    assert run(["Menu Home About", four], preset="c4", c4_min_sentences=None)[1] == [
+        "filter.c4_no_lines_left",
+        None,
+    ]
 
 
 def test_dropped_rows_keep_original_text_and_counters() -> None:
@@ -374,7 +415,9 @@ def test_dropped_rows_keep_original_text_and_counters() -> None:
 
 def test_gopher_sees_c4_cleaned_text() -> None:
     # 30 words of menu lines + 5 sentences of 6 words: 60 words, 30 after C4 cleaning
-    text = "\n".join(["Home About Contact Shop Blog Careers News Help Login Cart"] * 3 + [sentence(i) for i in range(5)])
+    text = "\n".join(
+        ["Home About Contact Shop Blog Careers News Help Login Cart"] * 3 + [sentence(i) for i in range(5)]
+    )
     assert run([text], preset="gopher+c4", min_stop_words=None, min_words=40)[1] == ["filter.min_words"]
     assert run([text], preset="gopher", min_stop_words=None, min_words=40)[1] == [None]
 
@@ -437,8 +480,13 @@ def test_batch_split_does_not_change_results() -> None:
     stage = make_stage(preset="all", min_words=10, c4_min_sentences=3)
     ids = [str(i) for i in range(len(texts))]
     whole = stage.process(pa.record_batch({"id": ids, "text": texts}), SHARD, 0)
-    parts = [stage.process(pa.record_batch({"id": ids[a:b], "text": texts[a:b]}), SHARD, a) for a, b in [(0, 13), (13, 14), (14, 40)]]
-    assert sum((p.batch.column("text").to_pylist() for p in parts), []) == whole.batch.column("text").to_pylist()
+    parts = [
+        stage.process(pa.record_batch({"id": ids[a:b], "text": texts[a:b]}), SHARD, a)
+        for a, b in [(0, 13), (13, 14), (14, 40)]
+    ]
+    assert (
+        sum((p.batch.column("text").to_pylist() for p in parts), []) == whole.batch.column("text").to_pylist()
+    )
     got = sum((p.dropped.column(REASON_COLUMN).to_pylist() for p in parts if p.dropped is not None), [])
     assert got == whole.dropped.column(REASON_COLUMN).to_pylist()
     assert np.unique(got).size > 1
@@ -456,7 +504,11 @@ def _write_corpus(root) -> list[dict]:
     recs = [{"id": f"g{i}", "text": t, "score": i / 10} for i, t in enumerate(good)]
     recs += [
         {"id": "short", "text": "Too short to keep.", "score": 0.9},
-        {"id": "menu", "text": good[0] + "\nHome | About | Contact\nPlease enable JavaScript now or this page fails.", "score": 0.9},
+        {
+            "id": "menu",
+            "text": good[0] + "\nHome | About | Contact\nPlease enable JavaScript now or this page fails.",
+            "score": 0.9,
+        },
         {"id": "lorem", "text": good[1] + " Lorem ipsum dolor sit amet.", "score": 0.9},
     ]
     (root / "in").mkdir()
@@ -490,7 +542,10 @@ def test_end_to_end_curate(tmp_path) -> None:
     assert kept["menu"]["text"] == recs[0]["text"]  # C4 removed the menu and javascript lines
     assert kept["g3"]["score"] == 0.3  # other columns preserved
     rejected = _read(tmp_path / "rej")
-    assert {r: rejected[r]["dcurate_reason"] for r in rejected} == {"short": "filter.c4_min_sentences", "lorem": "filter.c4_lorem_ipsum"}
+    assert {r: rejected[r]["dcurate_reason"] for r in rejected} == {
+        "short": "filter.c4_min_sentences",
+        "lorem": "filter.c4_lorem_ipsum",
+    }
     assert rejected["lorem"]["text"] == recs[-1]["text"]
 
 
@@ -501,7 +556,13 @@ def test_end_to_end_keep_if_and_worker_count(tmp_path) -> None:
     outs = []
     for w in (1, 2):
         out = tmp_path / f"out{w}"
-        stats = curate(str(tmp_path / "in"), str(out), stages=[{"stage": "filter", "preset": "none", "keep_if": "score >= 0.3 and id != 'menu'"}], workers=w, progress=False)
+        stats = curate(
+            str(tmp_path / "in"),
+            str(out),
+            stages=[{"stage": "filter", "preset": "none", "keep_if": "score >= 0.3 and id != 'menu'"}],
+            workers=w,
+            progress=False,
+        )
         assert stats["stages"][0]["removed"] == {"filter.keep_if": 4}
         outs.append({p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "stats.json"})
     assert outs[0] == outs[1]
@@ -515,12 +576,45 @@ def test_cli_filter(tmp_path) -> None:
 
     _write_corpus(tmp_path)
     runner = CliRunner()
-    res = runner.invoke(app, ["filter", str(tmp_path / "in"), str(tmp_path / "o1"), "--preset", "c4", "--no-c4-lorem-ipsum", "--c4-min-sentences", "2", "--workers", "1", "--no-progress"])
+    res = runner.invoke(
+        app,
+        [
+            "filter",
+            str(tmp_path / "in"),
+            str(tmp_path / "o1"),
+            "--preset",
+            "c4",
+            "--no-c4-lorem-ipsum",
+            "--c4-min-sentences",
+            "2",
+            "--workers",
+            "1",
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "lorem" in _read(tmp_path / "o1") and "short" not in _read(tmp_path / "o1")
-    res = runner.invoke(app, ["filter", str(tmp_path / "in"), str(tmp_path / "o2"), "--keep-if", "score >= = 1"])
+    res = runner.invoke(
+        app, ["filter", str(tmp_path / "in"), str(tmp_path / "o2"), "--keep-if", "score >= = 1"]
+    )
     assert res.exit_code == 2 and "position 9" in res.output
-    res = runner.invoke(app, ["filter", str(tmp_path / "in"), str(tmp_path / "o3"), "--preset", "none", "--keep-if", "qual > 1", "--workers", "1", "--no-progress"])
+    res = runner.invoke(
+        app,
+        [
+            "filter",
+            str(tmp_path / "in"),
+            str(tmp_path / "o3"),
+            "--preset",
+            "none",
+            "--keep-if",
+            "qual > 1",
+            "--workers",
+            "1",
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 2 and "unknown column 'qual'" in res.output and "score" in res.output
-    res = runner.invoke(app, ["filter", str(tmp_path / "in"), str(tmp_path / "o4"), "--c4-min-sentences", "9"])
+    res = runner.invoke(
+        app, ["filter", str(tmp_path / "in"), str(tmp_path / "o4"), "--c4-min-sentences", "9"]
+    )
     assert res.exit_code == 2 and "rules" in res.output

@@ -46,7 +46,14 @@ GOPHER_TOP_NGRAM = {"2": 0.20, "3": 0.18, "4": 0.16}
 # Gopher Table A1: fraction of characters in duplicated word n-grams, n = 5..10.
 GOPHER_DUP_NGRAM = {"5": 0.15, "6": 0.14, "7": 0.13, "8": 0.12, "9": 0.11, "10": 0.10}
 # C4 (T5 sec. 2.2): lines containing these boilerplate policy strings are removed.
-C4_POLICY_STRINGS = ["terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies"]
+C4_POLICY_STRINGS = [
+    "terms of use",
+    "privacy policy",
+    "cookie policy",
+    "uses cookies",
+    "use of cookies",
+    "use cookies",
+]
 # C4: a line is kept only if it ends in a terminal punctuation mark: period, exclamation mark,
 # question mark or end quotation mark (ASCII '"' or the typographic closing quote).
 C4_TERMINAL_PUNCT = '.!?"”'
@@ -107,31 +114,80 @@ class FilterParams:
         "pass-through, or keep_if only). Default: gopher.",
         choices=list(PRESETS),
     )
-    rules: list[str] = param([], "Extra rules to turn on besides the preset's, by parameter name (e.g. c4_curly_brace,max_dup_line_frac).")
+    rules: list[str] = param(
+        [],
+        "Extra rules to turn on besides the preset's, by parameter name (e.g. c4_curly_brace,max_dup_line_frac).",
+    )
     keep_if: str | None = param(
         None,
         "Keep only rows where this expression over columns is true, e.g. 'quality_score >= 0.5 and "
-        "domain != \"code\"' (and/or/not, == != < <= > >=, in (...), is null, + - * /); rows where it "
+        'domain != "code"\' (and/or/not, == != < <= > >=, in (...), is null, + - * /); rows where it '
         "is null are dropped. Checked before all rules; combine with --preset none to only re-threshold.",
     )
     # Gopher quality filters (Rae et al. 2021, App. A.1.1)
     min_words: int | None = param(50, "Drop documents with fewer words. Gopher: 50.", min=0)
     max_words: int | None = param(100_000, "Drop documents with more words. Gopher: 100,000.", min=0)
-    min_mean_word_length: float | None = param(3.0, "Drop documents whose mean word length (characters) is below this. Gopher: 3.", min=0)
-    max_mean_word_length: float | None = param(10.0, "Drop documents whose mean word length is above this. Gopher: 10.", min=0)
-    max_symbol_word_ratio: float | None = param(
-        0.1, "Drop documents where '#' count / words or ellipsis ('...', '…') count / words exceeds this. Gopher: 0.1.", min=0
+    min_mean_word_length: float | None = param(
+        3.0, "Drop documents whose mean word length (characters) is below this. Gopher: 3.", min=0
     )
-    max_bullet_lines_frac: float | None = param(0.9, "Drop documents where more than this fraction of lines start with a bullet point. Gopher: 0.9.", min=0, max=1)
-    max_ellipsis_lines_frac: float | None = param(0.3, "Drop documents where more than this fraction of lines end with an ellipsis. Gopher: 0.3.", min=0, max=1)
-    min_alpha_words_frac: float | None = param(0.8, "Drop documents where fewer than this fraction of words contain an alphabetic character. Gopher: 0.8.", min=0, max=1)
-    min_stop_words: int | None = param(2, "Drop documents with fewer occurrences of the stop words (stop_words). Gopher: 2.", min=0)
-    stop_words: list[str] = param(list(GOPHER_STOP_WORDS), "Stop words counted by min_stop_words. Gopher: the,be,to,of,and,that,have,with.")
+    max_mean_word_length: float | None = param(
+        10.0, "Drop documents whose mean word length is above this. Gopher: 10.", min=0
+    )
+    max_symbol_word_ratio: float | None = param(
+        0.1,
+        "Drop documents where '#' count / words or ellipsis ('...', '…') count / words exceeds this. Gopher: 0.1.",
+        min=0,
+    )
+    max_bullet_lines_frac: float | None = param(
+        0.9,
+        "Drop documents where more than this fraction of lines start with a bullet point. Gopher: 0.9.",
+        min=0,
+        max=1,
+    )
+    max_ellipsis_lines_frac: float | None = param(
+        0.3,
+        "Drop documents where more than this fraction of lines end with an ellipsis. Gopher: 0.3.",
+        min=0,
+        max=1,
+    )
+    min_alpha_words_frac: float | None = param(
+        0.8,
+        "Drop documents where fewer than this fraction of words contain an alphabetic character. Gopher: 0.8.",
+        min=0,
+        max=1,
+    )
+    min_stop_words: int | None = param(
+        2, "Drop documents with fewer occurrences of the stop words (stop_words). Gopher: 2.", min=0
+    )
+    stop_words: list[str] = param(
+        list(GOPHER_STOP_WORDS),
+        "Stop words counted by min_stop_words. Gopher: the,be,to,of,and,that,have,with.",
+    )
     # Gopher repetition removal (Rae et al. 2021, Table A1)
-    max_dup_line_frac: float | None = param(0.30, "Drop documents where more than this fraction of lines repeat an earlier line. Gopher: 0.30.", min=0, max=1)
-    max_dup_para_frac: float | None = param(0.30, "Drop documents where more than this fraction of paragraphs repeat an earlier one. Gopher: 0.30.", min=0, max=1)
-    max_dup_line_char_frac: float | None = param(0.20, "Drop documents where repeated lines hold more than this fraction of the characters. Gopher: 0.20.", min=0, max=1)
-    max_dup_para_char_frac: float | None = param(0.20, "Drop documents where repeated paragraphs hold more than this fraction of the characters. Gopher: 0.20.", min=0, max=1)
+    max_dup_line_frac: float | None = param(
+        0.30,
+        "Drop documents where more than this fraction of lines repeat an earlier line. Gopher: 0.30.",
+        min=0,
+        max=1,
+    )
+    max_dup_para_frac: float | None = param(
+        0.30,
+        "Drop documents where more than this fraction of paragraphs repeat an earlier one. Gopher: 0.30.",
+        min=0,
+        max=1,
+    )
+    max_dup_line_char_frac: float | None = param(
+        0.20,
+        "Drop documents where repeated lines hold more than this fraction of the characters. Gopher: 0.20.",
+        min=0,
+        max=1,
+    )
+    max_dup_para_char_frac: float | None = param(
+        0.20,
+        "Drop documents where repeated paragraphs hold more than this fraction of the characters. Gopher: 0.20.",
+        min=0,
+        max=1,
+    )
     max_top_ngram_char_frac: dict[str, float] | None = param(
         dict(GOPHER_TOP_NGRAM),
         "n=limit: drop documents where the most frequent word n-gram covers more than limit of the word characters. Gopher: 2=0.20,3=0.18,4=0.16.",
@@ -144,13 +200,20 @@ class FilterParams:
     # C4 (Raffel et al. 2020, sec. 2.2)
     c4_lorem_ipsum: bool | None = param(True, "Drop documents containing 'lorem ipsum' (any case). C4: on.")
     c4_curly_brace: bool | None = param(True, "Drop documents containing a curly brace '{' (code). C4: on.")
-    c4_javascript_lines: bool | None = param(True, "Remove lines containing the word 'javascript' (any case). C4: on.")
-    c4_policy_lines: bool | None = param(
-        True, "Remove lines containing 'terms of use', 'privacy policy', 'cookie policy', 'uses cookies', 'use of cookies' or 'use cookies'. C4: on."
+    c4_javascript_lines: bool | None = param(
+        True, "Remove lines containing the word 'javascript' (any case). C4: on."
     )
-    c4_terminal_punct: bool | None = param(True, "Remove lines not ending in a terminal punctuation mark (. ! ? or closing quote). C4: on.")
+    c4_policy_lines: bool | None = param(
+        True,
+        "Remove lines containing 'terms of use', 'privacy policy', 'cookie policy', 'uses cookies', 'use of cookies' or 'use cookies'. C4: on.",
+    )
+    c4_terminal_punct: bool | None = param(
+        True, "Remove lines not ending in a terminal punctuation mark (. ! ? or closing quote). C4: on."
+    )
     c4_min_words_per_line: int | None = param(
-        3, "Remove lines with fewer words. C4 paper: 3 (the TFDS code that built the released C4 uses 5).", min=0
+        3,
+        "Remove lines with fewer words. C4 paper: 3 (the TFDS code that built the released C4 uses 5).",
+        min=0,
     )
     c4_min_sentences: int | None = param(
         5, "After line removal, drop documents with fewer sentences. C4 paper: 5 (TFDS code: 3).", min=0
@@ -159,7 +222,9 @@ class FilterParams:
     def validate(self) -> None:
         unknown = [r for r in self.rules if r not in RULE_NAMES]
         if unknown:
-            raise ValueError(f"parameter 'rules': unknown rule(s) {', '.join(unknown)}; allowed: {', '.join(RULE_NAMES)}")
+            raise ValueError(
+                f"parameter 'rules': unknown rule(s) {', '.join(unknown)}; allowed: {', '.join(RULE_NAMES)}"
+            )
         for name in ("max_top_ngram_char_frac", "max_dup_ngram_char_frac"):
             d = getattr(self, name)
             for k, v in (d or {}).items():
@@ -171,7 +236,10 @@ class FilterParams:
             _expr.parse(self.keep_if)
         # A threshold changed for a rule that is not on would silently do nothing: say so.
         active = set(self.active_rules())
-        defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory()) for f in dataclasses.fields(self)}
+        defaults = {
+            f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+            for f in dataclasses.fields(self)
+        }
         for r in RULE_NAMES:
             v = getattr(self, r)
             if r not in active and v is not None and v is not False and v != defaults[r]:
@@ -196,7 +264,11 @@ class FilterParams:
 
 def _texts(batch: pa.RecordBatch, field: str) -> pl.Series:
     col = batch.column(field)
-    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_string_view(col.type)):
+    if not (
+        pa.types.is_string(col.type)
+        or pa.types.is_large_string(col.type)
+        or pa.types.is_string_view(col.type)
+    ):
         from ..errors import InputError
 
         raise InputError(f"filter: text field '{field}' has type {col.type}, expected string")
@@ -209,7 +281,11 @@ def c4_clean_lines(text: pl.Series, p: FilterParams, active: set[str]) -> tuple[
     Kept lines are stripped of surrounding whitespace (as C4 does); blank lines are kept as
     paragraph breaks, with runs of them collapsed to one and none at the start or end."""
     df = pl.DataFrame({"line": text}).with_row_index("i")
-    df = df.with_columns(pl.col("line").str.split("\n")).explode("line").with_columns(pl.col("line").fill_null("").str.strip_chars())
+    df = (
+        df.with_columns(pl.col("line").str.split("\n"))
+        .explode("line")
+        .with_columns(pl.col("line").fill_null("").str.strip_chars())
+    )
     keep = pl.lit(True)
     if "c4_javascript_lines" in active:
         keep = keep & ~pl.col("line").str.contains("(?i)javascript")
@@ -382,7 +458,9 @@ def ngram_fractions(norm: pl.Series, top_ns: list[int], dup_ns: list[int]) -> tu
     lens = flat.str.len_chars().to_numpy().astype(np.int64) if len(flat) else np.zeros(0, np.int64)
     out_top = np.zeros((n, len(top_ns)))
     out_dup = np.zeros((n, len(dup_ns)))
-    _ngram_kernel(hashes, lens, offsets, np.array(top_ns, np.int64), np.array(dup_ns, np.int64), out_top, out_dup)
+    _ngram_kernel(
+        hashes, lens, offsets, np.array(top_ns, np.int64), np.array(dup_ns, np.int64), out_top, out_dup
+    )
     return out_top, out_dup
 
 
@@ -447,7 +525,7 @@ class Filter(Stage):
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_keep_if"] = None  # re-parsed on unpickling (frozen dataclass trees pickle too, but keep it small)
+        state["_keep_if"] = None  # re-parsed on unpickling
         return state
 
     def __setstate__(self, state):
@@ -475,14 +553,26 @@ class Filter(Stage):
                 fail("c4_lorem_ipsum", text.str.contains("(?i)lorem ipsum").to_numpy())
             if "c4_curly_brace" in active:
                 fail("c4_curly_brace", text.str.contains("{", literal=True).to_numpy())
-            line_rules = [r for r in ("c4_javascript_lines", "c4_policy_lines", "c4_terminal_punct", "c4_min_words_per_line") if r in active]
+            line_rules = [
+                r
+                for r in (
+                    "c4_javascript_lines",
+                    "c4_policy_lines",
+                    "c4_terminal_punct",
+                    "c4_min_words_per_line",
+                )
+                if r in active
+            ]
             if line_rules:
                 text, removed = c4_clean_lines(text, p, active)
                 counters["c4_lines_removed"] = removed
                 if "c4_min_sentences" not in active:  # otherwise that rule catches it
                     fail("c4_no_lines_left", (text == "").to_numpy())
             if "c4_min_sentences" in active:
-                fail("c4_min_sentences", (text.str.count_matches(_SENTENCE_END) < p.c4_min_sentences).to_numpy())
+                fail(
+                    "c4_min_sentences",
+                    (text.str.count_matches(_SENTENCE_END) < p.c4_min_sentences).to_numpy(),
+                )
             self._gopher(text, active, v)
             if text is not orig_text:
                 changed = (text != orig_text).to_numpy() & (v.code == 0)
@@ -508,7 +598,9 @@ class Filter(Stage):
             t, nt = pl.col("t"), pl.col("n")
             cols = {"words": nt.str.count_matches(WORD_PATTERN)}
             if {"min_mean_word_length", "max_mean_word_length"} & active:
-                cols["word_chars"] = nt.str.len_chars() - nt.str.count_matches(r"\W")  # cheaper than counting \w
+                cols["word_chars"] = nt.str.len_chars() - nt.str.count_matches(
+                    r"\W"
+                )  # cheaper than counting \w
             if "max_symbol_word_ratio" in active:
                 cols["hash"] = t.str.count_matches("#", literal=True)
                 cols["ellipsis"] = t.str.count_matches(r"\.\.\.|…")
@@ -579,8 +671,16 @@ class Filter(Stage):
             fail("max_dup_line_char_frac", put(lc / chars) > p.max_dup_line_char_frac)
         if "max_dup_para_char_frac" in active:
             fail("max_dup_para_char_frac", put(pc_ / chars) > p.max_dup_para_char_frac)
-        top = sorted((int(k), v) for k, v in (p.max_top_ngram_char_frac or {}).items()) if "max_top_ngram_char_frac" in active else []
-        dup = sorted((int(k), v) for k, v in (p.max_dup_ngram_char_frac or {}).items()) if "max_dup_ngram_char_frac" in active else []
+        top = (
+            sorted((int(k), v) for k, v in (p.max_top_ngram_char_frac or {}).items())
+            if "max_top_ngram_char_frac" in active
+            else []
+        )
+        dup = (
+            sorted((int(k), v) for k, v in (p.max_dup_ngram_char_frac or {}).items())
+            if "max_dup_ngram_char_frac" in active
+            else []
+        )
         if top or dup:
             ft, fd = ngram_fractions(norm_alive, [k for k, _ in top], [k for k, _ in dup])
             for j, (k, lim) in enumerate(top):
