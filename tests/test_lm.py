@@ -321,3 +321,18 @@ def test_same_arpa_as_lmplz(tmp_path, order, prune):
     for g in b:
         assert a[g][0] == pytest.approx(b[g][0], abs=2e-6), g
         assert (a[g][1] or 0.0) == pytest.approx(b[g][1] or 0.0, abs=2e-6), g
+
+
+def test_tokenizer_matches_scalar_words_on_unicode():
+    from dcurate import text
+
+    docs = [
+        "Ｆｕｌｌ width, ﬁne ligature and x² superscript",
+        "café e\u0301 combining; İstanbul ΟΔΟΣ final sigma\nsnake_case 3.14 -- don't",
+        "tab\tseparated\r\nwindows line",
+        "日本語のテキスト 和 emoji 🙂 ok",
+    ]
+    got = lm.Tokenizer().sentences(docs)
+    want = [" ".join(text.WORD_RE.findall(line)) for d in docs for line in text.normalize(d).split("\n")]
+    assert got.joined() == [w for w in want if w]
+    assert got.ntok.tolist() == [len(w.split(" ")) for w in want if w]
