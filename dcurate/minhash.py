@@ -159,10 +159,50 @@ NO_SPACE_RANGES = (
 
 
 _TABLE_LIMIT = 0x40000  # no code point at or above this is a word character (checked in tests)
+_TABLE_VERSION = 1  # bump when the table definitions below change
+
+
+def _disk_cached(name: str, build) -> np.ndarray:
+    """``build()``, cached as ``.npy`` next to numba's cache (``__pycache__`` of this package, or
+    ``$DCURATE_CACHE_DIR``), keyed by the Unicode version of this Python: building the tables
+    takes ~0.3 s per process, loading them a few ms. Any I/O problem falls back to building."""
+    import hashlib
+    import os
+    import unicodedata
+    from pathlib import Path
+
+    key = hashlib.sha1(
+        repr((name, _TABLE_VERSION, unicodedata.unidata_version, _TABLE_LIMIT, NO_SPACE_RANGES)).encode()
+    ).hexdigest()[:16]
+    folder = Path(os.environ.get("DCURATE_CACHE_DIR") or Path(__file__).parent / "__pycache__")
+    path = folder / f"minhash-{name}-{key}.npy"
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        pass
+    table = build()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, table, allow_pickle=False)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return table
 
 
 @functools.lru_cache(maxsize=2)
 def _char_classes(cjk_chars: bool) -> np.ndarray:
+    return _disk_cached(f"classes{int(cjk_chars)}", lambda: _build_char_classes(cjk_chars))
+
+
+@functools.lru_cache(maxsize=1)
+def _fast_path_map() -> np.ndarray:
+    return _disk_cached("fastpath", _build_fast_path_map)
+
+
+def _build_char_classes(cjk_chars: bool) -> np.ndarray:
     """uint8 per code point: 0 separator, 1 word character, 2 single-character token.
 
     Word characters are exactly Python ``re``'s ``\\w`` (computed by running ``re`` over every
@@ -178,8 +218,7 @@ def _char_classes(cjk_chars: bool) -> np.ndarray:
     return cls
 
 
-@functools.lru_cache(maxsize=1)
-def _fast_path_map() -> np.ndarray:
+def _build_fast_path_map() -> np.ndarray:
     """int32 per code point: its lower-case form when a text made only of such code points is
     unchanged by NFKC (so ``normalize(text)`` is a per-code-point map), else -1.
 
