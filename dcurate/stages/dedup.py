@@ -43,9 +43,9 @@ from ..stage import Result, ShardInfo, Stage, register, with_column
 from ..text import normalize_for_hash_series
 
 # A chunk of a piece is flushed to disk once it holds this many shingle hashes / documents, so a
-# piece of any size is scanned in bounded memory (~16 bytes per shingle hash while buffering).
-FLUSH_SHINGLES = 16_000_000
-FLUSH_DOCS = 500_000
+# piece of any size is scanned in bounded memory (~16 bytes per buffered shingle hash: about 64 MB).
+FLUSH_SHINGLES = 4_000_000
+FLUSH_DOCS = 100_000
 # Bucket groups of at most this many documents give every pair as a candidate; larger ones a
 # star to their first member plus a chain (see dedup_graph).
 MAX_ALL_PAIRS = 16
