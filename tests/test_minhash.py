@@ -438,3 +438,22 @@ def test_sort_hashes_kernel(kind):
     seg = x.copy()
     mh._sort_hashes(seg, np.empty(n, np.uint64), np.zeros((1 << 20) + 1, np.int64))
     assert np.array_equal(seg, np.sort(x))
+
+
+def test_table_disk_cache(tmp_path, monkeypatch):
+    calls = []
+
+    def build():
+        calls.append(1)
+        return np.arange(5, dtype=np.int32)
+
+    monkeypatch.setenv("DCURATE_CACHE_DIR", str(tmp_path / "cache"))
+    first = mh._disk_cached("unit", build)
+    second = mh._disk_cached("unit", build)
+    assert np.array_equal(first, second) and len(calls) == 1
+    assert len(list((tmp_path / "cache").glob("minhash-unit-*.npy"))) == 1
+    # an unusable cache location falls back to building
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("DCURATE_CACHE_DIR", str(blocker))
+    assert np.array_equal(mh._disk_cached("unit", build), first) and len(calls) == 2
