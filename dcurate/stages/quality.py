@@ -69,7 +69,7 @@ class QualityParams:
         None,
         "Drop documents whose (first) score is below this number; 'auto' = the threshold "
         "calibrated by train-quality on held-out data (from model.bin.json). Default: none "
-        "(annotate only). lid.176 language filters commonly use 0.65 (CCNet, FineWeb: 0.65).",
+        "(annotate only). Language ID with lid.176.bin: FineWeb keeps English at >= 0.65, CCNet used 0.5.",
     )
     keep_top: float | None = param(
         None,
