@@ -1,0 +1,5 @@
+"""`python -m dcurate` = the `dcurate` command."""
+
+from .cli import main
+
+main()
