@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -119,6 +120,7 @@ def main() -> None:
     for k, v in {**acc, **res}.items():
         print(f"| {k} | {v} |")
     print(json.dumps({"accuracy": acc, "throughput": res}))
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
