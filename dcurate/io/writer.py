@@ -89,7 +89,8 @@ class ShardWriter:
             return
         if self._pq is None:
             self._pq = pq.ParquetWriter(
-                self.tmp, self.schema, compression="zstd", compression_level=self._pq_level()
+                self.tmp, self.schema, compression="zstd", compression_level=self._pq_level(),
+                use_dictionary=_dictionary_columns(self._pending, self.schema),
             )
         self._pq.write_table(pa.Table.from_batches(self._pending, schema=self.schema))
         self._pending = []
@@ -128,6 +129,20 @@ class ShardWriter:
             self.close()
         else:
             self.abort()
+
+
+def _dictionary_columns(batches: list[pa.RecordBatch], schema: pa.Schema) -> list[str]:
+    """Dictionary-encode every column except long strings (document text): a dictionary of
+    unique texts costs write time and saves nothing."""
+    rows = sum(b.num_rows for b in batches) or 1
+    out = []
+    for i, f in enumerate(schema):
+        if pa.types.is_string(f.type) or pa.types.is_large_string(f.type) or pa.types.is_binary(f.type):
+            nbytes = sum(b.column(i).nbytes for b in batches)
+            if nbytes / rows > 64:
+                continue
+        out.append(f.name)
+    return out
 
 
 def conform(batch: pa.RecordBatch, schema: pa.Schema, where: str) -> pa.RecordBatch:
