@@ -26,7 +26,10 @@ test-fast: setup
 # Generate the demo corpus, run the demo recipe, summarise the output.
 demo: setup
 	$(BIN)/python scripts/make_demo_corpus.py --out data/demo
+	$(BIN)/dcurate train-quality --input data/demo/extra/quality_train.jsonl --label-field label --out data/demo/models/quality.bin
+	$(BIN)/dcurate train-lm --input data/demo/extra/target.jsonl --order 3 --out data/demo/models/wiki.arpa
 	$(BIN)/dcurate run configs/demo.yaml --workers $(WORKERS)
+	$(BIN)/dcurate run configs/demo-select.yaml --workers $(WORKERS)
 	$(BIN)/dcurate stats data/demo/out
 
 # Peer tools for side-by-side benchmarks live in their own venv (datatrove needs xxhash<4).
