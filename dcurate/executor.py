@@ -7,6 +7,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 
@@ -18,19 +19,23 @@ def _init_worker() -> None:
 
 
 def _call(arg: tuple[int, Callable, Any]) -> tuple[int, Any]:
+    """Ray's task body: run one task and tag its result with its index."""
     i, fn, x = arg
     return i, fn(x)
 
 
 class LocalExecutor:
-    """A process pool over tasks (``workers=1`` runs in the driver process, no pool)."""
+    """A process pool over tasks (``workers=1`` runs in the driver process, no pool).
+
+    Built on ``concurrent.futures``: a worker that dies (killed, out of memory) fails the run with
+    ``BrokenProcessPool`` instead of leaving it waiting forever."""
 
     def __init__(self, workers: int, preload: list[str] | None = None):
         self.workers = max(1, workers)
         self.preload = ["dcurate.runner"] + [m for m in (preload or []) if m != "dcurate.runner"]
-        self._pool = None
+        self._pool: ProcessPoolExecutor | None = None
 
-    def _get_pool(self):
+    def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # Single-threaded native libraries per worker: parallelism comes from processes.
             for var in ("POLARS_MAX_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -38,16 +43,23 @@ class LocalExecutor:
             ctx = mp.get_context("forkserver")
             # Workers fork from a server that has already imported the run's stage modules.
             ctx.set_forkserver_preload(self.preload)
-            self._pool = ctx.Pool(self.workers, initializer=_init_worker)
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker)
         return self._pool
 
     def imap_unordered(self, fn: Callable, items: list) -> Iterator[tuple[int, Any]]:
-        """Yield (index, result) as tasks finish."""
+        """Yield (index, result) as tasks finish; the first failure cancels the rest."""
         if self.workers == 1 or len(items) <= 1:
             for i, x in enumerate(items):
                 yield i, fn(x)
             return
-        yield from self._get_pool().imap_unordered(_call, [(i, fn, x) for i, x in enumerate(items)])
+        pool = self._get_pool()
+        futures = {pool.submit(fn, x): i for i, x in enumerate(items)}
+        try:
+            for fut in as_completed(futures):
+                yield futures[fut], fut.result()
+        finally:
+            for fut in futures:
+                fut.cancel()
 
     def map(self, fn: Callable, items: list) -> list:
         out: list[Any] = [None] * len(items)
@@ -57,14 +69,18 @@ class LocalExecutor:
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.close()
-            self._pool.join()
+            self._pool.shutdown(wait=True)
             self._pool = None
 
     def terminate(self) -> None:
         if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
+            procs = list((self._pool._processes or {}).values())  # no public kill in the API
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+            for p in procs:
+                p.join(timeout=5)
             self._pool = None
 
 

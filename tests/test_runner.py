@@ -108,6 +108,15 @@ def test_resume_skips_completed_work_and_matches_clean_run(corpus, tmp_path):
     assert all(len(r["text"]) >= 90 for r in rows(tmp_path / "out"))
 
 
+@pytest.mark.slow
+def test_a_killed_worker_fails_the_run_instead_of_hanging(corpus, tmp_path):
+    from concurrent.futures.process import BrokenProcessPool
+
+    with pytest.raises(BrokenProcessPool):
+        run(str(corpus), str(tmp_path / "out"), [(ToyLen, LenParams(die_on="s1"))], opts(workers=2))
+    assert not (tmp_path / "out" / "s1.jsonl.gz").exists()
+
+
 KILL_SCRIPT = """
 import sys, time
 sys.path.insert(0, {tests!r})

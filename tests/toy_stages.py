@@ -18,6 +18,7 @@ class LenParams:
     min_chars: int = param(0, "drop shorter documents")
     calls_dir: str | None = param(None, "append one line per processed piece here (to count work)")
     crash_on: str | None = param(None, "raise when processing this shard stem")
+    die_on: str | None = param(None, "kill the worker process (SIGKILL) when processing this shard stem")
 
 
 class ToyLen(Stage):
@@ -30,6 +31,10 @@ class ToyLen(Stage):
         p = self.params
         if p.crash_on and shard.stem == p.crash_on and not os.environ.get("DCURATE_NO_CRASH"):
             raise RuntimeError(f"planned crash in {shard.stem}")
+        if p.die_on and shard.stem == p.die_on:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
         if p.calls_dir and pos == 0:
             os.makedirs(p.calls_dir, exist_ok=True)
             with open(os.path.join(p.calls_dir, "calls.txt"), "a") as f:
