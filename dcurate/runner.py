@@ -146,11 +146,13 @@ _PLAN_CACHE: dict[str, Any] = {}
 
 
 def _stage(spec: StageSpec) -> Stage:
-    st = _STAGE_CACHE.get(spec.key)
+    # Two runs in one process may share parameters and inputs but not work folders.
+    key = f"{spec.key}|{spec.ctx.workdir}|{spec.ctx.out_dir}"
+    st = _STAGE_CACHE.get(key)
     if st is None:
         st = spec.build()
         st.setup()
-        _STAGE_CACHE[spec.key] = st
+        _STAGE_CACHE[key] = st
     return st
 
 

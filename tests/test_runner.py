@@ -178,6 +178,14 @@ def test_limit_dry_run_shard_size_and_rejected(corpus, tmp_path, capsys):
     assert len(rej) == 180 - len(kept) and {r["dcurate_reason"] for r in rej} == {"toy_len.short"}
 
 
+def test_same_stage_twice_in_one_process_uses_each_runs_work_folder(corpus, tmp_path):
+    stages = [(ToyTopK, TopParams(k=4))]
+    run(str(corpus), str(tmp_path / "one"), stages, opts())
+    run(str(corpus), str(tmp_path / "two"), stages, opts())
+    assert tree_digest(tmp_path / "one") == tree_digest(tmp_path / "two")
+    assert list((tmp_path / "two" / "_dcurate" / "stages").iterdir())
+
+
 def test_refuses_to_write_over_input(corpus, tmp_path):
     with pytest.raises(InputError, match="refusing"):
         run(str(corpus), str(corpus), [], opts())
