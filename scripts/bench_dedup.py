@@ -325,13 +325,15 @@ def prepare(corpus: Path, work: Path) -> dict:
         (shards / f"part-{s:05d}.jsonl").write_text(
             "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part)
         )
-    four = work / "x4" / "docs.jsonl"
-    four.parent.mkdir(exist_ok=True)
-    with open(four, "w") as f:
-        for c in range(4):
-            for r in recs:
-                rid = r["id"] if c == 0 else f"{r['id']}#copy{c}"
-                f.write(json.dumps({"id": rid, "text": r["text"]}, ensure_ascii=False) + "\n")
+    four = work / "x4-32shards"  # 4 copies with fresh ids, 32 shards of the same size as above
+    four.mkdir(exist_ok=True)
+    for c in range(4):
+        copy = [{"id": r["id"] if c == 0 else f"{r['id']}#copy{c}", "text": r["text"]} for r in recs]
+        for s in range(k):
+            part = copy[s * len(copy) // k : (s + 1) * len(copy) // k]
+            (four / f"part-{c * k + s:05d}.jsonl").write_text(
+                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part)
+            )
     text_mb = sum(len(r["text"].encode("utf-8")) for r in recs) / 1e6
     return {"x1": str(one), "x1_8": str(shards), "x4": str(four), "docs": len(recs), "text_mb": text_mb}
 
@@ -400,7 +402,7 @@ def main() -> None:
             for w in (1, 2):
                 r = run_child("dcurate", info["x1_8"], str(work / "out" / f"dcurate-8shards-w{w}"), 0.8, w)
                 results.setdefault(f"dcurate-8shards-w{w}", []).append(r)
-            r = run_child("dcurate", info["x4"], str(work / "out" / "dcurate-x4"), 0.8)
+            r = run_child("dcurate", info["x4"], str(work / "out" / "dcurate-x4"), 0.8, 1)
             results.setdefault("dcurate-x4", []).append(r)
 
     report(results, tools, thresholds, mb, ndocs, a)
@@ -458,24 +460,25 @@ def report(results, tools, thresholds, mb, ndocs, a) -> None:
         w1, w2 = m("dcurate-8shards-w1", "total_s"), m("dcurate-8shards-w2", "total_s")
         print("\n## Scaling (dcurate, threshold 0.8)")
         print(f"- 8 shards: 1 worker {w1:.2f} s, 2 workers {w2:.2f} s wall -> speed-up {w1 / w2:.2f}x")
-        r1 = results["dcurate@0.8"] if "dcurate@0.8" in results else results[f"dcurate@{thresholds[0]}"]
+        r1 = results["dcurate-8shards-w1"]
         r4 = results["dcurate-x4"]
         rss1 = med([max(r["rss_self_mb"], r["rss_children_mb"]) for r in r1])
         rss4 = med([max(r["rss_self_mb"], r["rss_children_mb"]) for r in r4])
         d1 = med([r["work_bytes"] for r in r1])
         d4 = med([r["work_bytes"] for r in r4])
         print(
-            f"- peak RSS, 1 worker: 1x corpus ({ndocs} docs) {rss1:.0f} MB; 4x ({4 * ndocs} docs) {rss4:.0f} MB"
+            f"- peak RSS, 1 worker: 1x corpus ({ndocs} docs, 8 shards) {rss1:.0f} MB; "
+            f"4x ({4 * ndocs} docs, 32 shards of the same size) {rss4:.0f} MB"
         )
         print(
             f"- work files: 1x {d1 / 1e6:.1f} MB ({d1 / ndocs:.0f} B/doc); 4x {d4 / 1e6:.1f} MB ({d4 / (4 * ndocs):.0f} B/doc)"
         )
         per_doc_disk = d4 / (4 * ndocs)
-        slope = max(0.0, (rss4 - rss1) / (3 * ndocs)) * 1e6
+        slope = max(0.0, (rss4 - rss1) / (3 * ndocs)) * 1e6  # bytes of peak RSS per extra document
         print(
-            f"- projection for 1e9 documents of this size mix: work disk {per_doc_disk * 1e9 / 1e12:.2f} TB; "
-            f"peak RSS growth {slope:.1f} B/doc measured from 1x to 4x -> {(rss1 + slope * 1e9 / 1e6) / 1e3:.1f} GB "
-            "if it kept growing linearly (the reduce phase holds one partition at a time)"
+            f"- projection for 1e9 documents of this size mix (~4 KB of text each): work disk "
+            f"{per_doc_disk * 1e9 / 1e12:.1f} TB; peak RSS grew {slope:.0f} B per extra document from 1x to 4x, "
+            f"i.e. {(rss1 + slope * 1e9 / 1e6) / 1e6:.2f} TB per worker at 1e9 documents if that growth stayed linear"
         )
 
 
