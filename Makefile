@@ -38,7 +38,7 @@ bench-setup: $(BENCH_VENV)/.installed
 $(BENCH_VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install -q --upgrade pip
-	$(BENCH_VENV)/bin/pip install -q -e '.[bench,dev]' 'xxhash<4' datatrove==0.10.1 spacy tokenizers
+	$(BENCH_VENV)/bin/pip install -q -e '.[bench,dev]'
 	touch $@
 
 bench: bench-setup
