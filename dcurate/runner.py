@@ -815,6 +815,7 @@ class Runner:
             "dcurate_version": __version__,
             "shards": len(plan.shards),
             "pieces": len(plan.pieces),
+            "shards_out": -(-docs_out // self.opts.shard_size) or 1 if self.opts.shard_size else len(plan.shards),
             "docs_out": docs_out,
             "bad_records_skipped": self.bad_records,
             "stages": stages,
@@ -834,7 +835,7 @@ class Runner:
             for reason, n in s["removed"].items():
                 lines.append(f"    {reason:<40}{n:>12,}")
         lines.append(
-            f"{summary['docs_out']:,} documents written to {self.output} ({summary['shards']} shards) "
+            f"{summary['docs_out']:,} documents written to {self.output} ({summary['shards_out']} shards) "
             f"in {summary['seconds']:.1f} s with {summary['workers']} worker(s)"
         )
         if summary["bad_records_skipped"]:
