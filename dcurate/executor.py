@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
 
@@ -25,7 +26,8 @@ def _call(arg: tuple[int, Callable, Any]) -> tuple[int, Any]:
 
 
 class LocalExecutor:
-    """A process pool over tasks (``workers=1`` runs in the driver process, no pool).
+    """A process pool over tasks: ``workers - 1`` pool processes plus the driver (``workers=1``
+    runs everything in the driver, no pool).
 
     Built on ``concurrent.futures``: a worker that dies (killed, out of memory) fails the run with
     ``BrokenProcessPool`` instead of leaving it waiting forever."""
@@ -34,6 +36,25 @@ class LocalExecutor:
         self.workers = max(1, workers)
         self.preload = ["dcurate.runner"] + [m for m in (preload or []) if m != "dcurate.runner"]
         self._pool: ProcessPoolExecutor | None = None
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._starter: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the pool's processes in the background (the fork server imports the stage
+        modules, about a second); the driver runs tasks itself until they are ready."""
+        if self.workers > 1 and self._starter is None:
+            self._starter = threading.Thread(target=self._start_pool, daemon=True)
+            self._starter.start()
+
+    def _start_pool(self) -> None:
+        try:
+            pool = self._get_pool()
+            pool.submit(int).result()  # forces the processes to start
+        except BaseException as e:  # noqa: BLE001 - reported on first use
+            self._start_error = e
+        finally:
+            self._ready.set()
 
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -41,24 +62,47 @@ class LocalExecutor:
             for var in ("POLARS_MAX_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
                 os.environ.setdefault(var, "1")
             ctx = mp.get_context("forkserver")
-            # Workers fork from a server that has already imported the run's stage modules.
-            ctx.set_forkserver_preload(self.preload)
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker)
+            # Workers fork from a server that has already imported the run's stage modules and
+            # run their warmup() (see dcurate._warmup).
+            os.environ["DCURATE_WARMUP"] = ",".join(self.preload)
+            ctx.set_forkserver_preload(["dcurate.runner", "dcurate._warmup"])
+            self._pool = ProcessPoolExecutor(self.workers - 1, mp_context=ctx, initializer=_init_worker)
         return self._pool
 
     def imap_unordered(self, fn: Callable, items: list) -> Iterator[tuple[int, Any]]:
-        """Yield (index, result) as tasks finish; the first failure cancels the rest."""
+        """Yield (index, result) as tasks finish; the first failure cancels the rest.
+
+        With N workers the pool has N - 1 processes and the driver is the N-th: it runs tasks
+        itself while the pool works (and while the pool's processes are still starting), keeping
+        at most one task queued per pool process so that no work waits behind a busy process."""
         if self.workers == 1 or len(items) <= 1:
             for i, x in enumerate(items):
                 yield i, fn(x)
             return
-        pool = self._get_pool()
-        futures = {pool.submit(fn, x): i for i, x in enumerate(items)}
+        self.start()
+        todo = list(range(len(items)))
+        todo.reverse()  # pop() takes the next index
+        inflight: dict = {}
         try:
-            for fut in as_completed(futures):
-                yield futures[fut], fut.result()
+            while todo or inflight:
+                if self._ready.is_set() or not todo:
+                    self._ready.wait()
+                    if self._start_error is not None:
+                        raise self._start_error
+                    pool = self._pool
+                    while todo and len(inflight) < self.workers - 1:
+                        i = todo.pop()
+                        inflight[pool.submit(fn, items[i])] = i
+                if todo:
+                    i = todo.pop()
+                    yield i, fn(items[i])
+                    done = [f for f in inflight if f.done()]
+                else:
+                    done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    yield inflight.pop(fut), fut.result()
         finally:
-            for fut in futures:
+            for fut in inflight:
                 fut.cancel()
 
     def map(self, fn: Callable, items: list) -> list:
@@ -68,11 +112,17 @@ class LocalExecutor:
         return out
 
     def close(self) -> None:
+        if self._starter is not None:
+            self._starter.join()
+            self._starter = None
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
 
     def terminate(self) -> None:
+        if self._starter is not None:
+            self._starter.join(timeout=30)
+            self._starter = None
         if self._pool is not None:
             procs = list((self._pool._processes or {}).values())  # no public kill in the API
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -118,6 +168,9 @@ class RayExecutor(LocalExecutor):
             done, pending = ray.wait(pending, num_returns=1)
             for ref in done:
                 yield ray.get(ref)
+
+    def start(self) -> None:
+        pass
 
     def close(self) -> None:
         pass

@@ -578,6 +578,7 @@ class Runner:
         self._write_manifest(plan)
         stages = {s.index: s.build() for s in plan.stages}
         self.executor = make_executor(opts.executor, self.workers, sorted({s.cls.__module__ for s in plan.stages}))
+        self.executor.start()  # in the background, while stages prepare
         for s in plan.stages:
             s.ctx.mapper = self.executor.map
             st = stages[s.index]
@@ -634,7 +635,9 @@ class Runner:
         return f"{p.shard.index:06d}-{p.index:04d}.parquet"
 
     def _execute(self, fn, tasks: list, desc: str, markers: list[str]) -> list[TaskResult]:
+        t0 = time.perf_counter()
         results = self._execute_tasks(fn, tasks, desc, markers)
+        log.debug("%s: %d tasks in %.2f s", desc, len(tasks), time.perf_counter() - t0)
         self.peak_rss = max([self.peak_rss] + [r.max_rss for r in results if r is not None])
         return results
 
@@ -702,6 +705,7 @@ class Runner:
             stage.ctx = spec.ctx
             new_plan = stage.reduce(partials, r, prev_plan)
             spec.ctx.mapper = None
+            log.debug("%s reduce %d/%d in %.2f s", spec.name, r + 1, stage.rounds, time.perf_counter() - t0)
             self.stats.setdefault(gi, StageStats()).seconds += time.perf_counter() - t0
             _atomic_pickle(new_plan, path)
             plan_path, prev_plan = path, new_plan

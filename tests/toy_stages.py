@@ -13,12 +13,19 @@ from dcurate.params import param
 from dcurate.stage import Result, Stage, with_column
 
 
+def _in_pool_worker() -> bool:
+    import multiprocessing
+
+    return multiprocessing.parent_process() is not None
+
+
 @dataclass
 class LenParams:
     min_chars: int = param(0, "drop shorter documents")
     calls_dir: str | None = param(None, "append one line per processed piece here (to count work)")
     crash_on: str | None = param(None, "raise when processing this shard stem")
-    die_on: str | None = param(None, "kill the worker process (SIGKILL) when processing this shard stem")
+    die_on: str | None = param(None, "kill the pool process (SIGKILL) that processes this shard stem ('*': any)")
+    sleep: float = param(0.0, "seconds to sleep per batch (to let the pool start before the driver is done)")
 
 
 class ToyLen(Stage):
@@ -31,7 +38,11 @@ class ToyLen(Stage):
         p = self.params
         if p.crash_on and shard.stem == p.crash_on and not os.environ.get("DCURATE_NO_CRASH"):
             raise RuntimeError(f"planned crash in {shard.stem}")
-        if p.die_on and shard.stem == p.die_on:
+        if p.sleep:
+            import time
+
+            time.sleep(p.sleep)
+        if p.die_on and (p.die_on == "*" or shard.stem == p.die_on) and _in_pool_worker():
             import signal
 
             os.kill(os.getpid(), signal.SIGKILL)

@@ -692,3 +692,11 @@ def _similarity_task(task) -> np.ndarray:
     proto = next(c for c in index.chunks if c.has("sigs.npy")).load("sigs.npy")
     sigs = index.gather_rows(docs, "sigs", proto.dtype, proto.shape[1])
     return (sigs[ia] == sigs[ib]).mean(axis=1)
+
+
+def warmup() -> None:
+    """Load the MinHash kernels (numba cache, lookup tables) once in the pool's fork server."""
+    mh = _minhash()
+    off, h = mh.shingle_hashes(["warm up the shingle kernel with a few words", "é 東京"])
+    for scheme in ("affine32", "legacy"):
+        mh.band_keys(mh.signatures(off, h, 128, 1, scheme), 13, 7)
