@@ -1,5 +1,5 @@
 """`python -m dcurate` = the `dcurate` command."""
 
-from .cli import main
+from ._entry import main
 
 main()

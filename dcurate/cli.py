@@ -230,7 +230,7 @@ _build_app()
 
 
 def main() -> None:
-    """Console entry point."""
+    """Console entry point (see dcurate._entry, which the `dcurate` script calls)."""
     app()
 
 

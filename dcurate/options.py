@@ -22,7 +22,7 @@ class RunOptions:
         choices=["parquet", "jsonl", "jsonl.gz", "jsonl.zst"],
     )
     compression_level: int | None = param(
-        None, "zstd/gzip level of output shards (default: zstd 3 for .jsonl.zst and Parquet, gzip 6).",
+        None, "zstd/gzip level of output shards (default: zstd 3 for .jsonl.zst, zstd 1 for Parquet as pyarrow, gzip 6).",
     )
     limit: int | None = param(None, "Only the first N documents of the input (smoke runs).", min=0)
     shard_size: int | None = param(

@@ -97,22 +97,30 @@ def _raw_chunks(piece: Piece) -> Iterator[bytes]:
 
 def _blocks(piece: Piece) -> Iterator[bytes]:
     """Blocks of whole lines (each ends with a newline, except possibly the very last)."""
-    buf = bytearray()
+    pending: list[bytes] = []
+    size = 0
     try:
         for chunk in _raw_chunks(piece):
-            buf += chunk
-            while len(buf) >= BLOCK_BYTES:
-                cut = buf.rfind(b"\n", 0, BLOCK_BYTES) + 1
-                if cut <= 0:  # a line longer than a block: take the whole line
-                    cut = buf.find(b"\n", BLOCK_BYTES) + 1
+            pending.append(chunk)
+            size += len(chunk)
+            if size < BLOCK_BYTES:
+                continue
+            buf = b"".join(pending)
+            start = 0
+            while len(buf) - start >= BLOCK_BYTES:
+                cut = buf.rfind(b"\n", start, start + BLOCK_BYTES) + 1
+                if cut <= start:  # a line longer than a block: take the whole line
+                    cut = buf.find(b"\n", start + BLOCK_BYTES) + 1
                     if cut <= 0:
                         break
-                yield bytes(buf[:cut])
-                del buf[:cut]
+                yield buf[start:cut]
+                start = cut
+            rest = buf[start:]
+            pending, size = ([rest], len(rest)) if rest else ([], 0)
     except zstandard.ZstdError as e:
         raise InputError(f"{piece.shard.path}: corrupt zstd data ({e})") from None
-    if buf:
-        yield bytes(buf)
+    if pending:
+        yield b"".join(pending)
 
 
 class BatchReader:

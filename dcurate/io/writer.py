@@ -19,7 +19,8 @@ from ..errors import InputError
 
 ROW_GROUP_BYTES = 64 * 1024 * 1024
 ROW_GROUP_ROWS = 100_000
-DEFAULT_ZSTD_LEVEL = 3
+DEFAULT_ZSTD_LEVEL = 3  # .jsonl.zst
+PARQUET_ZSTD_LEVEL = 1  # Parquet pages (pyarrow's default zstd level: twice as fast as 3, ~10% larger)
 
 
 def temp_name(path: str) -> str:
@@ -82,7 +83,7 @@ class ShardWriter:
             self._stream.write(jsonl_bytes(batch))
 
     def _pq_level(self) -> int:
-        return DEFAULT_ZSTD_LEVEL if self.level is None else self.level
+        return PARQUET_ZSTD_LEVEL if self.level is None else self.level
 
     def _flush(self) -> None:
         if not self._pending:
