@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 
@@ -89,8 +90,8 @@ class LocalExecutor:
         """Yield (index, result) as tasks finish; the first failure cancels the rest.
 
         With N workers the pool has N - 1 processes and the driver is the N-th: it runs tasks
-        itself while the pool works (and while the pool's processes are still starting), keeping
-        at most one task queued per pool process so that no work waits behind a busy process."""
+        itself while the pool works (and while the pool's processes are still starting). Pool
+        processes pull the next task as soon as they finish one (a done-callback submits it)."""
         if self.workers == 1 or len(items) <= 1:
             for i, x in enumerate(items):
                 yield i, fn(x)
@@ -98,27 +99,56 @@ class LocalExecutor:
         self.start()
         todo = list(range(len(items)))
         todo.reverse()  # pop() takes the next index
-        inflight: dict = {}
+        lock = threading.Lock()
+        done_q: queue.SimpleQueue = queue.SimpleQueue()
+        futures: list = []
+        state = {"outstanding": 0, "stop": False}
+
+        def submit_next() -> None:
+            with lock:
+                if state["stop"] or not todo:
+                    return
+                i = todo.pop()
+                state["outstanding"] += 1
+            fut = self._pool.submit(fn, items[i])
+            futures.append(fut)
+            fut.add_done_callback(lambda f, i=i: on_done(i, f))
+
+        def on_done(i: int, fut) -> None:
+            done_q.put((i, fut))
+            if not fut.cancelled() and fut.exception() is None:
+                submit_next()
+
+        started = False
         try:
-            while todo or inflight:
-                if self._ready.is_set() or not todo:
-                    self._ready.wait()
+            while True:
+                if not started and self._ready.is_set():
                     if self._start_error is not None:
                         raise self._start_error
-                    pool = self._pool
-                    while todo and len(inflight) < self.workers - 1:
-                        i = todo.pop()
-                        inflight[pool.submit(fn, items[i])] = i
-                if todo:
-                    i = todo.pop()
-                    yield i, fn(items[i])
-                    done = [f for f in inflight if f.done()]
-                else:
-                    done, _ = wait(inflight, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    yield inflight.pop(fut), fut.result()
+                    started = True
+                    for _ in range(self.workers - 1):
+                        submit_next()
+                while not done_q.empty():
+                    i, fut = done_q.get()
+                    with lock:
+                        state["outstanding"] -= 1
+                    yield i, fut.result()
+                with lock:
+                    i = todo.pop() if todo else None
+                if i is None:
+                    break
+                yield i, fn(items[i])
+            while True:
+                with lock:
+                    if state["outstanding"] == 0:
+                        break
+                i, fut = done_q.get()
+                with lock:
+                    state["outstanding"] -= 1
+                yield i, fut.result()
         finally:
-            for fut in inflight:
+            state["stop"] = True
+            for fut in futures:
                 fut.cancel()
 
     def map(self, fn: Callable, items: list) -> list:

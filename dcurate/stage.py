@@ -225,9 +225,16 @@ def load_stage_modules() -> list[Any]:
     return mods
 
 
+_LOADED = False
+
+
 def registry() -> dict[str, type[Stage]]:
-    if not _REGISTRY:
+    """Every registered stage (all stage modules are imported on first use, even when one was
+    imported directly before)."""
+    global _LOADED
+    if not _LOADED:
         load_stage_modules()
+        _LOADED = True
     return _REGISTRY
 
 

@@ -21,7 +21,7 @@ measured per tool), one tool at a time, on the same input files:
 Throughput is given per wall second and per CPU second (user + system of the child and its
 children): the CPU figure is the per-core rate and is robust to other load on the machine.
 Accuracy is scored with ``../shared/eval/score_dedup.py``. Scaling: dcurate on the corpus cut into
-8 shards with 1 and 2 workers, and peak RSS at 1x and 4x the corpus (4 copies, fresh ids), from
+8 shards with 1 and 2 workers, and peak RSS at 1x and 4x the corpus (the corpus + 3 disjoint word-suffixed variants), from
 which memory and disk for 1e9 documents are projected. Medians over ``--repeat`` runs.
 """
 
@@ -325,10 +325,21 @@ def prepare(corpus: Path, work: Path) -> dict:
         (shards / f"part-{s:05d}.jsonl").write_text(
             "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part)
         )
-    four = work / "x4-32shards"  # 4 copies with fresh ids, 32 shards of the same size as above
+    # 4x: the corpus and 3 disjoint variants of it. In variant c every word gets the suffix
+    # "q<c>": a bijection on words, so duplicate pairs and their Jaccard within a variant are those
+    # of the original, while no shingle is shared across variants. (Plain copies would make every
+    # document a 4-fold exact duplicate and measure a different workload.)
+    import re
+
+    word = re.compile(r"\w+")
+    four = work / "x4-32shards"
     four.mkdir(exist_ok=True)
     for c in range(4):
-        copy = [{"id": r["id"] if c == 0 else f"{r['id']}#copy{c}", "text": r["text"]} for r in recs]
+        copy = [
+            {"id": r["id"] if c == 0 else f"{r['id']}#v{c}",
+             "text": r["text"] if c == 0 else word.sub(lambda m, c=c: m.group(0) + f"q{c}", r["text"])}
+            for r in recs
+        ]
         for s in range(k):
             part = copy[s * len(copy) // k : (s + 1) * len(copy) // k]
             (four / f"part-{c * k + s:05d}.jsonl").write_text(
