@@ -5,12 +5,11 @@ the run options shared by all stages. Stage modules may add commands with ``regi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import sys
 import typing
 from typing import Any, Optional
-
-import functools
 
 import typer
 
@@ -153,7 +152,7 @@ def _make_run_command() -> None:
 @app.command("stats", epilog="Example: dcurate stats data/demo/out --column domain")
 def stats_command(
     paths: list[str] = typer.Argument(..., help="Shard files, directories or globs."),
-    column: Optional[str] = typer.Option(None, "--column", help="Count the values of this column (default: domain, if present)."),
+    column: str | None = typer.Option(None, "--column", help="Count the values of this column (default: domain, if present)."),
     text_field: str = typer.Option("text", "--text-field", help="Column holding the text."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
@@ -173,11 +172,11 @@ def stats_command(
 def reshard_command(
     paths: list[str] = typer.Argument(..., metavar="IN... OUT", help="Inputs followed by the output directory."),
     shard_size: int = typer.Option(..., "--shard-size", help="Documents per output shard.", min=1),
-    output_format: Optional[str] = typer.Option(None, "--output-format", help="parquet, jsonl, jsonl.gz or jsonl.zst."),
-    compression_level: Optional[int] = typer.Option(None, "--compression-level"),
+    output_format: str | None = typer.Option(None, "--output-format", help="parquet, jsonl, jsonl.gz or jsonl.zst."),
+    compression_level: int | None = typer.Option(None, "--compression-level"),
     text_field: str = typer.Option("text", "--text-field"),
     id_field: str = typer.Option("id", "--id-field"),
-    workers: Optional[int] = typer.Option(None, "--workers"),
+    workers: int | None = typer.Option(None, "--workers"),
     force: bool = typer.Option(False, "--force"),
 ) -> None:
     """Cut inputs (e.g. one big compressed JSONL file that cannot be split) into shards of N documents."""

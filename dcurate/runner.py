@@ -243,7 +243,7 @@ def run_pass_task(task: PassTask) -> TaskResult:
         for batch in reader:
             result.rows_read += batch.num_rows
             dropped: list[pa.RecordBatch] = []
-            for i, stage in zip(order, ([apply_stage] if apply_stage else []) + maps):
+            for i, stage in zip(order, ([apply_stage] if apply_stage else []) + maps, strict=True):
                 st = stats[i]
                 t0 = time.perf_counter()
                 st.docs_in += batch.num_rows
@@ -327,8 +327,7 @@ def run_scan_task(task: ScanTask) -> TaskResult:
     t0 = time.perf_counter()
 
     def batches():
-        for b in reader:
-            yield b
+        yield from reader
 
     # The batches are read lazily: a round that needs nothing from the data (its work files
     # already hold what it needs) does not read the shard at all.
@@ -370,7 +369,7 @@ def run_reshard_task(task: ReshardTask) -> TaskResult:
 
     w = ShardWriter(task.final, task.fmt, task.level)
     try:
-        for (path, start, n), fmt in zip(task.slices, task.fmt_in):
+        for (path, start, n), fmt in zip(task.slices, task.fmt_in, strict=True):
             piece = Piece(_Shard(path, fmt, "x", 0))
             seen = 0
             for b in BatchReader(piece, require_text=False, id_field="\x00none"):
@@ -481,7 +480,7 @@ class Runner:
         pending_apply: int | None = None
         chain: list[int] = []
         last_key = input_key
-        for s, kind in zip(specs, kinds):
+        for s, kind in zip(specs, kinds, strict=True):
             if kind == "map":
                 chain.append(s.index)
                 continue
@@ -694,9 +693,9 @@ class Runner:
                 sources = self._source_specs(plan, plan.global_source[gi])
                 mdir = spec.ctx.workdir / f"scan-round{r}"
                 markers = [str(mdir / f"{_shard_info(s.piece).key}.done") for s in sources]
-                tasks = [ScanTask(spec, plan.stages, s, r, plan_path, m) for s, m in zip(sources, markers)]
+                tasks = [ScanTask(spec, plan.stages, s, r, plan_path, m) for s, m in zip(sources, markers, strict=True)]
                 results = self._execute(run_scan_task, tasks, f"{spec.name} scan {r + 1}/{stage.rounds}", markers)
-            partials = [(_shard_info(p), res.partial) for p, res in zip(plan.pieces, results)]
+            partials = [(_shard_info(p), res.partial) for p, res in zip(plan.pieces, results, strict=True)]
             for res in results:
                 for i, st in res.stats.items():
                     self.stats.setdefault(i, StageStats()).seconds += st.seconds
@@ -720,7 +719,7 @@ class Runner:
         sources = self._source_specs(plan, p.source)
         tasks, markers = [], []
         parts: dict[int, list[str]] = {}
-        for piece, src in zip(plan.pieces, sources):
+        for piece, src in zip(plan.pieces, sources, strict=True):
             fmt = INTERMEDIATE_FMT if p.sink == "intermediate" else self._out_fmt(piece.shard)
             if p.sink == "intermediate":
                 out_path = os.path.join(p.sink_dir, self._intermediate_name(piece))
@@ -746,7 +745,7 @@ class Runner:
         if p.source == "input":
             self.bad_records += sum(r.bad_records for r in results)
         self._rows_out = {}
-        for piece, res in zip(plan.pieces, results):
+        for piece, res in zip(plan.pieces, results, strict=True):
             self._rows_out[(piece.shard.index, piece.index)] = res.rows_out
         if parts:
             mtasks, mmarkers = [], []
@@ -781,7 +780,7 @@ class Runner:
         for j in range(n_out):
             lo, hi = j * size, min((j + 1) * size, total)
             slices, fmts = [], []
-            for (path, fmt, rows), s0 in zip(files, starts):
+            for (path, fmt, rows), s0 in zip(files, starts, strict=True):
                 a, b = max(lo, s0), min(hi, s0 + rows)
                 if a < b:
                     slices.append((path, a - s0, b - a))

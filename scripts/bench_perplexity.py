@@ -75,7 +75,6 @@ def main() -> None:
             for f in sorted(glob.glob(args.corpus + "/*.parquet"))
         ]
     )
-    idx = np.arange(t.num_rows)
     is_wiki = pc.equal(t["domain"], "wiki").to_numpy(zero_copy_only=False)
     wiki_rank = np.cumsum(is_wiki) - 1
     train_mask = is_wiki & (wiki_rank % 2 == 0)

@@ -2,7 +2,7 @@
 
 import pytest
 from conftest import tree_digest
-from toy_stages import LenParams, ToyLen, ToyTopK, TopParams
+from toy_stages import LenParams, TopParams, ToyLen, ToyTopK
 
 from dcurate.options import RunOptions
 from dcurate.runner import run

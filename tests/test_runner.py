@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, docs, tree_digest, write_jsonl, write_parquet
-from toy_stages import LenParams, ToyLen, ToyTopK, TopParams
+from toy_stages import LenParams, TopParams, ToyLen, ToyTopK
 
 from dcurate.errors import InputError, RecipeError
 from dcurate.io import BatchReader, Piece, expand_inputs

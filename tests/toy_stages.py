@@ -78,7 +78,7 @@ class ToyTopK(Stage):
         for b in batches:
             lens = pc.utf8_length(self.texts(b)).to_pylist()
             ids = b.column(self.ctx.id_field).to_pylist()
-            out.extend(zip(lens, ids))
+            out.extend(zip(lens, ids, strict=True))
         return out
 
     def reduce(self, partials, round, plan):
