@@ -45,99 +45,18 @@ import pyarrow as pa
 from numba import njit
 
 from . import text as _text
+from .minhash import _xxh64 as _xxh64_range
 
 #: Number of hash buckets (DSIR paper and ``data-selection``'s default).
 DEFAULT_BUCKETS = 10_000
 #: Constant the reference adds inside the logs of the log-ratio.
 REFERENCE_EPS = 1e-8
 
-_P1 = np.uint64(11400714785074694791)
-_P2 = np.uint64(14029467366897019727)
-_P3 = np.uint64(1609587929392839161)
-_P4 = np.uint64(9650029242287828579)
-_P5 = np.uint64(2870177450012600261)
-
-
-# -- XXH64 (numba) ----------------------------------------------------------------------------------
-
 
 @njit(inline="always", cache=True)
-def _rotl(x, r):
-    return (x << np.uint64(r)) | (x >> np.uint64(64 - r))
-
-
-@njit(inline="always", cache=True)
-def _read64(buf, i):
-    v = np.uint64(0)
-    for b in range(8):
-        v |= np.uint64(buf[i + b]) << np.uint64(8 * b)
-    return v
-
-
-@njit(inline="always", cache=True)
-def _read32(buf, i):
-    v = np.uint64(0)
-    for b in range(4):
-        v |= np.uint64(buf[i + b]) << np.uint64(8 * b)
-    return v
-
-
-@njit(inline="always", cache=True)
-def _round(acc, lane):
-    acc = acc + lane * _P2
-    acc = _rotl(acc, 31)
-    return acc * _P1
-
-
-@njit(inline="always", cache=True)
-def _merge(h, v):
-    h ^= _round(np.uint64(0), v)
-    return h * _P1 + _P4
-
-
-@njit(cache=True)
 def _xxh64(buf, start, length, seed):
-    """XXH64 of ``buf[start:start + length]`` (same value as ``xxhash.xxh64_intdigest``)."""
-    i = start
-    end = start + length
-    if length >= 32:
-        v1 = seed + _P1 + _P2
-        v2 = seed + _P2
-        v3 = seed
-        v4 = seed - _P1
-        limit = end - 32
-        while i <= limit:
-            v1 = _round(v1, _read64(buf, i))
-            v2 = _round(v2, _read64(buf, i + 8))
-            v3 = _round(v3, _read64(buf, i + 16))
-            v4 = _round(v4, _read64(buf, i + 24))
-            i += 32
-        h = _rotl(v1, 1) + _rotl(v2, 7) + _rotl(v3, 12) + _rotl(v4, 18)
-        h = _merge(h, v1)
-        h = _merge(h, v2)
-        h = _merge(h, v3)
-        h = _merge(h, v4)
-    else:
-        h = seed + _P5
-    h += np.uint64(length)
-    while i + 8 <= end:
-        h ^= _round(np.uint64(0), _read64(buf, i))
-        h = _rotl(h, 27) * _P1 + _P4
-        i += 8
-    if i + 4 <= end:
-        h ^= _read32(buf, i) * _P1
-        h = _rotl(h, 23) * _P2 + _P3
-        i += 4
-    while i < end:
-        h ^= np.uint64(buf[i]) * _P5
-        h = _rotl(h, 11) * _P1
-        i += 1
-    h ^= h >> np.uint64(33)
-    h *= _P2
-    h ^= h >> np.uint64(29)
-    h *= _P3
-    h ^= h >> np.uint64(32)
-    return h
+    """XXH64 of ``buf[start:start + length]`` (the kernel shared with dcurate.minhash)."""
+    return _xxh64_range(buf, start, start + length, seed)
 
 
 @njit(cache=True)
