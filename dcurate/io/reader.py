@@ -96,31 +96,33 @@ def _raw_chunks(piece: Piece) -> Iterator[bytes]:
 
 
 def _blocks(piece: Piece) -> Iterator[bytes]:
-    """Blocks of whole lines (each ends with a newline, except possibly the very last)."""
-    pending: list[bytes] = []
-    size = 0
+    """Blocks of whole lines (each ends with a newline, except possibly the very last).
+
+    Each block is built with a single copy: the unfinished line carried over from the previous
+    chunk plus a slice of the current one, or slices of one large chunk."""
+    carry = b""
     try:
         for chunk in _raw_chunks(piece):
-            pending.append(chunk)
-            size += len(chunk)
-            if size < BLOCK_BYTES:
-                continue
-            buf = b"".join(pending)
+            view = memoryview(chunk)
             start = 0
-            while len(buf) - start >= BLOCK_BYTES:
-                cut = buf.rfind(b"\n", start, start + BLOCK_BYTES) + 1
-                if cut <= start:  # a line longer than a block: take the whole line
-                    cut = buf.find(b"\n", start + BLOCK_BYTES) + 1
+            while True:
+                if len(carry) + len(chunk) - start < BLOCK_BYTES:
+                    break
+                limit = start + max(BLOCK_BYTES - len(carry), 0)
+                cut = chunk.rfind(b"\n", start, limit) + 1
+                if cut <= start:  # no line end within the block: extend to the next line end
+                    cut = chunk.find(b"\n", limit) + 1
                     if cut <= 0:
                         break
-                yield buf[start:cut]
+                yield b"".join((carry, view[start:cut])) if carry else bytes(view[start:cut])
+                carry = b""
                 start = cut
-            rest = buf[start:]
-            pending, size = ([rest], len(rest)) if rest else ([], 0)
+            if start < len(chunk):
+                carry = b"".join((carry, view[start:])) if carry else bytes(view[start:])
     except zstandard.ZstdError as e:
         raise InputError(f"{piece.shard.path}: corrupt zstd data ({e})") from None
-    if pending:
-        yield b"".join(pending)
+    if carry:
+        yield carry
 
 
 class BatchReader:
