@@ -184,3 +184,28 @@ def test_read_table_of_side_inputs(corpus):
     t = read_table([str(corpus)])
     assert t.num_rows == 180
     assert set(t.column_names) >= {"id", "text", "domain"}
+
+
+def test_jsonl_writer_handles_nested_temporal_and_non_finite_values(tmp_path):
+    import datetime
+    import decimal
+
+    from dcurate.io import jsonl_bytes
+
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "id": ["a", "b"],
+            "text": ["x\n\"quoted\"", "ünïcode 東京"],
+            "tags": [["p", "q"], []],
+            "meta": [{"k": 1}, {"k": None}],
+            "when": [datetime.datetime(2024, 1, 2, 3, 4, 5), None],
+            "score": [float("nan"), 0.25],
+            "price": pa.array([decimal.Decimal("1.50"), None], pa.decimal128(5, 2)),
+        }
+    )
+    lines = [json.loads(x) for x in jsonl_bytes(batch).splitlines()]
+    assert list(lines[0]) == batch.schema.names  # keys in column order
+    assert lines[0]["text"] == 'x\n"quoted"' and lines[1]["text"] == "ünïcode 東京"
+    assert lines[0]["tags"] == ["p", "q"] and lines[1]["meta"] == {"k": None}
+    assert lines[0]["when"] == "2024-01-02T03:04:05" and lines[0]["score"] is None
+    assert lines[0]["price"] == "1.50" and lines[1]["score"] == 0.25

@@ -5,12 +5,11 @@ partial output under a final name."""
 from __future__ import annotations
 
 import gzip
-import io
 import os
 import shutil
 import sys
 
-import polars as pl
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
@@ -28,13 +27,25 @@ def temp_name(path: str) -> str:
     return os.path.join(d, f".{n}.tmp-{os.getpid()}")
 
 
+def _json_default(obj):
+    """Values orjson does not serialise natively (Decimal, bytes, ...): their text form."""
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return bytes(obj).decode("utf-8", errors="replace")
+    return str(obj)
+
+
 def jsonl_bytes(batch: pa.RecordBatch | pa.Table) -> bytes:
-    """Serialise rows as JSON Lines (one object per line, keys in column order)."""
+    """Serialise rows as JSON Lines (one object per line, keys in column order).
+
+    orjson over the columns' Python values: measured faster than polars' NDJSON writer on text
+    corpora, and it writes datetimes as RFC 3339 strings and non-finite floats as null."""
     if batch.num_rows == 0:
         return b""
-    buf = io.BytesIO()
-    pl.from_arrow(batch, rechunk=False).write_ndjson(buf)
-    return buf.getvalue()
+    names = batch.schema.names
+    cols = [c.to_pylist() for c in batch.columns]
+    dumps = orjson.dumps
+    opt = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+    return b"".join([dumps(dict(zip(names, row, strict=True)), default=_json_default, option=opt) for row in zip(*cols, strict=True)])
 
 
 class ShardWriter:
