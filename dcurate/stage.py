@@ -239,6 +239,12 @@ def registry() -> dict[str, type[Stage]]:
 
 
 def get_stage(name: str, where: str = "") -> type[Stage]:
+    """The stage class called ``name``; imports only its own module when that is enough (a
+    recipe with one filter stage does not import fastText, LightGBM, ...)."""
+    if name not in _REGISTRY and name in STAGE_MODULES:
+        importlib.import_module(f"dcurate.stages.{name}")
+    if name in _REGISTRY:
+        return _REGISTRY[name]
     reg = registry()
     if name not in reg:
         raise RecipeError(f"{where + ': ' if where else ''}unknown stage '{name}'; available: {', '.join(sorted(reg))}")
