@@ -19,9 +19,10 @@ Two feature modes:
     NFKC + lower-case), i.e. matches of ``\\w+|[^\\w\\s]+``: runs of word characters and runs of
     punctuation/symbols, as the reference tokenises (punctuation carries signal: mail headers,
     markup, code). Each unigram ``t`` and bigram ``"t1 t2"`` (one space) is hashed with XXH64
-    (seed 0) of its UTF-8 bytes, bucket = hash mod ``num_buckets``. Pure-ASCII documents are
-    tokenised and hashed in one numba pass over the Arrow buffer; the others are tokenised by
-    polars' Rust regex engine (the same engine as every other dcurate stage) and hashed by numba.
+    (seed 0) of its UTF-8 bytes, bucket = hash mod ``num_buckets``. One compiled pass over the
+    Arrow buffer normalises, tokenises and hashes (:func:`dcurate.textscan.word_punct_ngrams`:
+    the Rust regex engine's ``\\w``/``\\s`` classes, as polars' ``str.extract_all`` gives; the rare
+    document NFKC cannot normalise one code point at a time is normalised by polars first).
 ``reference``
     bit-for-bit the reference package's features: ``nltk`` ``WordPunctTokenizer`` (regex
     ``\\w+|[^\\w\\s]+`` on ``str.lower()``, so punctuation runs are tokens too) and
@@ -45,6 +46,7 @@ import pyarrow as pa
 from numba import njit
 
 from . import text as _text
+from . import textscan
 from .minhash import _xxh64 as _xxh64_range
 
 #: Number of hash buckets (DSIR paper and ``data-selection``'s default).
@@ -65,119 +67,6 @@ def _hash_strings(data, offsets, seed):
     out = np.empty(n, dtype=np.uint64)
     for j in range(n):
         out[j] = _xxh64(data, offsets[j], offsets[j + 1] - offsets[j], seed)
-    return out
-
-
-@njit(inline="always", cache=True)
-def _cls(c):
-    """ASCII byte class under the Rust regex engine: 1 word (``\\w``), 0 space (``\\s``), 2 other."""
-    if (c >= 97 and c <= 122) or (c >= 65 and c <= 90) or (c >= 48 and c <= 57) or c == 95:
-        return 1
-    if c == 32 or (c >= 9 and c <= 13):
-        return 0
-    return 2
-
-
-@njit(cache=True)
-def _ascii_token_counts(data, offsets):
-    """Per document: is it pure ASCII, and if so its number of tokens (maximal runs of word
-    characters or of other non-space characters: what NFKC + lower-case + ``\\w+|[^\\w\\s]+``
-    gives on ASCII text)."""
-    n = len(offsets) - 1
-    is_ascii = np.ones(n, dtype=np.bool_)
-    n_tok = np.zeros(n, dtype=np.int64)
-    for d in range(n):
-        prev = 0
-        w = 0
-        for i in range(offsets[d], offsets[d + 1]):
-            c = data[i]
-            if c >= 128:
-                is_ascii[d] = False
-                break
-            k = _cls(c)
-            if k != 0 and k != prev:
-                w += 1
-            prev = k
-        n_tok[d] = w if is_ascii[d] else 0
-    return is_ascii, n_tok
-
-
-@njit(cache=True)
-def _ascii_buckets(data, offsets, docs, doc_off, n_tok, num_buckets, out):
-    """Write the n-gram buckets of the ASCII documents ``docs`` into ``out`` at ``doc_off``: the
-    unigrams of a document in order, then its bigrams (lower-cased tokens joined by one space)."""
-    nb = np.uint64(num_buckets)
-    zero = np.uint64(0)
-    scratch = np.empty(64, dtype=np.uint8)
-    for d in docs:
-        o_uni = doc_off[d]
-        o_bi = o_uni + n_tok[d]
-        prev_len = -1  # length of the previous token, kept at scratch[0:prev_len]
-        i = offsets[d]
-        end = offsets[d + 1]
-        while i < end:
-            k = _cls(data[i])
-            if k == 0:
-                i += 1
-                continue
-            j = i + 1
-            while j < end and _cls(data[j]) == k:
-                j += 1
-            ln = j - i
-            base = prev_len + 1 if prev_len >= 0 else 0  # the token goes after "prev "
-            need = base + ln
-            if need > len(scratch):
-                bigger = np.empty(2 * need, dtype=np.uint8)
-                bigger[:base] = scratch[:base]
-                scratch = bigger
-            for q in range(ln):
-                c = data[i + q]
-                scratch[base + q] = c + 32 if (c >= 65 and c <= 90) else c
-            out[o_uni] = np.int32(_xxh64(scratch, base, ln, zero) % nb)
-            o_uni += 1
-            if prev_len >= 0:
-                out[o_bi] = np.int32(_xxh64(scratch, 0, need, zero) % nb)
-                o_bi += 1
-            # the current token becomes the previous one
-            for q in range(ln):
-                scratch[q] = scratch[base + q]
-            scratch[ln] = 32
-            prev_len = ln
-            i = j
-    return out
-
-
-@njit(cache=True)
-def _list_buckets(data, str_off, list_off, docs, doc_off, num_buckets, out):
-    """Like :func:`_ascii_buckets` for already tokenised documents: document ``docs[r]``'s words
-    are strings ``list_off[r]:list_off[r + 1]`` of (``data``, ``str_off``)."""
-    maxlen = 0
-    for j in range(len(str_off) - 1):
-        ln = str_off[j + 1] - str_off[j]
-        if ln > maxlen:
-            maxlen = ln
-    scratch = np.empty(2 * maxlen + 1, dtype=np.uint8)
-    nb = np.uint64(num_buckets)
-    zero = np.uint64(0)
-    for r in range(len(docs)):
-        a = list_off[r]
-        b = list_off[r + 1]
-        o = doc_off[docs[r]]
-        for j in range(a, b):
-            out[o] = np.int32(_xxh64(data, str_off[j], str_off[j + 1] - str_off[j], zero) % nb)
-            o += 1
-        for j in range(a, b - 1):
-            s1 = str_off[j]
-            l1 = str_off[j + 1] - s1
-            s2 = str_off[j + 1]
-            l2 = str_off[j + 2] - s2
-            for c in range(l1):
-                scratch[c] = data[s1 + c]
-            scratch[l1] = 32  # one space between the two words
-            for c in range(l2):
-                scratch[l1 + 1 + c] = data[s2 + c]
-            out[o] = np.int32(_xxh64(scratch, 0, l1 + 1 + l2, zero) % nb)
-            o += 1
     return out
 
 
@@ -239,49 +128,13 @@ def featurize(texts, num_buckets: int = DEFAULT_BUCKETS, mode: str = "fast") -> 
         return _featurize_reference(texts, num_buckets)
     if mode != "fast":
         raise ValueError(f"unknown DSIR hash mode {mode!r}; use 'fast' or 'reference'")
-    arr = (
-        texts
-        if isinstance(texts, (pa.Array, pa.ChunkedArray))
-        else pa.array(list(texts), type=pa.large_string())
-    )
-    data, offsets = _string_buffers(arr)
-    # Pure-ASCII documents (NFKC and lower-casing are trivial there) are tokenised and hashed in one
-    # numba pass; the others go through polars. Both give the same tokens.
-    is_ascii, n_words = _ascii_token_counts(data, offsets)
-    other = np.flatnonzero(~is_ascii)
-    lists = None
-    if len(other):
-        sub = arr.take(pa.array(other)) if len(other) < len(arr) else arr
-        lists = tokens_series(sub).to_arrow(compat_level=pl.CompatLevel.oldest())
-        if isinstance(lists, pa.ChunkedArray):
-            lists = lists.combine_chunks()
-        list_off = lists.offsets.to_numpy().astype(np.int64, copy=False)
-        n_words[other] = np.diff(list_off)
-    per_doc = np.where(n_words > 0, 2 * n_words - 1, 0)
-    doc_off = np.zeros(len(n_words) + 1, dtype=np.int64)
-    np.cumsum(per_doc, out=doc_off[1:])
-    out = np.empty(int(doc_off[-1]), dtype=np.int32)
-    _ascii_buckets(data, offsets, np.flatnonzero(is_ascii), doc_off, n_words, np.int64(num_buckets), out)
-    if lists is not None:
-        wdata, str_off = _string_buffers(lists.values)
-        _list_buckets(wdata, str_off, list_off, other, doc_off, np.int64(num_buckets), out)
-    return Features(out, doc_off, n_words)
+    buckets, offsets, n_words = textscan.word_punct_ngrams(texts, int(num_buckets))
+    return Features(buckets, offsets, n_words)
 
 
 def token_counts(texts) -> np.ndarray:
     """Number of word-punct tokens of each text (what ``--min-words`` and ``--tokens`` count)."""
-    arr = (
-        texts
-        if isinstance(texts, (pa.Array, pa.ChunkedArray))
-        else pa.array(list(texts), type=pa.large_string())
-    )
-    data, offsets = _string_buffers(arr)
-    is_ascii, n = _ascii_token_counts(data, offsets)
-    other = np.flatnonzero(~is_ascii)
-    if len(other):
-        sub = arr.take(pa.array(other)) if len(other) < len(arr) else arr
-        n[other] = _text.normalize_series(sub).str.count_matches(TOKEN_PATTERN).fill_null(0).to_numpy()
-    return n
+    return textscan.word_punct_ngrams(texts, 1, count_only=True)[2]
 
 
 def _featurize_reference(texts, num_buckets: int) -> Features:

@@ -42,18 +42,17 @@ import json
 import logging
 import os
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numba
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import textscan
 from .errors import InputError, ModelError
 from .text import WORD_PATTERN, as_series
 
@@ -72,15 +71,24 @@ SIDECAR_SUFFIX = ".json"  # lm.arpa -> lm.arpa.json (tokenizer and training para
 class Sentences:
     """Sentences of a batch of documents.
 
-    ``lines`` holds one string per sentence that has at least one token, its tokens joined by
-    single spaces (what KenLM's ``score`` takes); ``ntok`` its number of tokens; ``doc`` the
-    document (row of the batch) it belongs to.
+    ``data`` holds one line per sentence that has at least one token, its tokens joined by single
+    spaces, each line followed by ``"\\n"`` (UTF-8 bytes); sentence ``i`` is
+    ``data[starts[i]:starts[i + 1] - 1]``; ``ntok`` its number of tokens; ``doc`` the document (row
+    of the batch) it belongs to.
     """
 
-    lines: pl.Series
+    data: np.ndarray
+    starts: np.ndarray
     ntok: np.ndarray
     doc: np.ndarray
     n_docs: int
+
+    @classmethod
+    def from_lines(cls, lines: pl.Series, ntok: np.ndarray, doc: np.ndarray, n_docs: int) -> Sentences:
+        arr = (lines + "\n").to_arrow()
+        _, starts, data = textscan.string_buffers(arr)
+        starts = starts - starts[0]
+        return cls(data[: int(starts[-1])], starts, ntok, doc, n_docs)
 
     @classmethod
     def from_tokens(cls, tokens: pl.Series, doc: np.ndarray, n_docs: int) -> Sentences:
@@ -88,9 +96,22 @@ class Sentences:
         lens = tokens.list.len().fill_null(0).to_numpy()
         keep = lens > 0
         t = tokens.filter(pl.Series(keep))
-        return cls(
+        return cls.from_lines(
             t.list.join(" "), lens[keep].astype(np.int64), np.asarray(doc, dtype=np.int64)[keep], n_docs
         )
+
+    def __len__(self) -> int:
+        return len(self.doc)
+
+    @property
+    def lines(self) -> pl.Series:
+        """The sentences as strings (``pl.String``)."""
+        if len(self.doc) == 0:
+            return pl.Series([], dtype=pl.String)
+        arr = pa.LargeStringArray.from_buffers(
+            len(self.doc), pa.py_buffer(self.starts), pa.py_buffer(self.data)
+        )
+        return pl.Series(arr).str.strip_suffix("\n")
 
     @property
     def tokens(self) -> pl.Series:
@@ -101,131 +122,24 @@ class Sentences:
         """Sentences as space-separated strings (what KenLM's ``score`` takes)."""
         return self.lines.to_list()
 
-
-_WORD_TABLE: np.ndarray | None = None
-
-
-def word_table() -> np.ndarray:
-    """Boolean table over all code points: Python's ``\\w`` (``str.isalnum()`` or ``_``), the
-    definition :func:`dcurate.text.words` uses. Built once per process (~0.4 s)."""
-    global _WORD_TABLE
-    if _WORD_TABLE is None:
-        t = np.fromiter((c.isalnum() for c in map(chr, range(0x110000))), dtype=np.bool_, count=0x110000)
-        t[ord("_")] = True
-        _WORD_TABLE = t
-    return _WORD_TABLE
+    def encoded(self) -> list[bytes]:
+        """Sentences as UTF-8 ``bytes`` (KenLM's ``score`` takes them without re-encoding)."""
+        if len(self.doc) == 0:
+            return []
+        out = self.data.tobytes().split(b"\n")
+        out.pop()  # after the last newline
+        return out
 
 
-@numba.njit(cache=True, nogil=True)
-def _split_lines(data, offsets, is_word, cap):  # pragma: no cover - compiled
-    """One pass over UTF-8 bytes: per line, the runs of word characters joined by one space
-    (ASCII upper case lowered); lines without words are skipped.
-    Returns (bytes, line offsets, line's document, line's token count)."""
-    out = np.empty(len(data) + 1, np.uint8)
-    line_off = np.empty(cap + 1, np.int64)
-    line_doc = np.empty(cap, np.int64)
-    line_ntok = np.empty(cap, np.int64)
-    o = 0
-    nl = 0
-    line_off[0] = 0
-    for d in range(len(offsets) - 1):
-        ntok = 0
-        in_word = False
-        i = offsets[d]
-        end = offsets[d + 1]
-        while i < end:
-            b = data[i]
-            if b < 0x80:
-                if b == 10:
-                    if ntok > 0:
-                        line_doc[nl] = d
-                        line_ntok[nl] = ntok
-                        nl += 1
-                        line_off[nl] = o
-                    ntok = 0
-                    in_word = False
-                elif is_word[b]:
-                    if not in_word:
-                        if ntok > 0:
-                            out[o] = 32
-                            o += 1
-                        ntok += 1
-                        in_word = True
-                    out[o] = b + 32 if 65 <= b <= 90 else b
-                    o += 1
-                else:
-                    in_word = False
-                i += 1
-                continue
-            if b >= 0xF0:
-                width = 4
-                cp = (
-                    ((b & 0x07) << 18)
-                    | ((data[i + 1] & 0x3F) << 12)
-                    | ((data[i + 2] & 0x3F) << 6)
-                    | (data[i + 3] & 0x3F)
-                )
-            elif b >= 0xE0:
-                width = 3
-                cp = ((b & 0x0F) << 12) | ((data[i + 1] & 0x3F) << 6) | (data[i + 2] & 0x3F)
-            else:
-                width = 2
-                cp = ((b & 0x1F) << 6) | (data[i + 1] & 0x3F)
-            if is_word[cp]:
-                if not in_word:
-                    if ntok > 0:
-                        out[o] = 32
-                        o += 1
-                    ntok += 1
-                    in_word = True
-                for k in range(width):
-                    out[o] = data[i + k]
-                    o += 1
-            else:
-                in_word = False
-            i += width
-        if ntok > 0:
-            line_doc[nl] = d
-            line_ntok[nl] = ntok
-            nl += 1
-            line_off[nl] = o
-    return out[:o], line_off[: nl + 1], line_doc[:nl], line_ntok[:nl]
-
-
-def _nfkc(texts: list[str]) -> list[str]:
-    # CPython's quick check returns already-normalised text untouched (about 3x faster than
-    # polars' str.normalize, which always rebuilds); one C call per non-ASCII document.
-    nf = unicodedata.normalize
-    isn = unicodedata.is_normalized
-    return [t if isn("NFKC", t) else nf("NFKC", t) for t in texts]
-
-
-def split_words_lines(texts: pl.Series) -> Sentences:
+def split_words_lines(texts) -> Sentences:
     """Vectorised CCNet sentences with dcurate words: per non-blank line, the ``\\w+`` words of
     the NFKC-lower-cased text (Python's definition of ``\\w``, as :func:`dcurate.text.words`)
-    joined by one space. ASCII documents need no normalisation; the others are NFKC-normalised
-    and lower-cased first; one compiled pass over the UTF-8 bytes then cuts lines and words."""
-    s = texts.cast(pl.String).fill_null("")
-    n = len(s)
-    if n == 0:
-        return Sentences(pl.Series([], dtype=pl.String), np.zeros(0, np.int64), np.zeros(0, np.int64), 0)
-    ascii_doc = (s.str.len_bytes() == s.str.len_chars()).to_numpy()
-    if not ascii_doc.all():
-        idx = np.flatnonzero(~ascii_doc)
-        uni = pl.Series(_nfkc(s.gather(idx).to_list()), dtype=pl.String).str.to_lowercase()
-        s = s.clone()
-        s.scatter(idx, uni)
-    arr = s.to_arrow()
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    arr = arr.cast(pa.large_string())
-    _, off_buf, data_buf = arr.buffers()
-    offsets = np.frombuffer(off_buf, dtype=np.int64)[arr.offset : arr.offset + n + 1]
-    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-    cap = int(np.count_nonzero(data[offsets[0] : offsets[-1]] == 10)) + n
-    out, line_off, line_doc, ntok = _split_lines(data, offsets, word_table(), cap)
-    lines = pa.LargeStringArray.from_buffers(len(line_doc), pa.py_buffer(line_off), pa.py_buffer(out))
-    return Sentences(pl.Series(lines), ntok, line_doc, n)
+    joined by one space, in one compiled pass over the UTF-8 bytes that also normalises
+    (:func:`dcurate.textscan.ccnet_lines`)."""
+    if isinstance(texts, pl.Series):
+        texts = texts.cast(pl.String).to_arrow()
+    data, starts, doc, ntok = textscan.ccnet_lines(texts)
+    return Sentences(data, starts, ntok, doc, len(texts))
 
 
 class Tokenizer:
@@ -259,9 +173,9 @@ class Tokenizer:
         }
 
     def sentences(self, texts: pa.Array | pa.ChunkedArray | pl.Series | list[str]) -> Sentences:
-        s = as_series(texts).cast(pl.String)
         if self._sp is None:
-            return split_words_lines(s)
+            return split_words_lines(texts)
+        s = as_series(texts).cast(pl.String)
         lines = (
             pl.DataFrame({"t": s})
             .with_row_index("doc")
@@ -370,7 +284,7 @@ def count_tokens(batches: Iterable[Sentences]) -> tuple[np.ndarray, list[str], i
     parts: list[np.ndarray] = []
     n_sent = 0
     for sent in batches:
-        if len(sent.lines) == 0:
+        if len(sent) == 0:
             continue
         vb.add(sent.tokens)
         ids, starts = encode_sentences(sent.tokens, vb.words, vb.ids)
@@ -713,7 +627,7 @@ class NGramModel:
 
     def score_sentences(self, sent: Sentences) -> tuple[np.ndarray, np.ndarray]:
         """Per document: (sum of log10 p over its sentences' tokens and ``</s>``, token count)."""
-        if len(sent.lines) == 0:
+        if len(sent) == 0:
             return np.zeros(sent.n_docs), np.zeros(sent.n_docs, dtype=np.int64)
         tok, starts = self.encode(sent)
         lp = self.score_ids(tok)

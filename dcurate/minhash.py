@@ -83,7 +83,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit
 
-from .text import normalize_series
+from .text import normalize
 
 __all__ = [
     "DEFAULT_NGRAM",
@@ -499,7 +499,7 @@ def _shingle_kernel(offs_a, data_a, src, offs_b, data_b, cp_map, cls, ngram, use
 
     Document ``d`` is read from ``data_a`` when ``src[d] < 0`` (raw text made only of fast-path
     code points: ``cp_map`` gives each one's lower-case form, NFKC leaves it unchanged), else
-    from ``data_b`` row ``src[d]`` (text already normalised by :func:`normalize_series`, whose
+    from ``data_b`` row ``src[d]`` (text already normalised by :func:`dcurate.text.normalize`, whose
     code points outside the fast path are kept as they are)."""
     n = src.shape[0]
     out_off = np.zeros(n + 1, dtype=np.int64)
@@ -689,10 +689,11 @@ def shingle_hashes(
     src = np.full(len(arr), -1, dtype=np.int64)
     idx = np.flatnonzero(_needs_normalization(offs_a, data_a, cp_map))
     if idx.size:
-        import polars as pl
 
-        sub = arr.take(pa.array(idx, type=pa.int64()))
-        norm = _large_string_array(normalize_series(pl.Series(values=sub)))
+        # CPython's unicodedata + str.lower, the definition the word table follows (polars' Rust
+        # crates can know a newer Unicode version: a letter unassigned for Python would become a word)
+        sub = arr.take(pa.array(idx, type=pa.int64())).to_pylist()
+        norm = pa.array([normalize(t) for t in sub], type=pa.large_string())
         offs_b, data_b = _buffers(norm)
         src[idx] = np.arange(idx.size, dtype=np.int64)
     else:

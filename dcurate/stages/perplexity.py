@@ -147,9 +147,9 @@ class KenLMScorer(_Scorer):
 
     def log10_and_count(self, texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         sent = self.tokenizer.sentences(texts)
-        score = self.model.score
-        lines = sent.joined()
-        lp = np.array([score(s, True, True) for s in lines], dtype=np.float64)
+        # UTF-8 bytes straight from the tokeniser's buffer: KenLM's score() would encode a str
+        lines = sent.encoded()
+        lp = np.fromiter(map(self.model.score, lines), dtype=np.float64, count=len(lines))
         ntok = sent.ntok.astype(np.float64) + 1.0
         sums = np.bincount(sent.doc, weights=lp, minlength=sent.n_docs)
         lens = np.bincount(sent.doc, weights=ntok, minlength=sent.n_docs).astype(np.int64)
