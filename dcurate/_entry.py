@@ -20,19 +20,38 @@ def _wants_pool(argv: list[str]) -> bool:
     return (os.cpu_count() or 1) > 1
 
 
+def _filter_rules_off(stage: dict) -> bool:
+    """A filter stage with no text rule (``preset: none``, no ``rules``) needs no rule module."""
+    return str(stage.get("preset")) == "none" and not stage.get("rules")
+
+
 def _stage_modules(argv: list[str]) -> list[str]:
     """The stage modules the command will use (for `run`, read from the recipe's stage names)."""
-    names = [argv[1]]
+    stages: list[dict] = [{"stage": argv[1]}]
+    if argv[1] == "filter":
+        opts = {"preset": None, "rules": None}
+        for k in opts:
+            flag = f"--{k}"
+            if flag in argv and argv.index(flag) + 1 < len(argv):
+                opts[k] = argv[argv.index(flag) + 1]
+        stages = [{"stage": "filter", **opts}]
     if argv[1] == "run" and len(argv) > 2:
         try:
             import yaml
 
             with open(argv[2]) as f:
                 doc = yaml.safe_load(f)
-            names = [str(s.get("stage")) for s in doc.get("stages") or [] if isinstance(s, dict)]
+            stages = [s for s in doc.get("stages") or [] if isinstance(s, dict)]
         except Exception:  # noqa: BLE001 - the real run reports recipe errors properly
-            names = []
-    return [f"dcurate.stages.{n}" for n in names if n in _STAGE_MODULES]
+            stages = []
+    out = []
+    for s in stages:
+        name = str(s.get("stage"))
+        if name in _STAGE_MODULES:
+            out.append(f"dcurate.stages.{name}")
+            if name == "filter" and not _filter_rules_off(s):
+                out.append("dcurate.filter_rules")
+    return list(dict.fromkeys(out))
 
 
 def main() -> None:

@@ -576,7 +576,8 @@ class Runner:
         os.makedirs(self.workdir, exist_ok=True)
         self._write_manifest(plan)
         stages = {s.index: s.build() for s in plan.stages}
-        self.executor = make_executor(opts.executor, self.workers, sorted({s.cls.__module__ for s in plan.stages}))
+        preload = sorted({m for st in stages.values() for m in st.preload_modules()})
+        self.executor = make_executor(opts.executor, self.workers, preload)
         self.executor.start()  # in the background, while stages prepare
         for s in plan.stages:
             s.ctx.mapper = self.executor.map

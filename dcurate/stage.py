@@ -164,6 +164,11 @@ class Stage:
     def setup(self) -> None:
         """Each worker process, once, before its first batch (load models here)."""
 
+    def preload_modules(self) -> list[str]:
+        """Modules the pool's fork server imports and warms for this stage (so that workers fork
+        ready to run it)."""
+        return [type(self).__module__]
+
     def describe(self) -> dict[str, Any]:
         """Resolved parameters shown by ``--dry-run`` and written to the manifest."""
         return dataclasses.asdict(self.params)

@@ -11,9 +11,10 @@ import pyarrow as pa
 import pytest
 
 from dcurate.errors import InputError, RecipeError
+from dcurate.filter_rules import ngram_fractions
 from dcurate.params import build
 from dcurate.stage import REASON_COLUMN, ShardInfo, StageContext, registry
-from dcurate.stages.filter import PRESETS, RULE_NAMES, Filter, FilterParams, ngram_fractions
+from dcurate.stages.filter import PRESETS, RULE_NAMES, Filter, FilterParams
 from dcurate.text import normalize_series, words
 
 SHARD = ShardInfo("s", 0)
@@ -618,3 +619,36 @@ def test_cli_filter(tmp_path) -> None:
         app, ["filter", str(tmp_path / "in"), str(tmp_path / "o4"), "--c4-min-sentences", "9"]
     )
     assert res.exit_code == 2 and "rules" in res.output
+
+
+def test_rule_free_filter_imports_neither_polars_nor_numba(tmp_path) -> None:
+    """A pass-through or --keep-if-only filter (re-thresholding, re-sharding) starts without the
+    rule machinery: each process start is ~0.4 s shorter."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": "a", "text": "x", "s": 1}\n{"id": "b", "text": "y", "s": 0}\n')
+    code = (
+        "import sys; from dcurate.api import curate; "
+        f"curate({str(src)!r}, {str(tmp_path / 'out')!r}, "
+        "[{'stage': 'filter', 'preset': 'none', 'keep_if': 's > 0'}], workers=1, progress=False); "
+        "print(sorted(m for m in ('polars', 'numba', 'dcurate.filter_rules') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert Filter(build(FilterParams, {"preset": "none"}, "t"), StageContext()).preload_modules() == [
+        "dcurate.stages.filter"
+    ]
+    assert "dcurate.filter_rules" in Filter(build(FilterParams, {}, "t"), StageContext()).preload_modules()
+
+
+def test_entry_preloads_rules_only_when_on() -> None:
+    from dcurate._entry import _stage_modules
+
+    assert _stage_modules(["dcurate", "filter", "a", "b", "--preset", "none"]) == ["dcurate.stages.filter"]
+    assert _stage_modules(["dcurate", "filter", "a", "b"]) == ["dcurate.stages.filter", "dcurate.filter_rules"]
+    assert _stage_modules(["dcurate", "filter", "a", "b", "--preset", "none", "--rules", "min_words"]) == [
+        "dcurate.stages.filter",
+        "dcurate.filter_rules",
+    ]
