@@ -43,6 +43,10 @@ def prestart_fork_server(modules: list[str]) -> None:
     forkserver.ensure_running()
 
 
+#: Tasks kept in flight per pool process.
+PREFETCH = 2
+
+
 class LocalExecutor:
     """A process pool over tasks: ``workers - 1`` pool processes plus the driver (``workers=1``
     runs everything in the driver, no pool).
@@ -91,7 +95,7 @@ class LocalExecutor:
 
         With N workers the pool has N - 1 processes and the driver is the N-th: it runs tasks
         itself while the pool works (and while the pool's processes are still starting). Pool
-        processes pull the next task as soon as they finish one (a done-callback submits it)."""
+        processes always have the next task queued (a done-callback submits another)."""
         if self.workers == 1 or len(items) <= 1:
             for i, x in enumerate(items):
                 yield i, fn(x)
@@ -126,7 +130,10 @@ class LocalExecutor:
                     if self._start_error is not None:
                         raise self._start_error
                     started = True
-                    for _ in range(self.workers - 1):
+                    # Two tasks in flight per pool process: the next one waits in the process's
+                    # queue, so it never idles while this (busy, GIL-holding) driver gets round
+                    # to handing it more work.
+                    for _ in range(PREFETCH * (self.workers - 1)):
                         submit_next()
                 while not done_q.empty():
                     i, fut = done_q.get()
