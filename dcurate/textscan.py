@@ -214,16 +214,24 @@ def _put(out, o, m):
 
 
 @njit(cache=True, nogil=True)
-def _needs_exact(offsets, data, nfk):
-    """Per document: does it hold a code point the table sends to the exact path?"""
+def _needs_exact(offsets, data, words, nfk):
+    """Per document: does it hold a code point the table sends to the exact path? ``words`` is
+    ``data`` viewed as uint64 (its first ``len(data) // 8`` words): ASCII runs are skipped eight
+    bytes at a time."""
     n = offsets.shape[0] - 1
     out = np.zeros(n, dtype=np.bool_)
+    high = np.uint64(0x8080808080808080)
+    zero = np.uint64(0)
+    nwords = words.shape[0]
     for d in range(n):
         p = offsets[d]
         hi = offsets[d + 1]
         while p < hi:
             if data[p] < 0x80:
                 p += 1
+                if p & 7 == 0:
+                    while p + 8 <= hi and (p >> 3) < nwords and (words[p >> 3] & high) == zero:
+                        p += 8
                 continue
             cp, w = _decode(data, p)
             p += w
@@ -238,7 +246,8 @@ def _split_exact(arr: pa.Array, offsets: np.ndarray, data: np.ndarray, normalize
     of the exactly normalised texts ``(offsets_b, data_b)`` (``normalize(sub_array)``)."""
     nfk, _, _ = nfk_tables()
     src = np.full(len(arr), -1, dtype=np.int64)
-    idx = np.flatnonzero(_needs_exact(offsets, data, nfk))
+    words = data[: len(data) // 8 * 8].view(np.uint64)
+    idx = np.flatnonzero(_needs_exact(offsets, data, words, nfk))
     if idx.size:
         norm = normalize(arr.take(pa.array(idx, type=pa.int64())))
         _, offs_b, data_b = string_buffers(norm)
@@ -336,6 +345,8 @@ def _lines_kernel(offs_a, data_a, src, offs_b, data_b, nfk, exp_off, exp_cps, is
                     v = nfk[cp]
                     if v >= 0:
                         o, ntok, in_word = _line_cp(v, buf, o, ntok, in_word, is_word)
+                    elif v == -1:  # not reached: such documents take the exact path
+                        o, ntok, in_word = _line_cp(cp, buf, o, ntok, in_word, is_word)
                     else:
                         k = -2 - v
                         for q in range(exp_off[k], exp_off[k + 1]):
@@ -465,6 +476,8 @@ def _wp_kernel(
             v = nfk[cp]
             if v >= 0:
                 slen, nw, prev = _wp_cp(v, st, slen, ws, nw, prev, cls)
+            elif v == -1:  # not reached: such documents take the exact path
+                slen, nw, prev = _wp_cp(cp, st, slen, ws, nw, prev, cls)
             else:
                 k = -2 - v
                 for q in range(exp_off[k], exp_off[k + 1]):

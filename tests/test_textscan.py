@@ -112,7 +112,7 @@ def test_table_is_a_per_code_point_normalisation():
     """Any string made only of table code points normalises (NFKC + lower) one code point at a
     time: the entries never compose with a neighbour or depend on context."""
     nfk, exp_off, exp_cps = T.nfk_tables()
-    supported = np.flatnonzero(nfk[: 0x40000] != -1)
+    supported = np.flatnonzero(nfk[:0x40000] != -1)
     expanded = np.flatnonzero(nfk <= -2)
     assert len(expanded) > 1000 and nfk[0xA0] <= -2  # NO-BREAK SPACE is an expansion
     assert nfk[0x3A3] == -1 and nfk[0x301] == -1 and nfk[0x1161] == -1
@@ -137,3 +137,14 @@ def test_large_and_empty_batches(size):
     texts = ["Word\u00a0w\u00f6rd \u00bd\n" * (i % 7) for i in range(size)]
     _check_lines(texts)
     _check_ngrams(texts)
+
+
+def test_exact_path_found_at_every_alignment():
+    """The ASCII skip reads eight bytes at a time: a code point needing the exact path is found
+    whatever its offset in the buffer and in the document."""
+    texts = [
+        "x" * j + "Ab cd" * (k % 3) + "e\u0301 \u03a3\u03a3 f" + "g" * k for j in range(9) for k in range(17)
+    ]
+    _check_lines(texts)
+    _check_ngrams(texts)
+    _check_lines(["y" * 37] + texts[5:])  # shifted starts
