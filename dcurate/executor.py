@@ -132,8 +132,10 @@ class LocalExecutor:
                     started = True
                     # Two tasks in flight per pool process: the next one waits in the process's
                     # queue, so it never idles while this (busy, GIL-holding) driver gets round
-                    # to handing it more work.
-                    for _ in range(PREFETCH * (self.workers - 1)):
+                    # to handing it more work. With few tasks, one: a queued task could not be
+                    # taken back by the driver at the end.
+                    depth = PREFETCH if len(items) >= 4 * PREFETCH * self.workers else 1
+                    for _ in range(depth * (self.workers - 1)):
                         submit_next()
                 while not done_q.empty():
                     i, fut = done_q.get()
