@@ -11,6 +11,7 @@ parameters: the runner caches stage objects by parameters within a process. Also
 (a seeded sample of 100 targets) and one with 2 workers.
 
     .venv-bench/bin/python scripts/bench_select.py [--domains wiki,forum,docs] [--runs 3] [--zipfit-targets 20]
+    .venv-bench/bin/python scripts/bench_select.py --zipfit-bound    # ZIP-FIT's unavoidable work only
 """
 
 # ruff: noqa: B023  (the lambdas run at once, inside their loop iteration)
@@ -152,13 +153,51 @@ def selected_texts(out: Path) -> set[str]:
     return {r["text"] for p in expand([str(out)]) for r in read_records(p, ["text"])}
 
 
+def zipfit_bound(domain: str, n_targets: int) -> None:
+    """The part of ZIP-FIT that identical scores cannot avoid, without either tool's overheads:
+    the reference's per-pair ``zlib.compress(x + t, 9)`` loop vs dcurate's scorer (the deflate state
+    after x copied per target), CPU seconds over the whole pool."""
+    import zlib
+
+    from dcurate.io import read_table
+    from dcurate.zipfit import TargetSet
+
+    pool = read_table(str(SEL / "pool.jsonl.zst")).column("text").to_pylist()
+    targets = read_table(str(SEL / f"target_{domain}.jsonl.zst")).column("text").to_pylist()[:n_targets]
+    t0 = time.process_time()
+    TargetSet(targets, 9).scores(pool)
+    ours = time.process_time() - t0
+    tb = [t.encode() for t in targets]
+    t0 = time.process_time()
+    for x in pool:
+        xb = x.encode()
+        for t in tb:
+            zlib.compress(xb + t, 9, -15)
+    ref = time.process_time() - t0
+    mx = statistics.mean(len(x.encode()) for x in pool)
+    mt = statistics.mean(map(len, tb))
+    print(
+        f"{domain}: per-pair compress(x + t) {ref:.2f} s, dcurate scorer {ours:.2f} s: bound {ref / ours:.2f}x "
+        f"(mean bytes: pool {mx:.0f}, targets {mt:.0f})"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--domains", default="wiki,forum,docs")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--zipfit-targets", type=int, default=20)
     ap.add_argument("--skip", default="", help="comma list of: dsir, zipfit, defaults")
+    ap.add_argument(
+        "--zipfit-bound",
+        action="store_true",
+        help="only time the per-pair compressions identical ZIP-FIT scores need (no runner, no peer overheads)",
+    )
     a = ap.parse_args()
+    if a.zipfit_bound:
+        for dom in a.domains.split(","):
+            zipfit_bound(dom, a.zipfit_targets)
+        return
     logging.getLogger("dcurate").setLevel(logging.WARNING)
     skip = set(a.skip.split(","))
     tmp = Path(tempfile.mkdtemp(prefix="bench_select_"))
