@@ -70,25 +70,11 @@ def _hash_strings(data, offsets, seed):
     return out
 
 
-def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(UTF-8 bytes, int64 offsets) of a string array; nulls read as empty strings."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
-    if not pa.types.is_large_string(arr.type):
-        arr = arr.cast(pa.large_string())
-    if arr.null_count:
-        arr = arr.fill_null("")
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
-    data_buf = arr.buffers()[2]
-    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-    return data, offsets
-
-
 def hash_strings(values: pa.Array | pa.ChunkedArray | list[str], seed: int = 0) -> np.ndarray:
     """XXH64 (uint64) of each string's UTF-8 bytes with ``seed``; nulls hash as ``""``."""
     if isinstance(values, list):
         values = pa.array(values, type=pa.large_string())
-    data, offsets = _string_buffers(values)
+    _, offsets, data = textscan.string_buffers(values)
     return _hash_strings(data, offsets, np.uint64(seed & 0xFFFFFFFFFFFFFFFF))
 
 

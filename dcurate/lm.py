@@ -87,8 +87,8 @@ class Sentences:
     def from_lines(cls, lines: pl.Series, ntok: np.ndarray, doc: np.ndarray, n_docs: int) -> Sentences:
         arr = (lines + "\n").to_arrow()
         _, starts, data = textscan.string_buffers(arr)
-        starts = starts - starts[0]
-        return cls(data[: int(starts[-1])], starts, ntok, doc, n_docs)
+        first = int(starts[0])
+        return cls(data[first : int(starts[-1])], starts - first, ntok, doc, n_docs)
 
     @classmethod
     def from_tokens(cls, tokens: pl.Series, doc: np.ndarray, n_docs: int) -> Sentences:

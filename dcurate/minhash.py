@@ -411,6 +411,16 @@ def _xxh32(buf, start, end, seed):
     return h
 
 
+@njit(cache=True, inline="always")
+def _doc_span(src, offs_a, offs_b, d):
+    """Where document ``d`` is read: ``(start, end, raw)``; raw text ``offs_a[d]:offs_a[d + 1]`` of
+    buffer a when ``src[d] < 0``, else row ``src[d]`` of buffer b (its normalised text)."""
+    s = src[d]
+    if s < 0:
+        return offs_a[d], offs_a[d + 1], True
+    return offs_b[s], offs_b[s + 1], False
+
+
 @njit(cache=True)
 def _needs_normalization(offsets, data, cp_map):
     """Per document: does it hold a code point outside the fast path (cp_map < 0)?"""
@@ -511,15 +521,8 @@ def _shingle_kernel(offs_a, data_a, src, offs_b, data_b, cp_map, cls, ngram, use
     pos = 0
     seed = np.uint64(0)
     for d in range(n):
-        s = src[d]
-        if s < 0:
-            data = data_a
-            lo = offs_a[d]
-            hi = offs_a[d + 1]
-        else:
-            data = data_b
-            lo = offs_b[s]
-            hi = offs_b[s + 1]
+        lo, hi, raw = _doc_span(src, offs_a, offs_b, d)
+        data = data_a if raw else data_b
         nbytes = hi - lo
         if stream.shape[0] < 2 * nbytes + 2:
             stream = np.empty(2 * nbytes + 2, dtype=np.uint8)

@@ -35,10 +35,18 @@ import unicodedata
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from numba import njit
 
-from .minhash import _TABLE_LIMIT, _char_classes, _disk_cached, _fast_path_map, _xxh64
+from .minhash import (
+    _TABLE_LIMIT,
+    _buffers,
+    _char_classes,
+    _disk_cached,
+    _doc_span,
+    _fast_path_map,
+    _large_string_array,
+    _xxh64,
+)
 
 _NFK_VERSION = 2  # bump when the table definition changes
 #: Output bytes per input byte the kernels reserve: an expansion is kept in the table only when its
@@ -158,21 +166,10 @@ def python_word() -> np.ndarray:
 
 
 def string_buffers(arr) -> tuple[pa.Array, np.ndarray, np.ndarray]:
-    """``(array, offsets, data)`` of a large_string array with nulls as empty strings; ``data``
-    is never empty (numba needs a buffer)."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
-    if not isinstance(arr, pa.Array):
-        arr = pa.array(list(arr), type=pa.large_string())
-    if arr.type != pa.large_string():
-        arr = arr.cast(pa.large_string())
-    if arr.null_count:
-        arr = pc.fill_null(arr, "")
-    bufs = arr.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=np.int64, count=arr.offset + len(arr) + 1)[arr.offset :]
-    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else None
-    if data is None or data.size == 0:
-        data = np.zeros(1, dtype=np.uint8)
+    """``(array, offsets, data)`` of the texts as a large_string array with nulls as empty
+    strings (any array, polars Series or list); ``data`` is never empty (numba needs a buffer)."""
+    arr = _large_string_array(arr)
+    offsets, data = _buffers(arr)
     return arr, offsets, data
 
 
@@ -302,16 +299,8 @@ def _lines_kernel(offs_a, data_a, src, offs_b, data_b, nfk, exp_off, exp_cps, is
     nl = 0
     starts[0] = 0
     for d in range(n):
-        s = src[d]
-        if s < 0:
-            data = data_a
-            p = offs_a[d]
-            hi = offs_a[d + 1]
-        else:
-            data = data_b
-            p = offs_b[s]
-            hi = offs_b[s + 1]
-        mapped = s < 0
+        p, hi, mapped = _doc_span(src, offs_a, offs_b, d)
+        data = data_a if mapped else data_b
         need = o + 4 * (hi - p) + 8
         if need > out.shape[0]:
             bigger = np.empty(max(need, 2 * out.shape[0]), dtype=np.uint8)
@@ -434,16 +423,8 @@ def _wp_kernel(
     zero = np.uint64(0)
     pos = 0
     for d in range(n):
-        s = src[d]
-        if s < 0:
-            data = data_a
-            p = offs_a[d]
-            hi = offs_a[d + 1]
-        else:
-            data = data_b
-            p = offs_b[s]
-            hi = offs_b[s + 1]
-        mapped = s < 0
+        p, hi, mapped = _doc_span(src, offs_a, offs_b, d)
+        data = data_a if mapped else data_b
         if stream.shape[0] < 4 * (hi - p) + 8:
             stream = np.empty(8 * (hi - p) + 8, dtype=np.uint8)
             wstart = np.empty(4 * (hi - p) + 4, dtype=np.int64)

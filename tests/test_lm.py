@@ -336,3 +336,14 @@ def test_tokenizer_matches_scalar_words_on_unicode():
     want = [" ".join(text.WORD_RE.findall(line)) for d in docs for line in text.normalize(d).split("\n")]
     assert got.joined() == [w for w in want if w]
     assert got.ntok.tolist() == [len(w.split(" ")) for w in want if w]
+
+
+def test_sentences_from_tokens_slices_and_bytes():
+    toks = pl.Series([["x", "y"], ["a", "b"], [], ["c"]], dtype=pl.List(pl.String))[1:]
+    s = lm.Sentences.from_tokens(toks, np.array([0, 1, 2]), 3)
+    assert s.joined() == ["a b", "c"]
+    assert s.encoded() == [b"a b", b"c"]
+    assert s.doc.tolist() == [0, 2] and s.ntok.tolist() == [2, 1] and len(s) == 2
+    assert s.tokens.to_list() == [["a", "b"], ["c"]]
+    empty = lm.Sentences.from_tokens(pl.Series([[]], dtype=pl.List(pl.String)), np.array([0]), 1)
+    assert len(empty) == 0 and empty.joined() == [] and empty.encoded() == []
