@@ -122,11 +122,23 @@ def _build_nfk() -> np.ndarray:
     ).astype(np.int32)
 
 
+def _polars_version() -> str:
+    from importlib.metadata import version
+
+    try:
+        return version("polars")
+    except Exception:  # noqa: BLE001 - a vendored polars without metadata
+        import polars
+
+        return polars.__version__
+
+
 @functools.lru_cache(maxsize=1)
 def nfk_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(nfk, exp_off, exp_cps)``: per code point its normalised form (see :func:`_build_nfk`);
     expansion ``k`` is ``exp_cps[exp_off[k]:exp_off[k + 1]]``."""
-    flat = _disk_cached(f"nfk{_NFK_VERSION}", _build_nfk)
+    # keyed by polars' version too: the table is cross-checked against its Unicode tables
+    flat = _disk_cached(f"nfk{_NFK_VERSION}-pl{_polars_version()}", _build_nfk)
     n = 0x110000
     table = flat[:n]
     k = int(flat[n])
@@ -153,7 +165,7 @@ def _build_rust_classes() -> np.ndarray:
 @functools.lru_cache(maxsize=1)
 def rust_classes() -> np.ndarray:
     """uint8 per code point under the Rust regex engine (polars): 0 ``\\s``, 1 ``\\w``, 2 other."""
-    return _disk_cached("rustcls1", _build_rust_classes)
+    return _disk_cached(f"rustcls1-pl{_polars_version()}", _build_rust_classes)
 
 
 @functools.lru_cache(maxsize=1)
