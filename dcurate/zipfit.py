@@ -10,11 +10,15 @@ the aggregation of its reference package ``zip-fit`` 1.0.9 (``ZIPFIT.rank_sequen
   concatenation, pool document first;
 * ``score(x) = mean over the targets t of (1 - NCD(x, t))``.
 
-Same numbers, less work: ``C(t)`` is computed once per target; the deflate state after ``x`` is
-computed once per pool document and copied (``zlib.compressobj.copy``) for every target, so only
-``t`` is compressed per pair. Deflate's output does not depend on how its input is split into
-``compress`` calls, so ``C(x + t)`` is byte-for-byte the one-shot value (the oracle test checks it
-against the reference package). Memory is O(one document + the targets), never pool x targets.
+Same numbers, less work: ``C(t)`` is computed once per target. At level 9 (the default)
+``C(x + t)`` comes from :mod:`dcurate.deflate_model`, which reproduces zlib's level-9 deflate
+exactly while sharing the work that does not depend on the pair (each target's matches against
+itself, the parse of ``x``); it is used only after :func:`dcurate.deflate_model.self_check` found
+it equal to the linked zlib, and pairs it does not cover go to zlib. Otherwise (other levels,
+``engine="zlib"``) the deflate state after ``x`` is computed once per pool document and copied
+(``zlib.compressobj.copy``) for every target, so only ``t`` is compressed per pair. Either way
+``C(x + t)`` is byte-for-byte the one-shot value (the oracle test checks it against the reference
+package). Memory is O(one document + the targets), never pool x targets.
 
 ``level`` 0 is refused: deflate level 0 stores without compressing, so every ``C`` is about the
 input length and the score ranks short documents first (the reference package's default).
@@ -30,6 +34,8 @@ import numpy as np
 #: gzip header (10 bytes, no file name) + trailer (CRC32 + size, 8 bytes) around the deflate data.
 GZIP_OVERHEAD = 18
 DEFAULT_LEVEL = 9
+#: How ``C(x + t)`` is computed: "auto" (the exact level-9 model when it applies) or "zlib".
+ENGINES = ("auto", "zlib")
 
 
 def check_level(level: int) -> int:
@@ -49,12 +55,20 @@ def compressed_size(data: bytes, level: int = DEFAULT_LEVEL) -> int:
 class TargetSet:
     """Encoded targets and their compressed sizes, computed once."""
 
-    def __init__(self, targets: Sequence[str | bytes], level: int = DEFAULT_LEVEL):
+    def __init__(self, targets: Sequence[str | bytes], level: int = DEFAULT_LEVEL, engine: str = "auto"):
         self.level = check_level(level)
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         self.data = [t.encode("utf-8") if isinstance(t, str) else bytes(t) for t in targets]
         if not self.data:
             raise ValueError("no target documents")
         self.sizes = np.array([compressed_size(t, self.level) for t in self.data], dtype=np.int64)
+        self.model = None
+        if engine == "auto" and self.level == 9:
+            from . import deflate_model
+
+            if deflate_model.self_check():
+                self.model = deflate_model.PreparedTargets(self.data)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -62,6 +76,16 @@ class TargetSet:
     def score(self, x: str | bytes) -> float:
         """Mean over the targets of ``1 - NCD(x, t)``."""
         xb = x.encode("utf-8") if isinstance(x, str) else x
+        if self.model is not None:
+            raw = self.model.sizes(xb)
+            missing = np.flatnonzero(raw < 0)
+            if len(missing):
+                co = zlib.compressobj(self.level, zlib.DEFLATED, -15)
+                head = len(co.compress(xb))
+                for j in missing.tolist():
+                    c = co.copy()
+                    raw[j] = head + len(c.compress(self.data[j])) + len(c.flush())
+            return mean_similarity(compressed_size(xb, self.level), self.sizes, raw + GZIP_OVERHEAD)
         co = zlib.compressobj(self.level, zlib.DEFLATED, -15)
         head = len(co.compress(xb))
         # The deflate state after x, copied per target: C(x + t) without recompressing x.

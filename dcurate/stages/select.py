@@ -107,6 +107,14 @@ class Params:
         "none = all). Default 100.",
         min=1,
     )
+    gzip_engine: str = param(
+        "auto",
+        "ZIP-FIT: how C(x + t) is computed. 'auto': at level 9, dcurate's exact model of zlib's "
+        "level-9 deflate (the same sizes, with the work that does not depend on the pair shared; "
+        "self-checked against the linked zlib first, zlib for pairs it does not cover); zlib "
+        "otherwise. 'zlib': always zlib (the deflate state after x copied per target).",
+        choices=["auto", "zlib"],
+    )
 
     def validate(self) -> None:
         given = [n for n in ("k", "fraction", "tokens") if getattr(self, n) is not None]
@@ -271,14 +279,14 @@ _TARGETS: dict[str, Z.TargetSet] = {}
 
 def _zipfit_score_chunk(arg: tuple) -> np.ndarray:
     """Worker: ZIP-FIT scores of one chunk file of pool texts."""
-    chunk, targets_path, level = arg
-    key = f"{targets_path}:{level}"
+    chunk, targets_path, level, engine = arg
+    key = f"{targets_path}:{level}:{engine}"
     ts = _TARGETS.get(key)
     if ts is None:
         with pa.memory_map(str(targets_path)) as f:
             texts = pa.ipc.open_file(f).read_all().column("text").to_pylist()
         _TARGETS.clear()
-        ts = _TARGETS[key] = Z.TargetSet(texts, level)
+        ts = _TARGETS[key] = Z.TargetSet(texts, level, engine)
     with pa.memory_map(str(chunk)) as f:
         texts = pa.ipc.open_file(f).read_all().column("text").to_pylist()
     return ts.scores(texts)
@@ -298,6 +306,13 @@ class SelectStage(Stage):
     def __init__(self, params: Params, ctx):
         super().__init__(params, ctx)
         self._piece_cache: tuple[str, dict] | None = None
+
+    def preload_modules(self) -> list[str]:
+        p = self.params
+        if p.method == "zipfit" and p.level == 9 and p.gzip_engine == "auto":
+            # the fork server loads the deflate model's kernels and runs its self-check once
+            return [*super().preload_modules(), "dcurate.deflate_model"]
+        return super().preload_modules()
 
     @property
     def rounds(self) -> int:  # type: ignore[override]
@@ -584,7 +599,7 @@ class SelectStage(Stage):
         tasks, owners = [], []
         for pi, (_, part) in enumerate(partials):
             for c in part["chunks"]:
-                tasks.append((c, str(wd / "targets.arrow"), p.level))
+                tasks.append((c, str(wd / "targets.arrow"), p.level, p.gzip_engine))
                 owners.append(pi)
         scores = self.ctx.map(_zipfit_score_chunk, tasks)
         per_piece: list[list[np.ndarray]] = [[] for _ in partials]
