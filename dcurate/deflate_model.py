@@ -395,6 +395,16 @@ def _kslot(key, mask):
 
 
 @njit(cache=True, _nrt=False, inline="always")
+def _longer(w, i, P, best, nice):
+    """Length of the match at candidate i when it beats ``best`` (zlib's quick test on the byte
+    that would have to differ first, then the full comparison, capped at ``nice``), else 0."""
+    if w[i + best] != w[P + best]:
+        return 0
+    e = _lcp(w, i, P, nice)
+    return e if e > best else 0
+
+
+@njit(cache=True, _nrt=False, inline="always")
 def _search(w, P, nx, lookahead, prev_length, T, toff, X):
     """zlib's longest_match at P; returns (best_len, start), start -1 when nothing beat
     prev_length, or (-1, -1) when zlib's max_chain limit would have stopped its walk before the
@@ -421,13 +431,10 @@ def _search(w, P, nx, lookahead, prev_length, T, toff, X):
         i = nx - 1 - d
         if not done and bh[d] == h and i < P:
             before += 1
-            if w[i + best] == w[P + best]:
-                e = _lcp(w, i, P, nice)
-                if e > best:
-                    best = e
-                    start = i
-                    rank = before
-                    done = best >= nice
+            e = _longer(w, i, P, best, nice)
+            if e:
+                best, start, rank = e, i, before
+                done = best >= nice
     if not done and P >= nx:
         # Only a match of best + 1 bytes can win: walk x's positions sharing P's first k bytes,
         # k the longest key length <= best + 1 (its index covers positions <= nx - max(k, 4);
@@ -437,12 +444,10 @@ def _search(w, P, nx, lookahead, prev_length, T, toff, X):
         # positions (nx - k, nx - 4], most recent first: ``tail_pos`` / ``tail_hash``
         for d in range(k - 4 if k > 4 else 0):
             i = tail_pos[d]
-            if i >= 1 and tail_hash[d] == h and w[i + best] == w[P + best]:
-                e = _lcp(w, i, P, nice)
-                if e > best:
-                    best = e
-                    start = i
-                    rank = before + cnt3[h] - ins3[i]
+            if i >= 1 and tail_hash[d] == h:
+                e = _longer(w, i, P, best, nice)
+                if e:
+                    best, start, rank = e, i, before + cnt3[h] - ins3[i]
                     if best >= nice:
                         break
         key = tkeys[lev, toff + P - nx]
@@ -456,14 +461,11 @@ def _search(w, P, nx, lookahead, prev_length, T, toff, X):
                     break
                 s = (s + 1) & kmask
             while i >= 0:
-                if w[i + best] == w[P + best]:
-                    e = _lcp(w, i, P, nice)
-                    if e > best:
-                        best = e
-                        start = i
-                        rank = before + cnt3[h] - ins3[i]
-                        if best >= nice:
-                            break
+                e = _longer(w, i, P, best, nice)
+                if e:
+                    best, start, rank = e, i, before + cnt3[h] - ins3[i]
+                    if best >= nice:
+                        break
                 i = kprev[lev, i]
     elif not done:
         i = head3[h]
@@ -471,14 +473,11 @@ def _search(w, P, nx, lookahead, prev_length, T, toff, X):
         while i >= 0:
             if i < P:
                 visited += 1
-                if w[i + best] == w[P + best]:
-                    e = _lcp(w, i, P, nice)
-                    if e > best:
-                        best = e
-                        start = i
-                        rank = visited
-                        if best >= nice:
-                            break
+                e = _longer(w, i, P, best, nice)
+                if e:
+                    best, start, rank = e, i, visited
+                    if best >= nice:
+                        break
             i = prev3[i]
     if start >= 0 and rank > limit:
         return -1, -1
