@@ -74,14 +74,18 @@ def test_equals_zlib_on_text_blocks_and_runs():
 
 
 @needs_zlib
-def test_long_chains_fall_back_instead_of_guessing():
-    # thousands of equal 3-byte keys before a winner far down the chain: zlib's max_chain cuts
-    # its walk, which the model does not reproduce; it must say so (-1), never return a size.
+def test_max_chain_cut_falls_back_instead_of_guessing():
+    # 5,000 positions share "abc" after the one that matches t best: zlib's walk (max_chain 4096)
+    # stops before reaching it, which the model does not reproduce, so it must answer -1.
+    x = b"_abcQQQQQQQQ" + b"".join(b"abc" + bytes([1 + i % 250, 1 + i // 250]) for i in range(5000))
+    far, near = b"abcQQQQQQQQ", b"abcZZ" * 3
+    got = _sizes(x, [far, near])
+    assert got[0] == -1
+    assert got[1] == DM.zlib_size(x + near)
+    # a long periodic x: long chains, but nice_length ends every walk early, so no fallback
     period = bytes(range(97, 97 + 26)) * 3
-    x = period * 200
     t = b"".join(bytes([97 + (i % 26)]) + b"zz" for i in range(3000))
-    got = _sizes(x, [t])[0]
-    assert got == -1 or got == DM.zlib_size(x + t)
+    assert _sizes(period * 200, [t]) == [DM.zlib_size(period * 200 + t)]
 
 
 def test_inputs_beyond_the_window_are_left_to_zlib():
