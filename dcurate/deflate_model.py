@@ -607,18 +607,20 @@ def _pair_sizes_body(x, t_all, t_off, m_off, T, out, tab, length_code, dist_code
     for j in range(t_off.shape[0] - 1):
         if nt_max < t_off[j + 1] - t_off[j] <= MAX_INPUT:
             nt_max = t_off[j + 1] - t_off[j]
-    w = np.zeros(nx + nt_max + MAX_MATCH + 8, np.uint8)
+    # (entries are read only once written: chains end at -1 heads, keys are guarded by heads)
+    w = np.empty(nx + nt_max + MAX_MATCH + 8, np.uint8)
     w[:nx] = x
-    prev3 = np.full(nx, -1, np.int32)
-    ins3 = np.zeros(nx, np.int32)
+    w[nx:] = 0
+    prev3 = np.empty(nx, np.int32)
+    ins3 = np.empty(nx, np.int32)
     size = 64
     while size < 2 * nx:
         size <<= 1
     kmask = size - 1
     nk = len(KEYS)
-    kkey = np.zeros((nk, size), np.uint64)
+    kkey = np.empty((nk, size), np.uint64)
     khead = np.full((nk, size), -1, np.int64)
-    kprev = np.full((nk, nx), -1, np.int64)
+    kprev = np.empty((nk, nx), np.int64)
     kbits = np.zeros((nk, 64), np.uint64)
     tail_pos = np.full(28, -1, np.int64)
     tail_hash = np.full(28, -1, np.int64)
@@ -657,7 +659,7 @@ def _pair_sizes_body(x, t_all, t_off, m_off, T, out, tab, length_code, dist_code
         _index_x(w, st0[_S_INSERTED], hi, head3, prev3, cnt3, ins3)
         st0[_S_INSERTED] = hi
     # indexes of x's positions [1, nx - max(k, 4)] by their first k bytes
-    hx = np.zeros(nx, np.uint64)
+    hx = np.empty(nx, np.uint64)
     for lev in range(nk):
         k = KEYS[lev]
         _key_hashes(x, k, hx)
