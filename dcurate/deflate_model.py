@@ -437,8 +437,9 @@ def _search(w, P, nx, lookahead, prev_length, T, toff, X):
                 done = best >= nice
     if not done and P >= nx:
         # Only a match of best + 1 bytes can win: walk x's positions sharing P's first k bytes,
-        # k the longest key length <= best + 1 (its index covers positions <= nx - max(k, 4);
-        # the few later ones are on the 3-byte chain, and come first in zlib's order).
+        # k the longest key length <= best + 1. Its index covers positions <= nx - max(k, 4);
+        # the few later ones (their k bytes reach into t) come first in zlib's order and are
+        # tested one by one against their 3-byte hashes.
         lev = _key_level(best)
         k = KEYS[lev]
         # positions (nx - k, nx - 4], most recent first: ``tail_pos`` / ``tail_hash``
