@@ -1,5 +1,5 @@
 """`python -m dcurate` = the `dcurate` command."""
 
-from ._entry import main
+from dcurate.cli.entry import main
 
 main()

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import params as P
-from .options import RunOptions
-from .recipe import load, parse_stages
-from .runner import run
+from dcurate.core import params as P
+from dcurate.core.options import RunOptions
+from dcurate.runner.driver import run
+from dcurate.runner.recipe import load, parse_stages
 
 
 def curate(
@@ -22,7 +22,7 @@ def curate(
 ) -> dict[str, Any]:
     """Run ``stages`` (recipe-style mappings) over ``inputs`` into ``output``; return the stats.
 
-    ``options`` are :class:`dcurate.options.RunOptions` fields (workers, seed, text_field, ...).
+    ``options`` are :class:`dcurate.core.options.RunOptions` fields (workers, seed, text_field, ...).
     """
     opts = P.build(RunOptions, options, "options")
     return run(inputs, output, parse_stages(stages or []), opts)

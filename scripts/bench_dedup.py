@@ -110,7 +110,7 @@ def _write_kept(out: str, ids: list[str], keep: list[bool]) -> None:
 def child_dcurate_sig(a) -> dict:
     import pyarrow as pa
 
-    from dcurate import minhash as mh
+    from dcurate.stages.dedup import minhash as mh
 
     ids, texts = _read_docs(a.input)
     arr = pa.array(texts, pa.large_string())

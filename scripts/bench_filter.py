@@ -26,9 +26,9 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from dcurate.params import build  # noqa: E402
-from dcurate.stage import ShardInfo, StageContext  # noqa: E402
-from dcurate.stages.filter import Filter, FilterParams  # noqa: E402
+from dcurate.core.params import build  # noqa: E402
+from dcurate.core.stage import ShardInfo, StageContext  # noqa: E402
+from dcurate.stages.filter.stage import Filter, FilterParams  # noqa: E402
 
 SETS = [
     ("gopher quality", "gopher", "GopherQualityFilter"),

@@ -28,10 +28,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dcurate import lm
-from dcurate import params as P
-from dcurate.stage import ShardInfo, StageContext
-from dcurate.stages.perplexity import Params, Perplexity
+from dcurate.core import params as P
+from dcurate.core.stage import ShardInfo, StageContext
+from dcurate.stages.perplexity import lm
+from dcurate.stages.perplexity.stage import Params, Perplexity
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 HQ = {"wiki", "books"}

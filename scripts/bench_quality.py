@@ -34,10 +34,10 @@ import pyarrow.compute as pc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dcurate import fasttext_util as ftu  # noqa: E402
 from dcurate.api import curate  # noqa: E402
 from dcurate.io import read_table  # noqa: E402
-from dcurate.stages.quality import train_quality  # noqa: E402
+from dcurate.stages.quality import classifier as ftu  # noqa: E402
+from dcurate.stages.quality.stage import train_quality  # noqa: E402
 
 
 def main() -> None:

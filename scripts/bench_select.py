@@ -161,7 +161,7 @@ def zipfit_bound(domain: str, n_targets: int) -> None:
     import zlib
 
     from dcurate.io import read_table
-    from dcurate.zipfit import TargetSet
+    from dcurate.stages.select.zipfit import TargetSet
 
     pool = read_table(str(SEL / "pool.jsonl.zst")).column("text").to_pylist()
     targets = read_table(str(SEL / f"target_{domain}.jsonl.zst")).column("text").to_pylist()[:n_targets]

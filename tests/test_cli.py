@@ -11,14 +11,14 @@ import zstandard
 from conftest import ROOT, docs, tree_digest, write_jsonl
 from typer.testing import CliRunner
 
-from dcurate.cli import app
-from dcurate.stage import registry
+from dcurate.cli.app import app
+from dcurate.core.stage import registry
 
 runner = CliRunner()
 
 
 def dcurate(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "dcurate.cli", *map(str, args)], capture_output=True, cwd=ROOT, **kw)
+    return subprocess.run([sys.executable, "-m", "dcurate.cli.app", *map(str, args)], capture_output=True, cwd=ROOT, **kw)
 
 
 def test_every_stage_is_a_subcommand_with_defaults_and_an_example():
@@ -81,8 +81,8 @@ def test_shell_pipeline_stdin_to_stdout_to_global_stage(tmp_path):
     src = write_jsonl(tmp_path / "x.jsonl.zst", recs)
     py = sys.executable
     cmd = (f"{py} -c 'import sys,zstandard;sys.stdout.buffer.write(zstandard.ZstdDecompressor().stream_reader(open(sys.argv[1],\"rb\")).read())' {src}"
-           f" | {py} -m dcurate.cli filter - - --preset none --keep-if 'score >= 0' --workers 1"
-           f" | {py} -m dcurate.cli dedup - {tmp_path / 'out'} --method exact --workers 1")
+           f" | {py} -m dcurate.cli.app filter - - --preset none --keep-if 'score >= 0' --workers 1"
+           f" | {py} -m dcurate.cli.app dedup - {tmp_path / 'out'} --method exact --workers 1")
     subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True, cwd=ROOT, capture_output=True)
     out = tmp_path / "out" / "stdin.jsonl"
     ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]

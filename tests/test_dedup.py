@@ -11,13 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dcurate import dedup_graph as graph
-from dcurate import dedup_store as store
-from dcurate.errors import InputError, RecipeError
-from dcurate.params import build
-from dcurate.stage import REASON_COLUMN, ShardInfo, StageContext
-from dcurate.stages import dedup as dedup_mod
-from dcurate.stages.dedup import Dedup, Params
+from dcurate.core.errors import InputError, RecipeError
+from dcurate.core.params import build
+from dcurate.core.stage import REASON_COLUMN, ShardInfo, StageContext
+from dcurate.stages.dedup import graph, store
+from dcurate.stages.dedup import stage as dedup_mod
+from dcurate.stages.dedup.stage import Dedup, Params
 
 WORDS = (
     "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar "

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dcurate.stages.dedup import Dedup
+from dcurate.stages.dedup.stage import Dedup
 
 api = pytest.importorskip("dcurate.api")
 

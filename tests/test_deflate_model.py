@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dcurate import deflate_model as DM
-from dcurate import zipfit as Z
+from dcurate.stages.select import deflate_model as DM
+from dcurate.stages.select import zipfit as Z
 
 # The model reproduces zlib's own deflate (madler/zlib 1.2.x-1.3.x); another deflate behind
 # Python's zlib module (zlib-ng) gives other sizes, and dcurate then uses zlib (tested below).

@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from dcurate.params import build
-from dcurate.stage import ShardInfo, StageContext
-from dcurate.stages.filter import Filter, FilterParams
+from dcurate.core.params import build
+from dcurate.core.stage import ShardInfo, StageContext
+from dcurate.stages.filter.stage import Filter, FilterParams
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_demo_corpus.py"
 

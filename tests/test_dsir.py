@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 import xxhash
 
-from dcurate import dsir
+from dcurate.stages.select import dsir
 
 TEXTS = [
     "",

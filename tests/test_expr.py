@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from dcurate.errors import InputError, RecipeError
-from dcurate.expr import ExprSyntaxError, keep_mask, parse, tokenize
+from dcurate.core.errors import InputError, RecipeError
+from dcurate.stages.filter.expr import ExprSyntaxError, keep_mask, parse, tokenize
 
 
 @pytest.fixture

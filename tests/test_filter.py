@@ -10,12 +10,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from dcurate.errors import InputError, RecipeError
-from dcurate.filter_rules import ngram_fractions
-from dcurate.params import build
-from dcurate.stage import REASON_COLUMN, ShardInfo, StageContext, registry
-from dcurate.stages.filter import PRESETS, RULE_NAMES, Filter, FilterParams
-from dcurate.text import normalize_series, words
+from dcurate.core.errors import InputError, RecipeError
+from dcurate.core.params import build
+from dcurate.core.stage import REASON_COLUMN, ShardInfo, StageContext, registry
+from dcurate.stages.filter.rules import ngram_fractions
+from dcurate.stages.filter.stage import PRESETS, RULE_NAMES, Filter, FilterParams
+from dcurate.text.normalize import normalize_series, words
 
 SHARD = ShardInfo("s", 0)
 
@@ -573,7 +573,7 @@ def test_end_to_end_keep_if_and_worker_count(tmp_path) -> None:
 def test_cli_filter(tmp_path) -> None:
     from typer.testing import CliRunner
 
-    from dcurate.cli import app
+    from dcurate.cli.app import app
 
     _write_corpus(tmp_path)
     runner = CliRunner()
@@ -633,22 +633,22 @@ def test_rule_free_filter_imports_neither_polars_nor_numba(tmp_path) -> None:
         "import sys; from dcurate.api import curate; "
         f"curate({str(src)!r}, {str(tmp_path / 'out')!r}, "
         "[{'stage': 'filter', 'preset': 'none', 'keep_if': 's > 0'}], workers=1, progress=False); "
-        "print(sorted(m for m in ('polars', 'numba', 'dcurate.filter_rules') if m in sys.modules))"
+        "print(sorted(m for m in ('polars', 'numba', 'dcurate.stages.filter.rules') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
     assert Filter(build(FilterParams, {"preset": "none"}, "t"), StageContext()).preload_modules() == [
-        "dcurate.stages.filter"
+        "dcurate.stages.filter.stage"
     ]
-    assert "dcurate.filter_rules" in Filter(build(FilterParams, {}, "t"), StageContext()).preload_modules()
+    assert "dcurate.stages.filter.rules" in Filter(build(FilterParams, {}, "t"), StageContext()).preload_modules()
 
 
 def test_entry_preloads_rules_only_when_on() -> None:
-    from dcurate._entry import _stage_modules
+    from dcurate.cli.entry import _stage_modules
 
-    assert _stage_modules(["dcurate", "filter", "a", "b", "--preset", "none"]) == ["dcurate.stages.filter"]
-    assert _stage_modules(["dcurate", "filter", "a", "b"]) == ["dcurate.stages.filter", "dcurate.filter_rules"]
+    assert _stage_modules(["dcurate", "filter", "a", "b", "--preset", "none"]) == ["dcurate.stages.filter.stage"]
+    assert _stage_modules(["dcurate", "filter", "a", "b"]) == ["dcurate.stages.filter.stage", "dcurate.stages.filter.rules"]
     assert _stage_modules(["dcurate", "filter", "a", "b", "--preset", "none", "--rules", "min_words"]) == [
-        "dcurate.stages.filter",
-        "dcurate.filter_rules",
+        "dcurate.stages.filter.stage",
+        "dcurate.stages.filter.rules",
     ]

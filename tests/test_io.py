@@ -10,15 +10,8 @@ import pytest
 import zstandard
 from conftest import docs, write_jsonl, write_parquet
 
-from dcurate.errors import InputError
-from dcurate.io import (
-    BatchReader,
-    Piece,
-    ShardWriter,
-    expand_inputs,
-    plan_pieces,
-    read_table,
-)
+from dcurate.core.errors import InputError
+from dcurate.io import BatchReader, Piece, ShardWriter, expand_inputs, plan_pieces, read_table
 
 
 def read_all(path: Path, **kw) -> pa.Table:

@@ -1,4 +1,4 @@
-"""Tests of dcurate.lm: modified Kneser-Ney training checked against hand-computed numbers (and
+"""Tests of dcurate.stages.perplexity.lm: modified Kneser-Ney training checked against hand-computed numbers (and
 KenLM's lmplz when available), ARPA round trips and errors, the builtin scorer against kenlm."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from dcurate import lm
-from dcurate.errors import InputError, ModelError
+from dcurate.core.errors import InputError, ModelError
+from dcurate.stages.perplexity import lm
 
 # Tiny corpus, order 2. Each line a sentence: <s> b </s> | <s> a </s> | <s> a c </s> | <s> c </s> x2
 TINY = [["b"], ["a"], ["a", "c"], ["c"], ["c"]]
@@ -324,7 +324,7 @@ def test_same_arpa_as_lmplz(tmp_path, order, prune):
 
 
 def test_tokenizer_matches_scalar_words_on_unicode():
-    from dcurate import text
+    from dcurate.text import normalize as text
 
     docs = [
         "Ｆｕｌｌ width, ﬁne ligature and x² superscript",

@@ -1,4 +1,4 @@
-"""dcurate.minhash: shingle definition, datasketch oracle, banding math, Jaccard helpers."""
+"""dcurate.stages.dedup.minhash: shingle definition, datasketch oracle, banding math, Jaccard helpers."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import xxhash
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dcurate import minhash as mh
+from dcurate.stages.dedup import minhash as mh
 
 datasketch = pytest.importorskip("datasketch")
 

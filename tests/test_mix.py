@@ -12,10 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dcurate import params as P
-from dcurate.errors import InputError, PlanError, RecipeError
-from dcurate.stage import ShardInfo, StageContext
-from dcurate.stages.mix import (
+from dcurate.core import params as P
+from dcurate.core.errors import InputError, PlanError, RecipeError
+from dcurate.core.stage import ShardInfo, StageContext
+from dcurate.stages.mix.stage import (
     EPOCH_COLUMN,
     Mix,
     MixParams,
@@ -247,7 +247,7 @@ class FakeClassifier:
 
 
 def test_domains_from_classifier(tmp_path, monkeypatch):
-    import dcurate.stages.mix as mix_mod
+    import dcurate.stages.mix.stage as mix_mod
 
     monkeypatch.setattr(mix_mod, "_fasttext_model", lambda path: FakeClassifier())
     rows = [{"id": f"a{i}", "text": "alpha apple\napricot"} for i in range(12)]
@@ -260,7 +260,7 @@ def test_domains_from_classifier(tmp_path, monkeypatch):
 
 
 def test_missing_classifier_is_a_model_error(tmp_path):
-    from dcurate.errors import ModelError
+    from dcurate.core.errors import ModelError
 
     with pytest.raises(ModelError, match="no-such.bin"):
         make(tmp_path, weights={"a": 1}, domain_model=str(tmp_path / "no-such.bin")).prepare()
@@ -315,7 +315,7 @@ def test_zero_token_domain_with_weight(tmp_path):
 
 
 def test_weights_file(tmp_path):
-    from dcurate.mixfit import write_weights_file
+    from dcurate.stages.mix.regmix import write_weights_file
 
     wf = tmp_path / "w.yaml"
     write_weights_file(wf, {"a": 0.75, "b": 0.25}, {"target": "loss"})
@@ -359,7 +359,7 @@ def test_curate_end_to_end_worker_invariant(tmp_path):
 
 
 def test_cli_mix(tmp_path):
-    cli = pytest.importorskip("dcurate.cli")
+    cli = pytest.importorskip("dcurate.cli.app")
     from typer.testing import CliRunner
 
     src = write_corpus(tmp_path / "in")

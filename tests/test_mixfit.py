@@ -1,4 +1,4 @@
-"""Tests of ``dcurate.mixfit`` and ``dcurate mix-fit`` (RegMix): synthetic response surfaces with
+"""Tests of ``dcurate.stages.mix.regmix`` and ``dcurate mix-fit`` (RegMix): synthetic response surfaces with
 a known optimum, reading both table layouts, Spearman, proposals, determinism, bad input."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 import yaml
 
-from dcurate import mixfit as mf
-from dcurate.errors import InputError, RecipeError
+from dcurate.core.errors import InputError, RecipeError
+from dcurate.stages.mix import regmix as mf
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DOMAINS = ["web", "code", "books", "wiki"]
@@ -197,7 +197,7 @@ def test_parse_prior():
 
 
 def test_cli_fit_and_mix_reads_the_weights(tmp_path):
-    cli = pytest.importorskip("dcurate.cli")
+    cli = pytest.importorskip("dcurate.cli.app")
     from typer.testing import CliRunner
 
     train, test = synthetic_runs(300, 8), synthetic_runs(100, 9)
@@ -258,7 +258,7 @@ def test_cli_fit_and_mix_reads_the_weights(tmp_path):
         d: c
         for d, c in zip(
             DOMAINS,
-            __import__("dcurate.stages.mix", fromlist=["apportion"]).apportion(
+            __import__("dcurate.stages.mix.stage", fromlist=["apportion"]).apportion(
                 np.array([weights[d] for d in DOMAINS]), 100
             ),
             strict=True,
@@ -268,7 +268,7 @@ def test_cli_fit_and_mix_reads_the_weights(tmp_path):
 
 
 def test_cli_propose(tmp_path):
-    cli = pytest.importorskip("dcurate.cli")
+    cli = pytest.importorskip("dcurate.cli.app")
     from typer.testing import CliRunner
 
     out = tmp_path / "proposed.csv"

@@ -4,8 +4,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from dcurate import params as P
-from dcurate.errors import RecipeError
+from dcurate.core import params as P
+from dcurate.core.errors import RecipeError
 
 
 @dataclass

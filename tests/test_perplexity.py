@@ -11,11 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dcurate import lm
-from dcurate import params as P
-from dcurate.errors import DcurateError, ModelError, RecipeError
-from dcurate.stage import REASON_COLUMN, ShardInfo, StageContext
-from dcurate.stages.perplexity import Params, Perplexity, keep_top_plan
+from dcurate.core import params as P
+from dcurate.core.errors import DcurateError, ModelError, RecipeError
+from dcurate.core.stage import REASON_COLUMN, ShardInfo, StageContext
+from dcurate.stages.perplexity import lm
+from dcurate.stages.perplexity.stage import Params, Perplexity, keep_top_plan
 
 TRAIN = [
     "the cat sat on the mat",
@@ -268,7 +268,7 @@ def test_end_to_end_api(tmp_path, arpa):
 
 def test_end_to_end_cli(tmp_path):
     typer_testing = pytest.importorskip("typer.testing")
-    from dcurate.cli import app
+    from dcurate.cli.app import app
 
     runner = typer_testing.CliRunner()
     ref = tmp_path / "ref"

@@ -1,4 +1,4 @@
-"""Tests of the fastText ``quality`` stage, ``train-quality`` and :mod:`dcurate.fasttext_util`."""
+"""Tests of the fastText ``quality`` stage, ``train-quality`` and :mod:`dcurate.stages.quality.classifier`."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dcurate import fasttext_util as ftu
 from dcurate.api import curate
-from dcurate.errors import ModelError, RecipeError
-from dcurate.params import build
-from dcurate.stage import REASON_COLUMN, ShardInfo, StageContext
-from dcurate.stages.quality import Quality, QualityParams, train_quality
+from dcurate.core.errors import ModelError, RecipeError
+from dcurate.core.params import build
+from dcurate.core.stage import REASON_COLUMN, ShardInfo, StageContext
+from dcurate.stages.quality import classifier as ftu
+from dcurate.stages.quality.stage import Quality, QualityParams, train_quality
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -402,7 +402,7 @@ def test_stage_model_errors(tmp_path, model):
 def test_cli_train_and_score(tmp_path):
     from typer.testing import CliRunner
 
-    from dcurate.cli import app
+    from dcurate.cli.app import app
 
     pq.write_table(labelled(200, seed=9), tmp_path / "train.parquet")
     runner = CliRunner()

@@ -4,8 +4,8 @@ import pytest
 from conftest import tree_digest
 from toy_stages import LenParams, TopParams, ToyLen, ToyTopK
 
-from dcurate.options import RunOptions
-from dcurate.runner import run
+from dcurate.core.options import RunOptions
+from dcurate.runner.driver import run
 
 ray = pytest.importorskip("ray")
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

@@ -14,11 +14,11 @@ import pytest
 from conftest import ROOT, docs, tree_digest, write_jsonl, write_parquet
 from toy_stages import LenParams, TopParams, ToyLen, ToyTopK
 
-from dcurate.errors import InputError, RecipeError
+from dcurate.core.errors import InputError, RecipeError
+from dcurate.core.options import RunOptions
 from dcurate.io import BatchReader, Piece, expand_inputs
-from dcurate.options import RunOptions
-from dcurate.recipe import from_dict
-from dcurate.runner import run
+from dcurate.runner.driver import run
+from dcurate.runner.recipe import from_dict
 
 
 def opts(**kw):
@@ -122,9 +122,9 @@ KILL_SCRIPT = """
 import sys, time
 sys.path.insert(0, {tests!r})
 from toy_stages import ToyLen, LenParams
-from dcurate.options import RunOptions
-from dcurate.runner import run
-import dcurate.stage as st
+from dcurate.core.options import RunOptions
+from dcurate.runner.driver import run
+import dcurate.core.stage as st
 
 class Slow(ToyLen):
     name = "slow_len"
@@ -229,7 +229,7 @@ def test_recipe_validation_names_stage_key_and_allowed():
 def test_stage_table_written_to_stdout_and_read_from_stdin(corpus, tmp_path):
     src = (corpus / "s0.jsonl").read_bytes()
     res = subprocess.run(
-        [sys.executable, "-m", "dcurate.cli", "reshard", "-", "-", "--shard-size", "7", "--workers", "1"],
+        [sys.executable, "-m", "dcurate.cli.app", "reshard", "-", "-", "--shard-size", "7", "--workers", "1"],
         input=src, capture_output=True, cwd=ROOT, check=True,
     )
     out = [json.loads(line) for line in res.stdout.splitlines()]

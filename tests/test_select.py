@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from dcurate.api import curate
-from dcurate.errors import DcurateError
-from dcurate.stages.select import compute_cutoff
+from dcurate.core.errors import DcurateError
+from dcurate.stages.select.stage import compute_cutoff
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -165,7 +165,7 @@ def test_dsir_reference_hash_mode(corpus):
 
 
 def test_zipfit_top_k_scores_and_determinism(corpus):
-    from dcurate.zipfit import TargetSet
+    from dcurate.stages.select.zipfit import TargetSet
 
     stats, rows = _select(corpus, "z", method="zipfit", k=15, num_targets=3)
     assert len(rows) == 15 and {r["domain"] for r in rows} == {"sport"}
@@ -218,7 +218,7 @@ def test_bad_inputs(corpus):
 def test_cli_select(corpus):
     from typer.testing import CliRunner
 
-    cli = pytest.importorskip("dcurate.cli")
+    cli = pytest.importorskip("dcurate.cli.app")
     out = corpus["tmp"] / "cli"
     res = CliRunner().invoke(
         cli.app,

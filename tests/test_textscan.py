@@ -12,8 +12,8 @@ import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dcurate import textscan as T
-from dcurate.text import normalize
+from dcurate.text import scan as T
+from dcurate.text.normalize import normalize
 
 # Characters chosen to exercise every path: ASCII, the table's single-code-point and expansion
 # entries, and code points that send a document to the exact path (combining marks, Hangul jamo,

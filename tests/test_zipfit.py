@@ -7,7 +7,7 @@ import gzip
 import numpy as np
 import pytest
 
-from dcurate import zipfit as Z
+from dcurate.stages.select import zipfit as Z
 
 POOL = [
     "def f(x):\n    return x + 1\n",

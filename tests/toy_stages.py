@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dcurate.params import param
-from dcurate.stage import Result, Stage, with_column
+from dcurate.core.params import param
+from dcurate.core.stage import Result, Stage, with_column
 
 
 def _in_pool_worker() -> bool:

@@ -4,7 +4,7 @@ Formats (by extension, ``--input-format`` overrides): ``.parquet``, ``.jsonl``, 
 ``.jsonl.zst``; ``-`` is JSON Lines on standard input.
 """
 
-from .formats import (
+from dcurate.io.formats import (
     DEFAULT_PIECE_BYTES,
     FORMATS,
     STDIN,
@@ -15,8 +15,8 @@ from .formats import (
     output_name,
     plan_pieces,
 )
-from .reader import BatchReader, iter_batches, read_documents, read_table, spool_stdin
-from .writer import ShardWriter, jsonl_bytes, merge_parts, temp_name, write_stdout
+from dcurate.io.reader import BatchReader, iter_batches, read_documents, read_table, spool_stdin
+from dcurate.io.writer import ShardWriter, jsonl_bytes, merge_parts, temp_name, write_stdout
 
 __all__ = [
     "DEFAULT_PIECE_BYTES",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from ..errors import InputError
+from dcurate.core.errors import InputError
 
 # format name -> file extension
 FORMATS = {

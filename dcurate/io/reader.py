@@ -22,8 +22,8 @@ import pyarrow.json as paj
 import pyarrow.parquet as pq
 import zstandard
 
-from ..errors import InputError
-from .formats import STDIN, Piece
+from dcurate.core.errors import InputError
+from dcurate.io.formats import STDIN, Piece
 
 BLOCK_BYTES = 4 * 1024 * 1024  # JSONL block (decompressed bytes) parsed at once
 PARQUET_BATCH_ROWS = 4096
@@ -363,7 +363,7 @@ def read_documents(
 
     For side inputs (targets, training sets, reference sets). ``columns`` selects columns (the
     id column is added when the data has none)."""
-    from .formats import expand_inputs
+    from dcurate.io.formats import expand_inputs
 
     for shard in expand_inputs(paths, input_format):
         reader = BatchReader(Piece(shard), text_field, id_field, "error", require_text)

@@ -1,2 +1,2 @@
-"""One module per stage; each registers its stage classes with :func:`dcurate.stage.register`
+"""One package per stage; its `stage` module registers the stage classes with :func:`dcurate.core.stage.register`
 and may expose ``register_cli(app)`` for extra commands (``train-quality``, ``mix-fit``, ...)."""

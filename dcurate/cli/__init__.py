@@ -1,0 +1,1 @@
+"""The command line: the Typer app (app) and the console entry point (entry)."""

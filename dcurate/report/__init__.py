@@ -1,0 +1,1 @@
+"""Looking at shard sets and runs: summaries (stats)."""

@@ -1,0 +1,238 @@
+"""Executors run task functions over lists of tasks: in the driver, in a local process pool, or on
+Ray. Tasks are plain picklable (function, argument) pairs, so every executor runs the same code;
+results never depend on which executor or how many workers ran them."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+
+def _init_worker() -> None:
+    import pyarrow as pa
+
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+
+
+def _call(arg: tuple[int, Callable, Any]) -> tuple[int, Any]:
+    """Ray's task body: run one task and tag its result with its index."""
+    i, fn, x = arg
+    return i, fn(x)
+
+
+def prestart_fork_server(modules: list[str]) -> None:
+    """Start the fork server that pool processes fork from, with ``modules`` imported and warmed.
+
+    The server is one per driver process; the first call decides what it preloads. The CLI calls
+    this in a background thread at start-up, so the server imports on the second core while the
+    driver imports on the first, and pools later start in milliseconds."""
+    for var in ("POLARS_MAX_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    if not os.environ.get("DCURATE_WARMUP"):
+        os.environ["DCURATE_WARMUP"] = ",".join(modules)
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["dcurate.runner.driver", "dcurate.runner.warmup"])
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
+
+
+#: Tasks kept in flight per pool process.
+PREFETCH = 2
+
+
+class LocalExecutor:
+    """A process pool over tasks: ``workers - 1`` pool processes plus the driver (``workers=1``
+    runs everything in the driver, no pool).
+
+    Built on ``concurrent.futures``: a worker that dies (killed, out of memory) fails the run with
+    ``BrokenProcessPool`` instead of leaving it waiting forever."""
+
+    def __init__(self, workers: int, preload: list[str] | None = None):
+        self.workers = max(1, workers)
+        self.preload = ["dcurate.runner.driver"] + [m for m in (preload or []) if m != "dcurate.runner.driver"]
+        self._pool: ProcessPoolExecutor | None = None
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._starter: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the pool's processes in the background (the fork server imports the stage
+        modules, about a second); the driver runs tasks itself until they are ready."""
+        if self.workers > 1 and self._starter is None:
+            self._starter = threading.Thread(target=self._start_pool, daemon=True)
+            self._starter.start()
+
+    def _start_pool(self) -> None:
+        try:
+            pool = self._get_pool()
+            pool.submit(int).result()  # forces the processes to start
+        except BaseException as e:  # noqa: BLE001 - reported on first use
+            self._start_error = e
+        finally:
+            self._ready.set()
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # Single-threaded native libraries per worker: parallelism comes from processes.
+            for var in ("POLARS_MAX_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+                os.environ.setdefault(var, "1")
+            ctx = mp.get_context("forkserver")
+            # Workers fork from a server that has already imported the run's stage modules and
+            # run their warmup() (see dcurate.runner.warmup).
+            prestart_fork_server(self.preload)
+            self._pool = ProcessPoolExecutor(self.workers - 1, mp_context=ctx, initializer=_init_worker)
+        return self._pool
+
+    def imap_unordered(self, fn: Callable, items: list) -> Iterator[tuple[int, Any]]:
+        """Yield (index, result) as tasks finish; the first failure cancels the rest.
+
+        With N workers the pool has N - 1 processes and the driver is the N-th: it runs tasks
+        itself while the pool works (and while the pool's processes are still starting). Pool
+        processes always have the next task queued (a done-callback submits another)."""
+        if self.workers == 1 or len(items) <= 1:
+            for i, x in enumerate(items):
+                yield i, fn(x)
+            return
+        self.start()
+        todo = list(range(len(items)))
+        todo.reverse()  # pop() takes the next index
+        lock = threading.Lock()
+        done_q: queue.SimpleQueue = queue.SimpleQueue()
+        futures: list = []
+        state = {"outstanding": 0, "stop": False}
+
+        def submit_next() -> None:
+            with lock:
+                if state["stop"] or not todo:
+                    return
+                i = todo.pop()
+                state["outstanding"] += 1
+            fut = self._pool.submit(fn, items[i])
+            futures.append(fut)
+            fut.add_done_callback(lambda f, i=i: on_done(i, f))
+
+        def on_done(i: int, fut) -> None:
+            done_q.put((i, fut))
+            if not fut.cancelled() and fut.exception() is None:
+                submit_next()
+
+        started = False
+        try:
+            while True:
+                if not started and self._ready.is_set():
+                    if self._start_error is not None:
+                        raise self._start_error
+                    started = True
+                    # Two tasks in flight per pool process: the next one waits in the process's
+                    # queue, so it never idles while this (busy, GIL-holding) driver gets round
+                    # to handing it more work. With few tasks, one: a queued task could not be
+                    # taken back by the driver at the end.
+                    depth = PREFETCH if len(items) >= 4 * PREFETCH * self.workers else 1
+                    for _ in range(depth * (self.workers - 1)):
+                        submit_next()
+                while not done_q.empty():
+                    i, fut = done_q.get()
+                    with lock:
+                        state["outstanding"] -= 1
+                    yield i, fut.result()
+                with lock:
+                    i = todo.pop() if todo else None
+                if i is None:
+                    break
+                yield i, fn(items[i])
+            while True:
+                with lock:
+                    if state["outstanding"] == 0:
+                        break
+                i, fut = done_q.get()
+                with lock:
+                    state["outstanding"] -= 1
+                yield i, fut.result()
+        finally:
+            state["stop"] = True
+            for fut in futures:
+                fut.cancel()
+
+    def map(self, fn: Callable, items: list) -> list:
+        out: list[Any] = [None] * len(items)
+        for i, r in self.imap_unordered(fn, items):
+            out[i] = r
+        return out
+
+    def close(self) -> None:
+        if self._starter is not None:
+            self._starter.join()
+            self._starter = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def terminate(self) -> None:
+        if self._starter is not None:
+            self._starter.join(timeout=30)
+            self._starter = None
+        if self._pool is not None:
+            procs = list((self._pool._processes or {}).values())  # no public kill in the API
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+            for p in procs:
+                p.join(timeout=5)
+            self._pool = None
+
+
+class RayExecutor(LocalExecutor):
+    """Runs tasks as Ray tasks (``executor: ray``); connects to ``RAY_ADDRESS`` or starts a local
+    instance. Work files must live on storage every node can read (a shared file system)."""
+
+    def __init__(self, workers: int, preload: list[str] | None = None):
+        super().__init__(workers)
+        try:
+            import ray
+        except ImportError:
+            from dcurate.core.errors import RecipeError
+
+            raise RecipeError("executor 'ray' needs the ray extra: pip install 'dcurate[ray]'") from None
+        self._ray = ray
+        if not ray.is_initialized():
+            address = os.environ.get("RAY_ADDRESS")
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                # A local instance: its workers see the driver's import path (stages defined in
+                # the user's own modules included).
+                import sys
+
+                path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                         runtime_env={"env_vars": {"PYTHONPATH": path}})
+        self._remote = ray.remote(_call)
+
+    def imap_unordered(self, fn: Callable, items: list) -> Iterator[tuple[int, Any]]:
+        ray = self._ray
+        pending = [self._remote.remote((i, fn, x)) for i, x in enumerate(items)]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                yield ray.get(ref)
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def terminate(self) -> None:
+        pass
+
+
+def make_executor(kind: str, workers: int, preload: list[str] | None = None) -> LocalExecutor:
+    return RayExecutor(workers) if kind == "ray" else LocalExecutor(workers, preload)

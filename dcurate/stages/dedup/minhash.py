@@ -1,0 +1,1070 @@
+"""MinHash / LSH core used by ``dcurate dedup``: shingles, signatures, banding, Jaccard.
+
+Everything here works on whole batches of documents (numba kernels over Arrow buffers); the
+dedup stage (:mod:`dcurate.stages.dedup.stage`) builds partitions, clusters and keep policies on top.
+
+Pipeline and public API
+-----------------------
+1. :func:`shingle_hashes` ``(texts, ngram=5, hash="xxh64", cjk_chars=True) -> (offsets, hashes)``
+   Per document the *set* of hashed word n-gram shingles: ``hashes[offsets[i]:offsets[i+1]]`` are
+   document ``i``'s shingle hashes, sorted ascending and unique (``np.uint64``; ``np.uint32`` with
+   ``hash="xxh32"``). ``offsets`` is ``np.int64[n+1]``.
+
+   * Words: the text is normalised as :func:`dcurate.text.normalize.normalize` (NFKC, then lower-case;
+     pure-ASCII documents skip NFKC, which leaves ASCII unchanged) and cut into runs of Unicode
+     word characters (``\\w+`` with Python ``re``'s definition of ``\\w``: ``str.isalnum()`` or
+     ``_``), exactly the tokenisation of the ground truth in ``../shared/corpus/dedup``.
+   * Shingle ``k`` of a document with ``L >= ngram`` words is the string
+     ``" ".join(words[k:k+ngram])``; a document with ``1 <= L < ngram`` words has one shingle,
+     ``" ".join(words)``; a document with no word (empty, whitespace or punctuation only, null)
+     has **no shingle** (``offsets[i] == offsets[i+1]``).
+   * The hash of a shingle is ``xxhash.xxh64_intdigest(shingle.encode("utf-8"), seed=0)`` (or
+     ``xxh32_intdigest``), bit for bit, so the exact Jaccard of two hash sets equals the Jaccard of
+     the shingle strings except for 64-bit hash collisions.
+   * Scripts written without spaces (``cjk_chars=True``, the default): ``\\w+`` would make a
+     whole run of Han / Hiragana / Katakana / Thai / Lao / Khmer / Myanmar characters one "word"
+     (a clause or a whole sentence), so one changed character would change every shingle that
+     touches the sentence. With ``cjk_chars`` each word character of these scripts is a token of
+     its own (character n-grams, joined by one space in the shingle string), while runs of other
+     word characters stay words; ``"東京abc"`` gives tokens ``東, 京, abc``. Text without such
+     characters (e.g. the English benchmark) is unaffected. ``cjk_chars=False`` gives plain
+     ``\\w+`` everywhere. Korean Hangul is written with spaces and is left as words.
+
+2. :func:`signatures` ``(offsets, hashes, num_perm=128, seed=1, scheme="affine32") -> [n, num_perm]``
+   MinHash signatures, bit-identical to ``datasketch.MinHash(num_perm, seed, hashfunc=f,
+   scheme=scheme)`` updated with the same shingles, where ``f(shingle)`` returns the shingle's
+   hash **as the scheme takes it**: the low 32 bits (``h & 0xFFFFFFFF``) for ``"affine32"`` and
+   ``"legacy"`` (datasketch's contract: their hash functions return 32-bit values; its default is
+   ``sha1_hash32``), the full 64 bits for ``"affine64"``. Dtypes are datasketch's: ``uint32``
+   for affine32, ``uint64`` for legacy (values < 2**32) and affine64. A document with no shingle
+   gets the scheme's maximum value in every slot (what an un-updated ``datasketch.MinHash``
+   holds), so all empty documents share one signature: callers must not band them (the dedup
+   stage treats them separately; their exact Jaccard is 0 by the ground-truth definition).
+
+   Defaults: ``num_perm=128`` (datasketch's default; 128 one-permutation minima estimate J with
+   standard error sqrt(J(1-J)/128) <= 0.044, and leave room for the banding rule below);
+   ``seed=1`` (datasketch's default, so default sketches are comparable); ``scheme="affine32"``
+   (datasketch 2.x's default: a MurmurHash3 32-bit finalizer then ``a*h+b mod 2**32`` with odd
+   ``a``, a bijection, so the permutation adds no collisions; half the memory of legacy and no
+   modulo). ``"legacy"`` (``(a*h+b) mod (2**61-1)`` truncated to 32 bits, datasketch < 2 and
+   datatrove) is kept for compatibility with existing sketches.
+
+3. Banding. :func:`choose_bands` ``(threshold, num_perm, min_recall=0.95) -> (bands, rows)``:
+   among all ``bands * rows <= num_perm``, keep those whose candidate probability at
+   ``J = threshold`` is at least ``min_recall``, and take the one with the smallest candidate
+   volume, measured as datasketch's false-positive area ``int_0^threshold P(J) dJ`` (the
+   expected share of pairs below the threshold that become candidates, for J uniform on
+   [0, threshold]); ties go to fewer permutations, then fewer bands (less band-key storage).
+   Candidates are verified afterwards, so false positives only cost time, while a missed pair is
+   lost for good. :func:`classic_bands` is datasketch's rule (minimise the weighted sum of
+   false-positive and false-negative areas), which at 0.8 and 128 permutations picks 9 x 13 with
+   P(candidate | J = 0.8) = 0.40. :func:`candidate_probability` is ``1 - (1 - J**r)**b`` and
+   :func:`s_curve` / :func:`format_s_curve` tabulate it from threshold - 0.2 to threshold + 0.2.
+
+4. :func:`band_keys` ``(signatures, bands, rows) -> np.uint64[n, bands]``: a 64-bit hash of each
+   band's ``rows`` signature values with the band index mixed in (equal values in different
+   bands give different keys). Two documents are candidates when they share a key in one band.
+
+5. Jaccard: :func:`estimate_jaccard` (share of equal signature slots), :func:`exact_jaccard`
+   (two sorted unique hash arrays) and :func:`exact_jaccard_pairs` (many candidate pairs of one
+   ``(offsets, hashes)`` batch at once, numba). ``J = |A & B| / |A | B|``, 0 when both are empty.
+
+Determinism: no state and no randomness besides the seeded permutation parameters; results depend
+only on the text, never on batching, sharding or worker count.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from numba import njit
+
+from dcurate.text.normalize import normalize
+
+__all__ = [
+    "DEFAULT_NGRAM",
+    "DEFAULT_NUM_PERM",
+    "DEFAULT_SEED",
+    "DEFAULT_SCHEME",
+    "SCHEMES",
+    "HASHES",
+    "shingle_hashes",
+    "reference_shingles",
+    "signatures",
+    "empty_signature",
+    "permutations",
+    "estimate_jaccard",
+    "exact_jaccard",
+    "exact_jaccard_pairs",
+    "candidate_probability",
+    "false_positive_area",
+    "false_negative_area",
+    "choose_bands",
+    "classic_bands",
+    "s_curve",
+    "format_s_curve",
+    "band_keys",
+]
+
+DEFAULT_NGRAM = 5  # word 5-grams: the ground truth's definition, datatrove's and FineWeb's default
+DEFAULT_NUM_PERM = 128  # datasketch's default number of permutations
+DEFAULT_SEED = 1  # datasketch's default seed
+DEFAULT_SCHEME = "affine32"  # datasketch 2.x's default permutation scheme
+SCHEMES = ("affine32", "legacy", "affine64")
+HASHES = ("xxh64", "xxh32")
+
+_U64 = np.uint64
+_MASK32 = np.uint64(0xFFFFFFFF)
+_MERSENNE = np.uint64((1 << 61) - 1)
+_SCHEME_DTYPE = {"affine32": np.uint32, "legacy": np.uint64, "affine64": np.uint64}
+_SCHEME_MAX = {"affine32": (1 << 32) - 1, "legacy": (1 << 32) - 1, "affine64": (1 << 64) - 1}
+
+# xxHash constants (https://github.com/Cyan4973/xxHash/blob/dev/doc/xxhash_spec.md)
+_P64_1 = np.uint64(0x9E3779B185EBCA87)
+_P64_2 = np.uint64(0xC2B2AE3D27D4EB4F)
+_P64_3 = np.uint64(0x165667B19E3779F9)
+_P64_4 = np.uint64(0x85EBCA77C2B2AE63)
+_P64_5 = np.uint64(0x27D4EB2F165667C5)
+_P32_1 = np.uint64(0x9E3779B1)
+_P32_2 = np.uint64(0x85EBCA77)
+_P32_3 = np.uint64(0xC2B2AE3D)
+_P32_4 = np.uint64(0x27D4EB2F)
+_P32_5 = np.uint64(0x165667B1)
+
+# Word characters of scripts written without spaces, tokenised one character at a time when
+# cjk_chars=True (inclusive code point ranges).
+NO_SPACE_RANGES = (
+    (0x0E00, 0x0E7F),  # Thai
+    (0x0E80, 0x0EFF),  # Lao
+    (0x1000, 0x109F),  # Myanmar
+    (0x1780, 0x17FF),  # Khmer
+    (0x3040, 0x309F),  # Hiragana
+    (0x30A0, 0x30FF),  # Katakana
+    (0x31F0, 0x31FF),  # Katakana phonetic extensions
+    (0x3400, 0x4DBF),  # CJK unified ideographs extension A
+    (0x4E00, 0x9FFF),  # CJK unified ideographs
+    (0xF900, 0xFAFF),  # CJK compatibility ideographs
+    (0xFF66, 0xFF9F),  # half-width Katakana (NFKC maps most of them to full width)
+    (0x20000, 0x3FFFF),  # CJK extensions B and later, compatibility supplement
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Character classes
+# --------------------------------------------------------------------------------------------
+
+
+_TABLE_LIMIT = 0x40000  # no code point at or above this is a word character (checked in tests)
+_TABLE_VERSION = 1  # bump when the table definitions below change
+
+
+def _disk_cached(name: str, build) -> np.ndarray:
+    """``build()``, cached as ``.npy`` next to numba's cache (``__pycache__`` of this package, or
+    ``$DCURATE_CACHE_DIR``), keyed by the Unicode version of this Python: building the tables
+    takes ~0.3 s per process, loading them a few ms. Any I/O problem falls back to building."""
+    import hashlib
+    import os
+    import unicodedata
+    from pathlib import Path
+
+    key = hashlib.sha1(
+        repr((name, _TABLE_VERSION, unicodedata.unidata_version, _TABLE_LIMIT, NO_SPACE_RANGES)).encode()
+    ).hexdigest()[:16]
+    folder = Path(os.environ.get("DCURATE_CACHE_DIR") or Path(__file__).parent / "__pycache__")
+    path = folder / f"minhash-{name}-{key}.npy"
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        pass
+    table = build()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, table, allow_pickle=False)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return table
+
+
+@functools.lru_cache(maxsize=2)
+def _char_classes(cjk_chars: bool) -> np.ndarray:
+    return _disk_cached(f"classes{int(cjk_chars)}", lambda: _build_char_classes(cjk_chars))
+
+
+@functools.lru_cache(maxsize=1)
+def _fast_path_map() -> np.ndarray:
+    return _disk_cached("fastpath", _build_fast_path_map)
+
+
+def _build_char_classes(cjk_chars: bool) -> np.ndarray:
+    """uint8 per code point: 0 separator, 1 word character, 2 single-character token.
+
+    Word characters are exactly Python ``re``'s ``\\w`` (computed by running ``re`` over every
+    code point below ``_TABLE_LIMIT``)."""
+    chars = "".join(map(chr, range(_TABLE_LIMIT))).replace("\x01", "\x02")
+    marked = re.sub(r"\w", "\x01", chars).encode("utf-32-le", "surrogatepass")
+    cls = np.zeros(0x110000, dtype=np.uint8)
+    cls[:_TABLE_LIMIT] = np.frombuffer(marked, dtype=np.uint32) == 1
+    if cjk_chars:
+        for lo, hi in NO_SPACE_RANGES:
+            seg = cls[lo : hi + 1]
+            seg[seg == 1] = 2
+    return cls
+
+
+def _build_fast_path_map() -> np.ndarray:
+    """int32 per code point: its lower-case form when a text made only of such code points is
+    unchanged by NFKC (so ``normalize(text)`` is a per-code-point map), else -1.
+
+    A code point is on the fast path when NFKC maps it to itself, its combining class is 0, it is
+    not the second half of a canonical composition (so it never merges with its neighbour; Hangul
+    vowel and trailing jamo included), and ``str.lower`` maps it to one code point without context
+    (the final-sigma rule excludes U+03A3). This is the Unicode quick-check idea, restricted to
+    starters so that no reordering can occur."""
+    import unicodedata
+
+    n = _TABLE_LIMIT
+    chars = [chr(c) for c in range(n)]
+    chars[0] = "a"  # NUL is the joiner below; set by hand
+    for c in range(0xD800, 0xE000):
+        chars[c] = "a"  # surrogates never occur in valid UTF-8
+    joined = "\x00".join(chars)
+    nf = unicodedata.normalize("NFKC", joined).split("\x00")
+    low = joined.lower().split("\x00")
+    assert len(nf) == n and len(low) == n
+    ok = np.fromiter(map(str.__eq__, nf, chars), dtype=np.bool_, count=n)
+    ok &= np.fromiter(map(unicodedata.combining, chars), dtype=np.int64, count=n) == 0
+    ok &= np.fromiter(map(len, low), dtype=np.int64, count=n) == 1
+    for dec in map(unicodedata.decomposition, chars):
+        if dec and dec[0] != "<":
+            parts = dec.split()
+            if len(parts) == 2:
+                ok[int(parts[1], 16)] = False
+    ok[0x1160 : 0x11FF + 1] = False  # Hangul vowel/trailing jamo compose with a preceding syllable
+    ok[0x03A3] = False  # final sigma: context-dependent lower-casing
+    ok[0xD800:0xE000] = False
+    out = np.full(0x110000, -1, dtype=np.int32)
+    lowered = np.array([ord(x) if len(x) == 1 else -1 for x in low], dtype=np.int32)
+    out[:n] = np.where(ok, lowered, -1)
+    out[0] = 0
+    return out
+
+
+def _token_regex(cjk_chars: bool) -> re.Pattern:
+    if not cjk_chars:
+        return re.compile(r"\w+")
+    cls = "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in NO_SPACE_RANGES)
+    return re.compile(rf"(?:(?![{cls}])\w)+|(?=[{cls}])\w")
+
+
+def reference_shingles(text: str | None, ngram: int = DEFAULT_NGRAM, *, cjk_chars: bool = True) -> set[str]:
+    """The shingle set of one document as strings (slow reference for tests and debugging)."""
+    if not text:
+        return set()
+    import unicodedata
+
+    norm = unicodedata.normalize("NFKC", text).lower()
+    toks = _token_regex(cjk_chars).findall(norm)
+    if not toks:
+        return set()
+    if len(toks) < ngram:
+        return {" ".join(toks)}
+    return {" ".join(toks[i : i + ngram]) for i in range(len(toks) - ngram + 1)}
+
+
+# --------------------------------------------------------------------------------------------
+# numba kernels: hashing
+# --------------------------------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _rotl64(x, r):
+    return (x << np.uint64(r)) | (x >> np.uint64(64 - r))
+
+
+@njit(cache=True, inline="always")
+def _rotl32(x, r):
+    x = x & np.uint64(0xFFFFFFFF)
+    return ((x << np.uint64(r)) | (x >> np.uint64(32 - r))) & np.uint64(0xFFFFFFFF)
+
+
+@njit(cache=True, inline="always")
+def _read64(buf, p):
+    v = np.uint64(0)
+    for k in range(8):
+        v |= np.uint64(buf[p + k]) << np.uint64(8 * k)
+    return v
+
+
+@njit(cache=True, inline="always")
+def _read32(buf, p):
+    v = np.uint64(0)
+    for k in range(4):
+        v |= np.uint64(buf[p + k]) << np.uint64(8 * k)
+    return v
+
+
+@njit(cache=True, inline="always")
+def _xxh64_round(acc, lane):
+    acc = acc + lane * _P64_2
+    acc = _rotl64(acc, 31)
+    return acc * _P64_1
+
+
+@njit(cache=True)
+def _xxh64(buf, start, end, seed):
+    """xxHash64 of buf[start:end] (uint8 array)."""
+    length = end - start
+    p = start
+    if length >= 32:
+        v1 = seed + _P64_1 + _P64_2
+        v2 = seed + _P64_2
+        v3 = seed
+        v4 = seed - _P64_1
+        limit = end - 32
+        while p <= limit:
+            v1 = _xxh64_round(v1, _read64(buf, p))
+            v2 = _xxh64_round(v2, _read64(buf, p + 8))
+            v3 = _xxh64_round(v3, _read64(buf, p + 16))
+            v4 = _xxh64_round(v4, _read64(buf, p + 24))
+            p += 32
+        h = _rotl64(v1, 1) + _rotl64(v2, 7) + _rotl64(v3, 12) + _rotl64(v4, 18)
+        h = (h ^ _xxh64_round(np.uint64(0), v1)) * _P64_1 + _P64_4
+        h = (h ^ _xxh64_round(np.uint64(0), v2)) * _P64_1 + _P64_4
+        h = (h ^ _xxh64_round(np.uint64(0), v3)) * _P64_1 + _P64_4
+        h = (h ^ _xxh64_round(np.uint64(0), v4)) * _P64_1 + _P64_4
+    else:
+        h = seed + _P64_5
+    h = h + np.uint64(length)
+    while p + 8 <= end:
+        h = h ^ _xxh64_round(np.uint64(0), _read64(buf, p))
+        h = _rotl64(h, 27) * _P64_1 + _P64_4
+        p += 8
+    if p + 4 <= end:
+        h = h ^ (_read32(buf, p) * _P64_1)
+        h = _rotl64(h, 23) * _P64_2 + _P64_3
+        p += 4
+    while p < end:
+        h = h ^ (np.uint64(buf[p]) * _P64_5)
+        h = _rotl64(h, 11) * _P64_1
+        p += 1
+    h = h ^ (h >> np.uint64(33))
+    h = h * _P64_2
+    h = h ^ (h >> np.uint64(29))
+    h = h * _P64_3
+    h = h ^ (h >> np.uint64(32))
+    return h
+
+
+@njit(cache=True, inline="always")
+def _m32(x):
+    return x & np.uint64(0xFFFFFFFF)
+
+
+@njit(cache=True, inline="always")
+def _xxh32_round(acc, lane):
+    acc = _m32(acc + lane * _P32_2)
+    acc = _rotl32(acc, 13)
+    return _m32(acc * _P32_1)
+
+
+@njit(cache=True)
+def _xxh32(buf, start, end, seed):
+    """xxHash32 of buf[start:end] (uint8 array), returned in a uint64."""
+    length = end - start
+    p = start
+    if length >= 16:
+        v1 = _m32(seed + _P32_1 + _P32_2)
+        v2 = _m32(seed + _P32_2)
+        v3 = _m32(seed)
+        v4 = _m32(seed - _P32_1)
+        limit = end - 16
+        while p <= limit:
+            v1 = _xxh32_round(v1, _read32(buf, p))
+            v2 = _xxh32_round(v2, _read32(buf, p + 4))
+            v3 = _xxh32_round(v3, _read32(buf, p + 8))
+            v4 = _xxh32_round(v4, _read32(buf, p + 12))
+            p += 16
+        h = _m32(_rotl32(v1, 1) + _rotl32(v2, 7) + _rotl32(v3, 12) + _rotl32(v4, 18))
+    else:
+        h = _m32(seed + _P32_5)
+    h = _m32(h + np.uint64(length))
+    while p + 4 <= end:
+        h = _m32(h + _read32(buf, p) * _P32_3)
+        h = _m32(_rotl32(h, 17) * _P32_4)
+        p += 4
+    while p < end:
+        h = _m32(h + np.uint64(buf[p]) * _P32_5)
+        h = _m32(_rotl32(h, 11) * _P32_1)
+        p += 1
+    h = h ^ (h >> np.uint64(15))
+    h = _m32(h * _P32_2)
+    h = h ^ (h >> np.uint64(13))
+    h = _m32(h * _P32_3)
+    h = h ^ (h >> np.uint64(16))
+    return h
+
+
+@njit(cache=True, inline="always")
+def _doc_span(src, offs_a, offs_b, d):
+    """Where document ``d`` is read: ``(start, end, raw)``; raw text ``offs_a[d]:offs_a[d + 1]`` of
+    buffer a when ``src[d] < 0``, else row ``src[d]`` of buffer b (its normalised text)."""
+    s = src[d]
+    if s < 0:
+        return offs_a[d], offs_a[d + 1], True
+    return offs_b[s], offs_b[s + 1], False
+
+
+@njit(cache=True)
+def _needs_normalization(offsets, data, cp_map):
+    """Per document: does it hold a code point outside the fast path (cp_map < 0)?"""
+    n = offsets.shape[0] - 1
+    out = np.zeros(n, dtype=np.bool_)
+    for d in range(n):
+        p = offsets[d]
+        hi = offsets[d + 1]
+        while p < hi:
+            b0 = data[p]
+            if b0 < 0x80:
+                p += 1
+                continue
+            if b0 < 0xE0:
+                cp = (np.int64(b0 & 0x1F) << 6) | np.int64(data[p + 1] & 0x3F)
+                p += 2
+            elif b0 < 0xF0:
+                cp = (
+                    (np.int64(b0 & 0x0F) << 12)
+                    | (np.int64(data[p + 1] & 0x3F) << 6)
+                    | np.int64(data[p + 2] & 0x3F)
+                )
+                p += 3
+            else:
+                cp = (
+                    (np.int64(b0 & 0x07) << 18)
+                    | (np.int64(data[p + 1] & 0x3F) << 12)
+                    | (np.int64(data[p + 2] & 0x3F) << 6)
+                    | np.int64(data[p + 3] & 0x3F)
+                )
+                p += 4
+            if cp_map[cp] < 0:
+                out[d] = True
+                break
+    return out
+
+
+@njit(cache=True)
+def _insertion_sort(x, lo, hi):
+    for i in range(lo + 1, hi):
+        v = x[i]
+        j = i
+        while j > lo and x[j - 1] > v:
+            x[j] = x[j - 1]
+            j -= 1
+        x[j] = v
+
+
+@njit(cache=True)
+def _sort_hashes(seg, tmp, cnt):
+    """Sort uniformly distributed 64-bit hashes in place: one counting pass on the top bits into
+    about one element per bucket, then insertion sort per bucket (``np.sort`` for a large one)."""
+    m = seg.shape[0]
+    if m <= 32:
+        _insertion_sort(seg, 0, m)
+        return
+    bits = 1
+    while (1 << bits) < m and bits < 20:
+        bits += 1
+    nb = 1 << bits
+    shift = np.uint64(64 - bits)
+    cnt[: nb + 1] = 0
+    for i in range(m):
+        cnt[np.int64(seg[i] >> shift) + 1] += 1
+    for b in range(nb):
+        cnt[b + 1] += cnt[b]
+    for i in range(m):
+        b = np.int64(seg[i] >> shift)
+        tmp[cnt[b]] = seg[i]
+        cnt[b] += 1
+    lo = 0
+    for b in range(nb):
+        hi = cnt[b]  # after the scatter, cnt[b] is the end of bucket b
+        if hi - lo > 64:
+            tmp[lo:hi].sort()
+        elif hi - lo > 1:
+            _insertion_sort(tmp, lo, hi)
+        lo = hi
+    seg[:] = tmp[:m]
+
+
+@njit(cache=True)
+def _shingle_kernel(offs_a, data_a, src, offs_b, data_b, cp_map, cls, ngram, use32, cap):
+    """Tokenise, join the tokens by one space into a scratch stream and hash every n-gram slice
+    of the stream; per document sort + unique.
+
+    Document ``d`` is read from ``data_a`` when ``src[d] < 0`` (raw text made only of fast-path
+    code points: ``cp_map`` gives each one's lower-case form, NFKC leaves it unchanged), else
+    from ``data_b`` row ``src[d]`` (text already normalised by :func:`dcurate.text.normalize.normalize`, whose
+    code points outside the fast path are kept as they are)."""
+    n = src.shape[0]
+    out_off = np.zeros(n + 1, dtype=np.int64)
+    out = np.empty(max(cap, 16), dtype=np.uint64)
+    stream = np.empty(64, dtype=np.uint8)
+    wstart = np.empty(32, dtype=np.int64)
+    tmp = np.empty(32, dtype=np.uint64)
+    cnt = np.zeros((1 << 20) + 1, dtype=np.int64)
+    pos = 0
+    seed = np.uint64(0)
+    for d in range(n):
+        lo, hi, raw = _doc_span(src, offs_a, offs_b, d)
+        data = data_a if raw else data_b
+        nbytes = hi - lo
+        if stream.shape[0] < 2 * nbytes + 2:
+            stream = np.empty(2 * nbytes + 2, dtype=np.uint8)
+        if wstart.shape[0] < nbytes // 2 + 2:
+            wstart = np.empty(nbytes // 2 + 2, dtype=np.int64)
+        # --- tokenise into stream
+        slen = 0
+        nw = 0
+        in_word = False
+        p = lo
+        while p < hi:
+            b0 = data[p]
+            if b0 < 0x80:
+                # ASCII: word bytes are [0-9A-Za-z_]; lower-case A-Z inline
+                if cls[b0] == 0:
+                    in_word = False
+                else:
+                    if not in_word:
+                        if nw > 0:
+                            stream[slen] = 32
+                            slen += 1
+                        wstart[nw] = slen
+                        nw += 1
+                        in_word = True
+                    stream[slen] = b0 + 32 if 65 <= b0 <= 90 else b0
+                    slen += 1
+                p += 1
+                continue
+            if b0 < 0xE0:
+                cp = (np.int64(b0 & 0x1F) << 6) | np.int64(data[p + 1] & 0x3F)
+                size = 2
+            elif b0 < 0xF0:
+                cp = (
+                    (np.int64(b0 & 0x0F) << 12)
+                    | (np.int64(data[p + 1] & 0x3F) << 6)
+                    | np.int64(data[p + 2] & 0x3F)
+                )
+                size = 3
+            else:
+                cp = (
+                    (np.int64(b0 & 0x07) << 18)
+                    | (np.int64(data[p + 1] & 0x3F) << 12)
+                    | (np.int64(data[p + 2] & 0x3F) << 6)
+                    | np.int64(data[p + 3] & 0x3F)
+                )
+                size = 4
+            p += size
+            m = np.int64(cp_map[cp])
+            if m < 0:
+                m = cp
+            c = cls[m]
+            if c == 0:
+                in_word = False
+                continue
+            if c == 2 or not in_word:
+                if nw > 0:
+                    stream[slen] = 32
+                    slen += 1
+                wstart[nw] = slen
+                nw += 1
+                in_word = c == 1
+            # UTF-8 encode the mapped code point
+            if m < 0x80:
+                stream[slen] = m
+                slen += 1
+            elif m < 0x800:
+                stream[slen] = 0xC0 | (m >> 6)
+                stream[slen + 1] = 0x80 | (m & 0x3F)
+                slen += 2
+            elif m < 0x10000:
+                stream[slen] = 0xE0 | (m >> 12)
+                stream[slen + 1] = 0x80 | ((m >> 6) & 0x3F)
+                stream[slen + 2] = 0x80 | (m & 0x3F)
+                slen += 3
+            else:
+                stream[slen] = 0xF0 | (m >> 18)
+                stream[slen + 1] = 0x80 | ((m >> 12) & 0x3F)
+                stream[slen + 2] = 0x80 | ((m >> 6) & 0x3F)
+                stream[slen + 3] = 0x80 | (m & 0x3F)
+                slen += 4
+        # --- hash shingles
+        if nw == 0:
+            out_off[d + 1] = pos
+            continue
+        m = nw - ngram + 1 if nw >= ngram else 1
+        if pos + m > out.shape[0]:
+            new = np.empty(max(2 * out.shape[0], pos + m), dtype=np.uint64)
+            new[:pos] = out[:pos]
+            out = new
+        span = ngram if nw >= ngram else nw
+        for k in range(m):
+            e = k + span
+            end = wstart[e] - 1 if e < nw else slen
+            if use32:
+                out[pos + k] = _xxh32(stream, wstart[k], end, seed)
+            else:
+                out[pos + k] = _xxh64(stream, wstart[k], end, seed)
+        seg = out[pos : pos + m]
+        if tmp.shape[0] < m:
+            tmp = np.empty(m, dtype=np.uint64)
+        _sort_hashes(seg, tmp, cnt)
+        u = 1
+        for k in range(1, m):
+            if seg[k] != seg[u - 1]:
+                seg[u] = seg[k]
+                u += 1
+        pos += u
+        out_off[d + 1] = pos
+    return out_off, out[:pos].copy()
+
+
+def _large_string_array(texts) -> pa.LargeStringArray:
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks() if texts.num_chunks != 1 else texts.chunk(0)
+    elif not isinstance(texts, pa.Array):
+        try:
+            import polars as pl
+
+            if isinstance(texts, pl.Series):
+                texts = texts.to_arrow()
+                if isinstance(texts, pa.ChunkedArray):
+                    texts = texts.combine_chunks()
+        except ImportError:  # pragma: no cover - polars is a runtime dependency
+            pass
+        if not isinstance(texts, pa.Array):
+            texts = pa.array(list(texts), type=pa.large_string())
+    if texts.type != pa.large_string():
+        texts = texts.cast(pa.large_string())
+    if texts.null_count:
+        texts = pc.fill_null(texts, "")
+    return texts
+
+
+def _buffers(arr: pa.LargeStringArray) -> tuple[np.ndarray, np.ndarray]:
+    n = len(arr)
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int64, count=arr.offset + n + 1)[arr.offset :]
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else None
+    if data is None or data.size == 0:
+        data = np.frombuffer(b"\x00", dtype=np.uint8)
+    return offsets, data
+
+
+def shingle_hashes(
+    texts, ngram: int = DEFAULT_NGRAM, hash: str = "xxh64", *, cjk_chars: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hashed shingle sets of a batch of documents (see the module docstring for the definition).
+
+    Args:
+        texts: ``pa.Array``/``pa.ChunkedArray`` of strings, a polars ``Series`` or a list of
+            ``str`` (``None`` counts as empty).
+        ngram: words per shingle (>= 1).
+        hash: ``"xxh64"`` (``np.uint64`` hashes, the default) or ``"xxh32"`` (``np.uint32``).
+        cjk_chars: tokenise Han/Kana/Thai/Lao/Khmer/Myanmar one character at a time.
+
+    Returns:
+        ``(offsets, hashes)``: ``offsets`` ``np.int64[n + 1]``; document ``i``'s sorted unique
+        shingle hashes are ``hashes[offsets[i]:offsets[i + 1]]``.
+    """
+    if ngram < 1:
+        raise ValueError(f"ngram must be >= 1, got {ngram}")
+    if hash not in HASHES:
+        raise ValueError(f"hash must be one of {', '.join(HASHES)}; got {hash!r}")
+    arr = _large_string_array(texts)
+    offs_a, data_a = _buffers(arr)
+    cp_map = _fast_path_map()
+    src = np.full(len(arr), -1, dtype=np.int64)
+    idx = np.flatnonzero(_needs_normalization(offs_a, data_a, cp_map))
+    if idx.size:
+
+        # CPython's unicodedata + str.lower, the definition the word table follows (polars' Rust
+        # crates can know a newer Unicode version: a letter unassigned for Python would become a word)
+        sub = arr.take(pa.array(idx, type=pa.int64())).to_pylist()
+        norm = pa.array([normalize(t) for t in sub], type=pa.large_string())
+        offs_b, data_b = _buffers(norm)
+        src[idx] = np.arange(idx.size, dtype=np.int64)
+    else:
+        offs_b = np.frombuffer(np.zeros(1, np.int64).tobytes(), dtype=np.int64)
+        data_b = np.frombuffer(b"\x00", dtype=np.uint8)
+    cls = _char_classes(bool(cjk_chars))
+    cap = int(offs_a[-1] - offs_a[0]) // 5 + len(arr) + 16
+    offsets, hashes = _shingle_kernel(
+        offs_a, data_a, src, offs_b, data_b, cp_map, cls, int(ngram), hash == "xxh32", cap
+    )
+    if hash == "xxh32":
+        hashes = hashes.astype(np.uint32)
+    return offsets, hashes
+
+
+# --------------------------------------------------------------------------------------------
+# Signatures
+# --------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=32)
+def _perm_cached(num_perm: int, seed: int, scheme: str) -> tuple[np.ndarray, np.ndarray]:
+    gen = np.random.RandomState(seed)
+    if scheme == "legacy":
+        ab = np.array(
+            [
+                (gen.randint(1, _MERSENNE, dtype=np.uint64), gen.randint(0, _MERSENNE, dtype=np.uint64))
+                for _ in range(num_perm)
+            ],
+            dtype=np.uint64,
+        ).T
+        a, b = ab[0].copy(), ab[1].copy()
+    else:
+        width = 32 if scheme == "affine32" else 64
+        dt = _SCHEME_DTYPE[scheme]
+        a = gen.randint(0, 1 << (width - 1), num_perm, dtype=dt) * dt(2) + dt(1)
+        b = gen.randint(0, 1 << width, num_perm, dtype=dt)
+    a.setflags(write=False)
+    b.setflags(write=False)
+    return a, b
+
+
+def permutations(num_perm: int = DEFAULT_NUM_PERM, seed: int = DEFAULT_SEED, scheme: str = DEFAULT_SCHEME):
+    """datasketch's permutation parameters ``(a, b)`` for (num_perm, seed, scheme) (read-only)."""
+    _check_scheme(scheme)
+    if num_perm < 1:
+        raise ValueError(f"num_perm must be >= 1, got {num_perm}")
+    return _perm_cached(int(num_perm), int(seed), scheme)
+
+
+def _check_scheme(scheme: str) -> None:
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}; got {scheme!r}")
+
+
+@njit(cache=True, inline="always")
+def _fmix32(h):
+    h = h ^ (h >> np.uint64(16))
+    h = (h * np.uint64(0x85EBCA6B)) & np.uint64(0xFFFFFFFF)
+    h = h ^ (h >> np.uint64(13))
+    h = (h * np.uint64(0xC2B2AE35)) & np.uint64(0xFFFFFFFF)
+    return h ^ (h >> np.uint64(16))
+
+
+@njit(cache=True, inline="always")
+def _fmix64(h):
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xFF51AFD7ED558CCD)
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xC4CEB9FE1A85EC53)
+    return h ^ (h >> np.uint64(33))
+
+
+@njit(cache=True)
+def _sig_affine32(offsets, hashes, a, b):
+    n = offsets.shape[0] - 1
+    k = a.shape[0]
+    out = np.full((n, k), np.uint32(0xFFFFFFFF), dtype=np.uint32)
+    for d in range(n):
+        row = out[d]
+        for i in range(offsets[d], offsets[d + 1]):
+            x = np.uint32(_fmix32(np.uint64(hashes[i]) & np.uint64(0xFFFFFFFF)))
+            for j in range(k):
+                v = np.uint32(a[j] * x + b[j])
+                if v < row[j]:
+                    row[j] = v
+    return out
+
+
+@njit(cache=True)
+def _sig_legacy(offsets, hashes, a, b):
+    n = offsets.shape[0] - 1
+    k = a.shape[0]
+    out = np.full((n, k), np.uint64(0xFFFFFFFF), dtype=np.uint64)
+    prime = np.uint64((1 << 61) - 1)
+    for d in range(n):
+        row = out[d]
+        for i in range(offsets[d], offsets[d + 1]):
+            x = np.uint64(hashes[i]) & np.uint64(0xFFFFFFFF)
+            for j in range(k):
+                v = a[j] * x + b[j]  # wraps mod 2**64, as datasketch's uint64 arithmetic
+                v = (v & prime) + (v >> np.uint64(61))  # v mod (2**61 - 1), then < 2 * prime
+                if v >= prime:
+                    v -= prime
+                v &= np.uint64(0xFFFFFFFF)
+                if v < row[j]:
+                    row[j] = v
+    return out
+
+
+@njit(cache=True)
+def _sig_affine64(offsets, hashes, a, b):
+    n = offsets.shape[0] - 1
+    k = a.shape[0]
+    out = np.full((n, k), np.uint64(0xFFFFFFFFFFFFFFFF), dtype=np.uint64)
+    for d in range(n):
+        row = out[d]
+        for i in range(offsets[d], offsets[d + 1]):
+            x = _fmix64(np.uint64(hashes[i]))
+            for j in range(k):
+                v = a[j] * x + b[j]
+                if v < row[j]:
+                    row[j] = v
+    return out
+
+
+def signatures(
+    offsets: np.ndarray,
+    hashes: np.ndarray,
+    num_perm: int = DEFAULT_NUM_PERM,
+    seed: int = DEFAULT_SEED,
+    scheme: str = DEFAULT_SCHEME,
+) -> np.ndarray:
+    """MinHash signatures ``[n, num_perm]`` of the shingle sets ``(offsets, hashes)``.
+
+    Bit-identical to datasketch's MinHash (see the module docstring for the hash each scheme
+    takes and for empty documents). ``uint32`` for affine32, ``uint64`` for legacy/affine64.
+    """
+    a, b = permutations(num_perm, seed, scheme)
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    hashes = np.ascontiguousarray(hashes)
+    if hashes.dtype not in (np.uint64, np.uint32):
+        hashes = hashes.astype(np.uint64)
+    if scheme == "affine32":
+        return _sig_affine32(offsets, hashes, a, b)
+    if scheme == "legacy":
+        return _sig_legacy(offsets, hashes, a, b)
+    return _sig_affine64(offsets, hashes, a, b)
+
+
+def empty_signature(num_perm: int = DEFAULT_NUM_PERM, scheme: str = DEFAULT_SCHEME) -> np.ndarray:
+    """The signature of a document with no shingle (all slots at the scheme's maximum)."""
+    _check_scheme(scheme)
+    return np.full(num_perm, _SCHEME_MAX[scheme], dtype=_SCHEME_DTYPE[scheme])
+
+
+# --------------------------------------------------------------------------------------------
+# Jaccard
+# --------------------------------------------------------------------------------------------
+
+
+def estimate_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray | float:
+    """Share of equal slots: the MinHash estimate of J (row-wise for 2-D inputs)."""
+    sig_a = np.asarray(sig_a)
+    sig_b = np.asarray(sig_b)
+    if sig_a.shape[-1] != sig_b.shape[-1]:
+        raise ValueError(f"signatures differ in length: {sig_a.shape[-1]} vs {sig_b.shape[-1]}")
+    eq = np.mean(sig_a == sig_b, axis=-1)
+    return float(eq) if np.ndim(eq) == 0 else eq
+
+
+def exact_jaccard(hashes_a: np.ndarray, hashes_b: np.ndarray) -> float:
+    """Exact Jaccard of two sorted unique hash arrays (0.0 when both are empty)."""
+    na, nb = len(hashes_a), len(hashes_b)
+    if na + nb == 0:
+        return 0.0
+    inter = np.intersect1d(hashes_a, hashes_b, assume_unique=True).size
+    return inter / (na + nb - inter)
+
+
+@njit(cache=True)
+def _pairs_kernel(offsets, hashes, left, right):
+    m = left.shape[0]
+    out = np.zeros(m, dtype=np.float64)
+    for q in range(m):
+        i0 = offsets[left[q]]
+        i1 = offsets[left[q] + 1]
+        j0 = offsets[right[q]]
+        j1 = offsets[right[q] + 1]
+        na = i1 - i0
+        nb = j1 - j0
+        if na + nb == 0:
+            continue
+        inter = 0
+        while i0 < i1 and j0 < j1:
+            x = hashes[i0]
+            y = hashes[j0]
+            if x == y:
+                inter += 1
+                i0 += 1
+                j0 += 1
+            elif x < y:
+                i0 += 1
+            else:
+                j0 += 1
+        out[q] = inter / (na + nb - inter)
+    return out
+
+
+def exact_jaccard_pairs(offsets: np.ndarray, hashes: np.ndarray, left, right) -> np.ndarray:
+    """Exact Jaccard of documents ``left[q]`` and ``right[q]`` of one ``(offsets, hashes)`` set
+    (indices into the documents); ``np.float64[len(left)]``."""
+    left = np.ascontiguousarray(left, dtype=np.int64)
+    right = np.ascontiguousarray(right, dtype=np.int64)
+    if left.shape != right.shape:
+        raise ValueError("left and right must have the same length")
+    return _pairs_kernel(
+        np.ascontiguousarray(offsets, dtype=np.int64), np.ascontiguousarray(hashes), left, right
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Banding
+# --------------------------------------------------------------------------------------------
+
+
+def candidate_probability(j, bands: int, rows: int):
+    """P(two documents of Jaccard ``j`` share a band) = 1 - (1 - j**rows)**bands."""
+    j = np.asarray(j, dtype=np.float64)
+    p = 1.0 - (1.0 - j**rows) ** bands
+    return float(p) if p.ndim == 0 else p
+
+
+@functools.lru_cache(maxsize=16)
+def _legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.polynomial.legendre.leggauss(n)
+
+
+def _gauss(lo: float, hi: float, degree: int) -> tuple[np.ndarray, np.ndarray]:
+    # Gauss-Legendre with n nodes is exact for polynomials of degree <= 2n - 1; P(J) has degree b*r.
+    x, w = _legendre(max(8, degree // 2 + 2))
+    return 0.5 * (hi - lo) * x + 0.5 * (hi + lo), 0.5 * (hi - lo) * w
+
+
+def _fp_fn_areas(threshold: float, bands, rows) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised false-positive and false-negative areas for arrays of (bands, rows)."""
+    bands = np.asarray(bands, dtype=np.float64)[:, None]
+    rows = np.asarray(rows, dtype=np.float64)[:, None]
+    degree = int(np.max(bands * rows)) if bands.size else 1
+    x0, w0 = _gauss(0.0, threshold, degree)
+    x1, w1 = _gauss(threshold, 1.0, degree)
+    fp = (1.0 - (1.0 - x0[None, :] ** rows) ** bands) @ w0
+    fn = ((1.0 - x1[None, :] ** rows) ** bands) @ w1
+    return fp, fn
+
+
+def false_positive_area(threshold: float, bands: int, rows: int) -> float:
+    """``int_0^threshold P(J) dJ`` (datasketch's false-positive probability), exact quadrature."""
+    return float(_fp_fn_areas(threshold, [bands], [rows])[0][0])
+
+
+def false_negative_area(threshold: float, bands: int, rows: int) -> float:
+    """``int_threshold^1 (1 - P(J)) dJ`` (datasketch's false-negative probability)."""
+    return float(_fp_fn_areas(threshold, [bands], [rows])[1][0])
+
+
+def _check_threshold(threshold: float, num_perm: int) -> None:
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    if num_perm < 2:
+        raise ValueError(f"num_perm must be >= 2, got {num_perm}")
+
+
+def _all_splits(num_perm: int) -> tuple[np.ndarray, np.ndarray]:
+    bs, rs = [], []
+    for r in range(1, num_perm + 1):
+        b = np.arange(1, num_perm // r + 1)
+        bs.append(b)
+        rs.append(np.full(b.size, r))
+    return np.concatenate(bs), np.concatenate(rs)
+
+
+def choose_bands(
+    threshold: float, num_perm: int = DEFAULT_NUM_PERM, min_recall: float = 0.95
+) -> tuple[int, int]:
+    """(bands, rows) with P(candidate | J = threshold) >= ``min_recall`` and the smallest
+    false-positive area (ties: fewer permutations used, then fewer bands). If no split reaches
+    ``min_recall``, the one with the highest P at the threshold (then the fewest bands)."""
+    _check_threshold(threshold, num_perm)
+    if not 0.0 < min_recall < 1.0:
+        raise ValueError(f"min_recall must be in (0, 1), got {min_recall}")
+    bs, rs = _all_splits(num_perm)
+    p = 1.0 - (1.0 - threshold ** rs.astype(np.float64)) ** bs
+    ok = p >= min_recall
+    if not ok.any():
+        i = np.lexsort((bs, -p))[0]
+        return int(bs[i]), int(rs[i])
+    bs, rs = bs[ok], rs[ok]
+    fp, _ = _fp_fn_areas(threshold, bs, rs)
+    i = np.lexsort((bs, bs * rs, np.round(fp, 12)))[0]
+    return int(bs[i]), int(rs[i])
+
+
+def classic_bands(
+    threshold: float,
+    num_perm: int = DEFAULT_NUM_PERM,
+    false_positive_weight: float = 0.5,
+    false_negative_weight: float = 0.5,
+) -> tuple[int, int]:
+    """datasketch ``MinHashLSH``'s rule: minimise the weighted sum of the false-positive and
+    false-negative areas over ``bands * rows <= num_perm`` (for comparison; low recall at the
+    threshold itself). Ties go to the split datasketch visits first (fewer bands, then fewer rows)."""
+    _check_threshold(threshold, num_perm)
+    bs, rs = _all_splits(num_perm)
+    fp, fn = _fp_fn_areas(threshold, bs, rs)
+    err = false_positive_weight * fp + false_negative_weight * fn
+    i = np.lexsort((rs, bs, err))[0]
+    return int(bs[i]), int(rs[i])
+
+
+def s_curve(
+    threshold: float, bands: int, rows: int, span: float = 0.2, step: float = 0.05
+) -> list[tuple[float, float]]:
+    """``[(J, P(candidate | J))]`` for J from threshold - span to threshold + span (clipped to [0, 1])."""
+    k = int(round(span / step))
+    out = []
+    for i in range(-k, k + 1):
+        j = round(threshold + i * step, 10)
+        if 0.0 <= j <= 1.0:
+            out.append((j, candidate_probability(j, bands, rows)))
+    return out
+
+
+def format_s_curve(threshold: float, bands: int, rows: int) -> str:
+    """A printable two-line table of :func:`s_curve`."""
+    pts = s_curve(threshold, bands, rows)
+    head = "J            " + " ".join(f"{j:6.2f}" for j, _ in pts)
+    body = "P(candidate) " + " ".join(f"{p:6.3f}" for _, p in pts)
+    return (
+        f"LSH {bands} bands x {rows} rows = {bands * rows} permutations; "
+        f"P(candidate | J={threshold:g}) = {candidate_probability(threshold, bands, rows):.3f}\n{head}\n{body}"
+    )
+
+
+@njit(cache=True)
+def _band_kernel(sig, bands, rows):
+    n = sig.shape[0]
+    out = np.empty((n, bands), dtype=np.uint64)
+    for d in range(n):
+        for j in range(bands):
+            acc = _P64_5 + np.uint64(j + 1) * _P64_1
+            base = j * rows
+            for t in range(rows):
+                acc = _xxh64_round(acc, np.uint64(sig[d, base + t]))
+                acc = _rotl64(acc, 27) * _P64_1 + _P64_4
+            acc = acc ^ np.uint64(rows)
+            out[d, j] = _fmix64(acc)
+    return out
+
+
+def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """``np.uint64[n, bands]``: a 64-bit hash of each band's ``rows`` consecutive signature
+    slots (band ``j`` uses slots ``j*rows .. (j+1)*rows - 1``) mixed with the band index."""
+    sig = np.ascontiguousarray(signatures)
+    if sig.ndim != 2:
+        raise ValueError("signatures must be 2-D [n, num_perm]")
+    if bands < 1 or rows < 1 or bands * rows > sig.shape[1]:
+        raise ValueError(
+            f"bands x rows = {bands} x {rows} needs {bands * rows} permutations; signatures have {sig.shape[1]}"
+        )
+    return _band_kernel(sig, int(bands), int(rows))

@@ -1,0 +1,701 @@
+"""``dcurate dedup``: exact, MinHash-LSH and paragraph (CCNet) deduplication across all shards.
+
+Phases (a global stage, see :mod:`dcurate.core.stage`):
+
+* **scan** (each shard piece, in parallel): per document, the method's keys -- MinHash band keys,
+  the xxh3-128 of the normalised text, or one hash per normalised line -- are written to bucketed
+  work files (:mod:`dcurate.stages.dedup.store`), with what verification and the keep policy need.
+* **reduce** (driver, fanned out with ``ctx.map``): each task groups a range of key buckets across
+  every shard piece into candidate pairs (:mod:`dcurate.stages.dedup.graph`); candidates are verified
+  (exact shingle Jaccard by default), joined by union-find into clusters (connected components
+  of the verified pairs, as the ground truth in ``../shared/corpus/dedup`` defines them), and one
+  document per cluster is kept. The plan is one small file per shard piece: the rows to remove
+  (or to annotate) and their clusters.
+* **apply** (each batch): drop or annotate the planned rows.
+
+Everything is ordered by the run's document order (shard, piece, row), never by worker timing, so
+the output is identical for any number of workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import xxhash
+
+from dcurate.core.errors import InputError
+from dcurate.core.params import param
+from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
+from dcurate.stages.dedup import graph, store
+from dcurate.text.normalize import normalize_for_hash_series
+
+# A chunk of a piece is flushed to disk once it holds this many shingle hashes / documents, so a
+# piece of any size is scanned in bounded memory (~16 bytes per buffered shingle hash: about 64 MB).
+FLUSH_SHINGLES = 4_000_000
+FLUSH_DOCS = 100_000
+# Bucket groups of at most this many documents give every pair as a candidate; larger ones a
+# star to their first member plus a chain (see dedup_graph).
+MAX_ALL_PAIRS = 16
+# Reduce sizing: keys per grouping task, pairs per verification task.
+KEYS_PER_TASK = 8_000_000
+PAIRS_PER_TASK = 200_000
+
+
+@dataclass
+class Params:
+    method: str = param(
+        "minhash",
+        "minhash: near-duplicates by MinHash LSH + verification; exact: xxh3-128 of the normalised "
+        "text; paragraphs: CCNet-style removal of repeated lines (Wenzek et al. 2020).",
+        choices=["minhash", "exact", "paragraphs"],
+    )
+    threshold: float = param(
+        0.8,
+        "Jaccard similarity of word n-gram shingle sets at or above which two documents are "
+        "duplicates (default 0.8: the usual near-duplicate threshold, e.g. Lee et al. 2022; "
+        "datasketch MinHashLSH's default is 0.9).",
+        min=0.0,
+        max=1.0,
+    )
+    ngram: int = param(
+        5, "Words per shingle (default 5, as datatrove/FineWeb and the dedup ground truth).", min=1
+    )
+    num_perm: int = param(128, "MinHash permutations (default 128, datasketch's default).", min=2, max=4096)
+    bands: int | None = param(
+        None,
+        "LSH bands b (with --rows; default: chosen for P(candidate | J = threshold) >= 0.95 at "
+        "the fewest candidates; datatrove/FineWeb use 14 x 8).",
+        min=1,
+    )
+    rows: int | None = param(None, "LSH rows per band r (with --bands).", min=1)
+    scheme: str = param(
+        "affine32",
+        "MinHash permutation scheme as in datasketch: affine32 (datasketch >= 2 default) or "
+        "legacy (Mersenne-prime, datasketch < 2 and datatrove).",
+        choices=["affine32", "legacy"],
+    )
+    hash_seed: int = param(1, "Seed of the MinHash permutations (default 1, datasketch's default).", min=0)
+    verify: str = param(
+        "exact",
+        "Check candidate pairs before joining them: exact (shingle Jaccard of the pair), "
+        "signature (MinHash estimate) or none (every LSH candidate is a duplicate).",
+        choices=["exact", "signature", "none"],
+    )
+    keep: str = param(
+        "first",
+        "Document kept per cluster: first (in shard/row order), longest (most UTF-8 bytes) or "
+        "max:COLUMN (highest numeric value, e.g. max:quality); ties go to the first.",
+    )
+    annotate: bool = param(
+        False, "Keep every document and add dup_cluster / dup_cluster_size columns instead of removing."
+    )
+    against: str | None = param(
+        None,
+        "Reference shard set (file, folder or glob): remove documents that have a duplicate in it "
+        "(decontamination); the reference itself is not deduplicated or written.",
+    )
+    clusters: str | None = param(
+        None, "Where to write the cluster table (default OUT/_dcurate/clusters.parquet)."
+    )
+    max_cluster_size: int = param(
+        1000, "Warn about clusters larger than this (usually a chain of false matches).", min=2
+    )
+    cjk_chars: bool = param(
+        True,
+        "Treat each Han/Kana/Thai/Lao/Khmer/Myanmar character as a word, so text written without "
+        "spaces gets character n-gram shingles; no effect on other scripts.",
+    )
+
+    def validate(self) -> None:
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("give both --bands and --rows, or neither")
+        if self.bands is not None and self.rows is not None and self.bands * self.rows > self.num_perm:
+            raise ValueError(
+                f"bands x rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}; "
+                f"raise --num-perm or lower --bands/--rows"
+            )
+        if self.keep not in ("first", "longest") and not (
+            self.keep.startswith("max:") and len(self.keep) > 4
+        ):
+            raise ValueError(f"keep must be first, longest or max:COLUMN; got {self.keep!r}")
+        if self.method == "paragraphs" and self.against:
+            raise ValueError("--against works with --method minhash or exact, not paragraphs")
+        if self.method == "minhash" and self.threshold <= 0:
+            raise ValueError("threshold must be > 0 for --method minhash")
+
+
+def _minhash():
+    from dcurate.stages.dedup import minhash
+
+    return minhash
+
+
+def s_curve_points(threshold: float, b: int, r: int) -> list[tuple[float, float]]:
+    """P(candidate | J) at threshold -0.2 ... +0.2 in steps of 0.05 (clipped to [0, 1])."""
+    pts = []
+    for d in np.arange(-0.2, 0.2001, 0.05):
+        j = round(float(threshold + d), 4)
+        if 0.0 <= j <= 1.0:
+            pts.append((j, float(1.0 - (1.0 - j**r) ** b)))
+    return pts
+
+
+@register
+class Dedup(Stage):
+    name = "dedup"
+    Params = Params
+    summary = "Remove exact, near-duplicate (MinHash LSH) or repeated-paragraph content across all shards."
+    example = "dcurate dedup data/ out/ --threshold 0.8 --keep longest"
+    kind = "global"
+
+    def __init__(self, params: Params, ctx):
+        super().__init__(params, ctx)
+        self._bands: tuple[int, int] | None = None
+        self._cache: dict[str, dict[str, np.ndarray]] = {}
+
+    # -- plan of the LSH ------------------------------------------------------------------------
+    @property
+    def bands_rows(self) -> tuple[int, int]:
+        if self._bands is None:
+            p = self.params
+            if p.bands is not None and p.rows is not None:
+                self._bands = (p.bands, p.rows)
+            else:
+                b, r = _minhash().choose_bands(p.threshold, p.num_perm)
+                self._bands = (int(b), int(r))
+        return self._bands
+
+    def describe(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self.params)
+        if self.params.method == "minhash":
+            b, r = self.bands_rows
+            d["lsh"] = {
+                "bands": b,
+                "rows": r,
+                "s_curve": {f"{j:.2f}": round(p, 4) for j, p in s_curve_points(self.params.threshold, b, r)},
+            }
+        return d
+
+    def prepare(self) -> None:
+        p = self.params
+        if p.method == "minhash":
+            b, r = self.bands_rows
+            curve = "  ".join(f"J={j:.2f}: {q:.3f}" for j, q in s_curve_points(p.threshold, b, r))
+            msg = (
+                f"dedup: MinHash {p.num_perm} permutations ({p.scheme}), {p.ngram}-word shingles, "
+                f"LSH {b} bands x {r} rows; P(candidate | J): {curve}; verify={p.verify}"
+            )
+            self.ctx.log.info(msg)
+        if p.against:
+            folder = self.ctx.workdir / "ref"
+            shutil.rmtree(folder, ignore_errors=True)
+            from dcurate.io import read_documents
+
+            batches = read_documents(p.against, text_field=self.ctx.text_field, id_field=self.ctx.id_field)
+            chunks = self._scan_into(
+                batches, folder, index=0, piece=0, flag=True, where=f"--against {p.against}"
+            )
+            import json
+
+            with open(self.ctx.workdir / "ref.json", "w") as f:
+                json.dump([c.to_json() for c in chunks], f)
+
+    def fingerprint(self) -> Any:
+        if not self.params.against:
+            return None
+        from dcurate.io import expand_inputs
+
+        return [
+            (s.path, os.path.getsize(s.path), os.path.getmtime(s.path))
+            for s in expand_inputs(self.params.against)
+        ]
+
+    # -- scan -----------------------------------------------------------------------------------
+    def scan(self, batches: Iterable[pa.RecordBatch], shard: ShardInfo, round: int, plan: Any) -> Any:
+        folder = self.ctx.workdir / "scan" / shard.key
+        shutil.rmtree(folder, ignore_errors=True)
+        chunks = self._scan_into(batches, folder, shard.index, shard.piece, False, shard.path or shard.stem)
+        return {"chunks": [c.to_json() for c in chunks]}
+
+    def _scan_into(
+        self, batches, folder: Path, index: int, piece: int, flag: bool, where: str
+    ) -> list[store.Chunk]:
+        base = store.base_ref(index, piece, flag)
+        chunks: list[store.Chunk] = []
+        buf: list[dict[str, Any]] = []
+        row = 0
+        chunk_start = 0
+        size = 0
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            out = self._scan_batch(batch, base + row, where)
+            buf.append(out)
+            row += batch.num_rows
+            size += out.get("weight", 0)
+            if size >= FLUSH_SHINGLES or row - chunk_start >= FLUSH_DOCS:
+                chunks.append(
+                    self._flush(buf, folder / f"c{len(chunks):05d}", base + chunk_start, row - chunk_start)
+                )
+                buf, size, chunk_start = [], 0, row
+        store.check_rows(row, where)
+        if row > chunk_start or not chunks:
+            chunks.append(
+                self._flush(buf, folder / f"c{len(chunks):05d}", base + chunk_start, row - chunk_start)
+            )
+        return chunks
+
+    def _keep_values(self, batch: pa.RecordBatch, where: str) -> np.ndarray | None:
+        keep = self.params.keep
+        if keep == "first" or self.params.method == "paragraphs":
+            return None
+        if keep == "longest":
+            lens = pc.binary_length(self.texts(batch).cast(pa.string()))
+            return np.asarray(lens.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.float64)
+        col = keep[4:]
+        if col not in batch.schema.names:
+            raise InputError(
+                f"{where}: --keep {keep}: no column '{col}'; available: {', '.join(batch.schema.names)}"
+            )
+        arr = batch.column(col)
+        try:
+            vals = pc.cast(arr, pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise InputError(f"{where}: --keep {keep}: column '{col}' is {arr.type}, not numeric") from None
+        return np.asarray(vals.fill_null(-np.inf).to_numpy(zero_copy_only=False), dtype=np.float64)
+
+    def _scan_batch(self, batch: pa.RecordBatch, first_ref: int, where: str) -> dict[str, Any]:
+        p = self.params
+        texts = self.texts(batch)
+        n = batch.num_rows
+        refs = np.uint64(first_ref) + np.arange(n, dtype=np.uint64)
+        out: dict[str, Any] = {"n": n, "ids": batch.column(self.ctx.id_field)}
+        values = self._keep_values(batch, where)
+        if values is not None:
+            out["value"] = values
+        if p.method == "minhash":
+            b, r = self.bands_rows
+            mh = _minhash()
+            offsets, hashes = mh.shingle_hashes(texts, ngram=p.ngram, cjk_chars=p.cjk_chars)
+            offsets = np.asarray(offsets, dtype=np.int64)
+            hashes = np.asarray(hashes, dtype=np.uint64)
+            sigs = np.asarray(mh.signatures(offsets, hashes, p.num_perm, p.hash_seed, p.scheme))
+            keys = np.asarray(mh.band_keys(sigs, b, r), dtype=np.uint64)
+            valid = np.diff(offsets) > 0  # documents without words have no shingles: never duplicates
+            out["keys"] = keys[valid].ravel()
+            out["refs"] = np.repeat(refs[valid], b)
+            if p.verify == "exact":
+                out["soff"] = offsets
+                out["shingles"] = hashes
+            else:
+                out["sigs"] = sigs.astype(np.uint32) if sigs.size == 0 or sigs.max() < 2**32 else sigs
+            out["weight"] = len(hashes) + n
+        elif p.method == "exact":
+            norm = normalize_for_hash_series(texts.cast(pa.string())).fill_null("")
+            data = norm.to_arrow().cast(pa.large_binary()).to_pylist()
+            digest = np.frombuffer(b"".join(map(xxhash.xxh3_128_digest, data)), dtype=">u8").reshape(-1, 2)
+            hi = digest[:, 0].astype(np.uint64)
+            lo = digest[:, 1].astype(np.uint64)
+            out["keys"], out["aux"], out["refs"] = hi, lo, refs
+            out["weight"] = n
+        else:  # paragraphs
+            lines = _lines_frame(texts)
+            norm = normalize_for_hash_series(lines["line"])
+            nonblank = (norm.str.len_bytes() > 0).to_numpy()
+            data = norm.filter(pl.Series(nonblank)).to_arrow().cast(pa.large_binary()).to_pylist()
+            h = np.fromiter(map(xxhash.xxh3_64_intdigest, data), dtype=np.uint64, count=len(data))
+            out["keys"] = h
+            out["refs"] = refs[lines["row"].to_numpy()[nonblank]]
+            out["aux"] = lines["lineno"].to_numpy()[nonblank].astype(np.uint32)
+            out["weight"] = len(h)
+        return out
+
+    def _flush(self, buf: list[dict[str, Any]], folder: Path, first_ref: int, n: int) -> store.Chunk:
+        def cat(name: str):
+            parts = [b[name] for b in buf if name in b]
+            return np.concatenate(parts) if parts else None
+
+        keys = cat("keys")
+        refs = cat("refs")
+        if keys is None:
+            keys = np.zeros(0, np.uint64)
+            refs = np.zeros(0, np.uint64)
+        docs: dict[str, np.ndarray] = {}
+        if any("soff" in b for b in buf):
+            lens = np.concatenate([np.diff(b["soff"]) for b in buf])
+            soff = np.zeros(len(lens) + 1, dtype=np.int64)
+            np.cumsum(lens, out=soff[1:])
+            docs["soff"], docs["shingles"] = soff, cat("shingles")
+        elif not buf and self.params.method == "minhash" and self.params.verify == "exact":
+            docs["soff"], docs["shingles"] = np.zeros(1, np.int64), np.zeros(0, np.uint64)
+        if any("sigs" in b for b in buf):
+            docs["sigs"] = np.concatenate([b["sigs"] for b in buf], axis=0)
+        if any("value" in b for b in buf):
+            docs["value"] = cat("value")
+        aux = cat("aux")
+        if aux is None and self.params.method != "minhash":
+            aux = np.zeros(0, np.uint64 if self.params.method == "exact" else np.uint32)
+        ids = (
+            pa.concat_arrays([pc.cast(b["ids"], pa.string()) for b in buf])
+            if buf
+            else pa.array([], pa.string())
+        )
+        return store.write_chunk(folder, first_ref, n, keys, refs, aux, docs, ids)
+
+    # -- reduce ---------------------------------------------------------------------------------
+    def _ref_chunks(self) -> list[store.Chunk]:
+        if not self.params.against:
+            return []
+        import json
+
+        with open(self.ctx.workdir / "ref.json") as f:
+            return [store.Chunk.from_json(d) for d in json.load(f)]
+
+    def reduce(self, partials: list[tuple[ShardInfo, Any]], round: int, plan: Any) -> Any:
+        p = self.params
+        chunks = [store.Chunk.from_json(c) for _, part in partials for c in part["chunks"]]
+        chunks += self._ref_chunks()
+        chunks.sort(key=lambda c: c.first_ref)
+        ranges = self._bucket_ranges(chunks)
+        tasks = [(p.method, [c.to_json() for c in chunks], b0, b1, bool(p.against)) for b0, b1 in ranges]
+        results = self.ctx.map(_group_task, tasks)
+        stats: dict[str, Any] = {
+            "method": p.method,
+            "docs": int(sum(c.n for c in chunks if not c.first_ref >> 63)),
+        }
+        if p.method == "paragraphs":
+            return self._plan_paragraphs(results, stats)
+        u = np.concatenate([r[0] for r in results]) if results else np.zeros(0, np.uint64)
+        v = np.concatenate([r[1] for r in results]) if results else np.zeros(0, np.uint64)
+        u, v = graph.unique_pairs(u, v)
+        stats["candidate_pairs"] = len(u)
+        index = store.ChunkIndex(chunks)
+        if p.method == "minhash" and p.verify != "none":
+            jac = self._pair_similarity(index, u, v)
+            ok = jac >= p.threshold
+            stats["verified_pairs"] = int(ok.sum())
+            stats["false_positives"] = int((~ok).sum())
+            u, v, jac = u[ok], v[ok], jac[ok]
+        else:
+            jac = np.ones(len(u)) if p.method == "exact" else np.full(len(u), np.nan)
+        if p.method == "minhash":
+            b, r = self.bands_rows
+            stats.update(bands=b, rows=r, num_perm=p.num_perm)
+        return self._plan_clusters(index, u, v, jac, stats)
+
+    def _bucket_ranges(self, chunks: list[store.Chunk]) -> list[tuple[int, int]]:
+        """Split the key buckets into contiguous ranges of about equal key counts."""
+        per_bucket = np.zeros(store.N_BUCKETS, dtype=np.int64)
+        for c in chunks:
+            per_bucket += np.diff(c.load("boff.npy", mmap=False))
+        total = int(per_bucket.sum())
+        n_tasks = max(1, math.ceil(total / KEYS_PER_TASK))
+        if self.ctx.workers > 1 and total > 200_000:
+            n_tasks = max(n_tasks, 2 * self.ctx.workers)
+        n_tasks = min(n_tasks, store.N_BUCKETS)
+        cum = np.cumsum(per_bucket)
+        cuts = np.searchsorted(cum, np.arange(1, n_tasks) * total / n_tasks, side="left") + 1
+        bounds = np.unique(np.concatenate(([0], np.clip(cuts, 1, store.N_BUCKETS - 1), [store.N_BUCKETS])))
+        return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+    def _pair_similarity(self, index: store.ChunkIndex, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Jaccard of each pair: exact from stored shingle sets, or estimated from signatures."""
+        if len(u) == 0:
+            return np.zeros(0)
+        mode = "exact" if self.params.verify == "exact" else "signature"
+        n_tasks = max(1, math.ceil(len(u) / PAIRS_PER_TASK))
+        if self.ctx.workers > 1 and len(u) > 20_000:
+            n_tasks = max(n_tasks, self.ctx.workers)
+        cuts = np.linspace(0, len(u), n_tasks + 1).astype(np.int64)
+        chunks_json = [c.to_json() for c in index.chunks]
+        tasks = [(mode, chunks_json, u[a:b], v[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+        return np.concatenate(self.ctx.map(_similarity_task, tasks))
+
+    def _plan_clusters(self, index, u, v, jac, stats) -> dict[str, Any]:
+        p = self.params
+        nodes = np.unique(np.concatenate([u, v]))
+        ui = np.searchsorted(nodes, u)
+        vi = np.searchsorted(nodes, v)
+        root = graph.components(len(nodes), ui, vi)
+        is_ref = (nodes & store.REF_FLAG) != 0
+        if p.against:
+            # every corpus document with a verified match in REF goes; its representative is
+            # its most similar reference document
+            corpus = ~is_ref
+            order = np.lexsort((-np.nan_to_num(jac, nan=0.0), ui))
+            first = np.ones(len(order), dtype=bool)
+            first[1:] = ui[order][1:] != ui[order][:-1]
+            best = order[first]
+            members = nodes[corpus]
+            rep = np.zeros(len(nodes), dtype=np.int64)
+            rep_j = np.full(len(nodes), np.nan)
+            rep[ui[best]] = vi[best]
+            rep_j[ui[best]] = jac[best]
+            mi = np.flatnonzero(corpus)
+            comp_root = root[mi]
+            member_rep = nodes[rep[mi]]
+            member_j = rep_j[mi]
+            kept = np.zeros(len(mi), dtype=bool)
+            member_refs = members
+        else:
+            keeper = self._keepers(index, nodes, root)
+            mi = np.arange(len(nodes))
+            comp_root = root
+            member_refs = nodes
+            member_rep = nodes[keeper[root]]
+            kept = keeper[root] == mi
+            member_j = np.ones(len(nodes))
+            need = ~kept
+            if p.method == "minhash" and need.any():
+                member_j[need] = self._member_similarity(index, nodes[need], member_rep[need])
+            member_j[kept] = 1.0
+        # cluster id: rank of the component's first document in run order
+        roots, comp_id, sizes = np.unique(comp_root, return_inverse=True, return_counts=True)
+        size = sizes[comp_id]
+        big = sizes > p.max_cluster_size
+        if big.any():
+            self.ctx.log.warning(
+                "dedup: %d cluster(s) larger than --max-cluster-size %d (largest %d documents): "
+                "often a chain of false matches; see the cluster table",
+                int(big.sum()),
+                p.max_cluster_size,
+                int(sizes.max()),
+            )
+        drop = ~kept
+        stats.update(
+            clusters=len(roots),
+            duplicates=int(drop.sum()),
+            largest_cluster=int(sizes.max()) if len(sizes) else 0,
+            oversized_clusters=int(big.sum()),
+        )
+        table = pa.table(
+            {
+                "cluster": pa.array(comp_id.astype(np.int64)),
+                "id": index.gather_ids(member_refs),
+                "representative": index.gather_ids(member_rep),
+                "kept": pa.array(kept),
+                "jaccard": pa.array(member_j, type=pa.float64()),
+                "size": pa.array(size.astype(np.int64)),
+            }
+        )
+        table = table.take(pa.array(np.lexsort((member_refs, comp_id))))
+        cpath = self.ctx.workdir / "clusters.parquet"
+        pq.write_table(table, str(cpath))
+        files = self._write_piece_files(
+            member_refs, {"drop": drop, "cluster": comp_id.astype(np.int64), "size": size.astype(np.int64)}
+        )
+        return {"pieces": files, "clusters_file": str(cpath), "stats": stats}
+
+    def _keepers(self, index: store.ChunkIndex, nodes: np.ndarray, root: np.ndarray) -> np.ndarray:
+        """For each component root (node index), the node index of the document to keep."""
+        keeper = np.arange(len(nodes))
+        if self.params.keep == "first" or len(nodes) == 0:
+            return keeper  # the root is the first member
+        values = index.gather_rows(nodes, "value", np.float64)
+        order = np.lexsort((np.arange(len(nodes)), -values, root))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = root[order][1:] != root[order][:-1]
+        best = order[first]
+        keeper[root[best]] = best
+        return keeper
+
+    def _member_similarity(self, index, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        if self.params.verify == "exact":
+            mode = "exact"
+        else:
+            mode = "signature"
+        return _similarity_task((mode, [c.to_json() for c in index.chunks], a, b))
+
+    def _write_piece_files(self, refs: np.ndarray, cols: dict[str, np.ndarray]) -> dict[str, str]:
+        """One .npz per shard piece with the planned rows (sorted) and their columns."""
+        folder = self.ctx.workdir / "plan"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        corpus = (refs & store.REF_FLAG) == 0
+        refs = refs[corpus]
+        order = np.argsort(refs, kind="stable")
+        refs = refs[order]
+        cols = {k: v[corpus][order] for k, v in cols.items()}
+        packed = store.ref_piece(refs)
+        rows = store.ref_row(refs)
+        files: dict[str, str] = {}
+        if len(refs) == 0:
+            return files
+        cuts = np.flatnonzero(np.diff(packed)) + 1
+        starts = np.concatenate(([0], cuts))
+        ends = np.concatenate((cuts, [len(refs)]))
+        for s, e in zip(starts, ends, strict=True):
+            key = store.piece_key(int(packed[s]))
+            path = folder / f"{key}.npz"
+            np.savez(path, rows=rows[s:e], **{k: v[s:e] for k, v in cols.items()})
+            files[key] = str(path)
+        return files
+
+    def _plan_paragraphs(self, results, stats) -> dict[str, Any]:
+        refs = np.concatenate([r[0] for r in results]) if results else np.zeros(0, np.uint64)
+        lines = np.concatenate([r[1] for r in results]) if results else np.zeros(0, np.uint32)
+        order = np.lexsort((lines, refs))
+        refs, lines = refs[order], lines[order]
+        stats["lines_removed"] = len(refs)
+        stats["docs_modified"] = int(len(np.unique(refs)))
+        files = self._write_piece_files(refs, {"line": lines.astype(np.int64)})
+        return {"pieces": files, "clusters_file": None, "stats": stats}
+
+    # -- apply ----------------------------------------------------------------------------------
+    def _piece(self, plan: Any, shard: ShardInfo) -> dict[str, np.ndarray] | None:
+        path = plan["pieces"].get(shard.key)
+        if path is None:
+            return None
+        if path not in self._cache:
+            with np.load(path) as z:
+                self._cache = {path: {k: z[k] for k in z.files}}  # one piece at a time
+        return self._cache[path]
+
+    def apply(self, batch: pa.RecordBatch, shard: ShardInfo, pos: int, plan: Any) -> Result:
+        p = self.params
+        n = batch.num_rows
+        piece = self._piece(plan, shard)
+        lo = hi = 0
+        if piece is not None:
+            lo, hi = np.searchsorted(piece["rows"], [pos, pos + n])
+        if p.method == "paragraphs":
+            if piece is None or hi == lo:
+                return Result(batch)
+            return self._apply_paragraphs(batch, piece["rows"][lo:hi] - pos, piece["line"][lo:hi])
+        if p.annotate:
+            cluster = np.full(n, -1, dtype=np.int64)
+            size = np.ones(n, dtype=np.int64)
+            if piece is not None:
+                r = piece["rows"][lo:hi] - pos
+                cluster[r] = piece["cluster"][lo:hi]
+                size[r] = piece["size"][lo:hi]
+            batch = with_column(batch, "dup_cluster", pa.array(cluster, mask=cluster < 0))
+            batch = with_column(batch, "dup_cluster_size", pa.array(size))
+            return Result(batch)
+        if piece is None or hi == lo:
+            return Result(batch)
+        keep = np.ones(n, dtype=bool)
+        sel = piece["drop"][lo:hi]
+        keep[piece["rows"][lo:hi][sel] - pos] = False
+        rule = "against" if p.against else p.method
+        return Result.keep_where(batch, keep, self.reason(rule))
+
+    def _apply_paragraphs(self, batch: pa.RecordBatch, rows: np.ndarray, lines: np.ndarray) -> Result:
+        texts = self.texts(batch)
+        affected = np.unique(rows)
+        sub = texts.take(pa.array(affected))
+        frame = _lines_frame(sub)
+        frame = frame.with_columns(pl.Series("row", affected[frame["row"].to_numpy()]))
+        cut = pl.DataFrame({"row": rows.astype(np.int64), "lineno": lines.astype(np.int64)})
+        kept = frame.with_columns(pl.col("row").cast(pl.Int64), pl.col("lineno").cast(pl.Int64)).join(
+            cut, on=["row", "lineno"], how="anti", maintain_order="left"
+        )
+        new = (
+            pl.DataFrame({"row": affected.astype(np.int64)})
+            .join(
+                kept.group_by("row", maintain_order=True).agg(pl.col("line").str.join("\n")),
+                on="row",
+                how="left",
+            )
+            .with_columns(pl.col("line").fill_null(""))
+        )
+        idx = np.full(batch.num_rows, -1, dtype=np.int64)
+        idx[affected] = np.arange(len(affected))
+        new_text = new["line"].to_arrow().cast(pa.large_string()).take(pa.array(np.clip(idx, 0, None)))
+        merged = pl.Series(values=pc.if_else(pa.array(idx >= 0), new_text, texts.cast(pa.large_string())))
+        empty = (merged.str.strip_chars().str.len_bytes() == 0).to_numpy() & (idx >= 0)
+        field_type = batch.schema.field(self.ctx.text_field).type
+        batch = with_column(batch, self.ctx.text_field, merged.to_arrow().cast(field_type))
+        return Result.keep_where(batch, ~empty, self.reason("paragraphs"))
+
+    # -- finish ---------------------------------------------------------------------------------
+    def finish(self, plan: Any) -> dict[str, Any]:
+        stats = dict(plan.get("stats", {}))
+        src = plan.get("clusters_file")
+        if src and os.path.exists(src):
+            if self.params.clusters:
+                dest = Path(self.params.clusters)
+            elif self.ctx.out_dir is not None:
+                dest = Path(self.ctx.out_dir) / "_dcurate" / "clusters.parquet"
+            else:
+                dest = None
+            if dest is not None:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dest)
+                stats["clusters_file"] = str(dest)
+        return stats
+
+
+def _lines_frame(texts) -> pl.DataFrame:
+    """One row per line: (row, lineno, line)."""
+    s = pl.Series("t", values=texts.cast(pa.large_string())).fill_null("")
+    return (
+        pl.DataFrame({"t": s})
+        .with_row_index("row")
+        .select(pl.col("row").cast(pl.Int64), pl.col("t").str.split("\n").alias("line"))
+        .with_columns(pl.int_ranges(pl.col("line").list.len()).alias("lineno"))
+        .explode(["line", "lineno"])
+        .drop_nulls("line")
+    )
+
+
+# -- reduce tasks (top-level functions: they run in worker processes) ------------------------------
+
+
+def _group_task(task):
+    method, chunks_json, b0, b1, against = task
+    chunks = [store.Chunk.from_json(c) for c in chunks_json]
+    if method == "minhash":
+        keys, refs = store.read_bucket_range(chunks, b0, b1)
+        u, v, _ = graph.candidate_edges(keys, refs, MAX_ALL_PAIRS, against)
+        return u, v
+    keys, refs, aux = store.read_bucket_range(chunks, b0, b1, with_aux=True)
+    if method == "exact":
+        # dense id per distinct 128-bit hash (hi = key, lo = aux), then star + chain edges
+        order = np.lexsort((aux, keys))
+        k, a = keys[order], aux[order]
+        change = np.ones(len(k), dtype=bool)
+        change[1:] = (k[1:] != k[:-1]) | (a[1:] != a[:-1])
+        gid = np.empty(len(k), dtype=np.uint64)
+        gid[order] = np.cumsum(change).astype(np.uint64)
+        u, v, _ = graph.candidate_edges(gid, refs, 1, against)
+        return u, v
+    # paragraphs: the first occurrence (ref, line) of each line hash stays, later ones are cut
+    order = np.lexsort((aux, refs, keys))
+    k = keys[order]
+    later = np.zeros(len(k), dtype=bool)
+    later[1:] = k[1:] == k[:-1]
+    return refs[order][later], aux[order][later]
+
+
+def _similarity_task(task) -> np.ndarray:
+    mode, chunks_json, u, v = task
+    index = store.ChunkIndex([store.Chunk.from_json(c) for c in chunks_json])
+    docs, inv = np.unique(np.concatenate([u, v]), return_inverse=True)
+    ia, ib = inv[: len(u)], inv[len(u) :]
+    if mode == "exact":
+        offsets, hashes = index.gather_sets(docs)
+        return graph.set_jaccard(offsets, hashes, ia, ib)
+    proto = next(c for c in index.chunks if c.has("sigs.npy")).load("sigs.npy")
+    sigs = index.gather_rows(docs, "sigs", proto.dtype, proto.shape[1])
+    return (sigs[ia] == sigs[ib]).mean(axis=1)
+
+
+def warmup() -> None:
+    """Load the MinHash kernels (numba cache, lookup tables) once in the pool's fork server."""
+    mh = _minhash()
+    off, h = mh.shingle_hashes(["warm up the shingle kernel with a few words", "é 東京"])
+    for scheme in ("affine32", "legacy"):
+        mh.band_keys(mh.signatures(off, h, 128, 1, scheme), 13, 7)

@@ -1,0 +1,1 @@
+"""mix: the stage (stage) and the RegMix mixture fit (regmix)."""

@@ -1,0 +1,1 @@
+"""perplexity: the stage (stage) and the n-gram language models (lm)."""

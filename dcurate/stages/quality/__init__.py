@@ -1,0 +1,1 @@
+"""quality: the stage (stage) and fastText classifier helpers (classifier)."""
