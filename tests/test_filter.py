@@ -13,8 +13,9 @@ import pytest
 from dcurate.core.errors import InputError, RecipeError
 from dcurate.core.params import build
 from dcurate.core.stage import REASON_COLUMN, ShardInfo, StageContext, registry
+from dcurate.stages.filter.params import PRESETS, RULE_NAMES, FilterParams
 from dcurate.stages.filter.rules import ngram_fractions
-from dcurate.stages.filter.stage import PRESETS, RULE_NAMES, Filter, FilterParams
+from dcurate.stages.filter.stage import Filter
 from dcurate.text.normalize import normalize_series, words
 
 SHARD = ShardInfo("s", 0)

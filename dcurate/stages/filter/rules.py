@@ -15,11 +15,11 @@ import polars as pl
 import pyarrow as pa
 
 from dcurate.core.stage import with_column
-from dcurate.stages.filter.stage import (
-    _GROUP,
+from dcurate.stages.filter.params import (
     BULLETS,
     C4_POLICY_STRINGS,
     C4_TERMINAL_PUNCT,
+    GROUP,
     RULE_NAMES,
     FilterParams,
 )
@@ -281,8 +281,8 @@ def apply(
 def gopher(p: FilterParams, text: pl.Series, active: set[str], v) -> None:
     """Gopher quality rules, then the repetition rules."""
     fail = v.fail
-    quality = [r for r in RULE_NAMES if _GROUP[r] == "gopher" and r in active]
-    repetition = [r for r in RULE_NAMES if _GROUP[r] == "gopher-repetition" and r in active]
+    quality = [r for r in RULE_NAMES if GROUP[r] == "gopher" and r in active]
+    repetition = [r for r in RULE_NAMES if GROUP[r] == "gopher-repetition" and r in active]
     if not quality and not repetition:
         return
     norm = _normalize(text)
