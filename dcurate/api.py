@@ -1,15 +1,23 @@
-"""The Python API: what the CLI does, as functions.
+"""The Python API: every command of the CLI as a function.
 
-    from dcurate.api import curate
-    stats = curate("data/raw", "data/clean", stages=[{"stage": "filter"}, {"stage": "dedup"}], workers=4)
+    import dcurate
+    stats = dcurate.curate("data/raw", "data/clean", stages=[{"stage": "filter"}, {"stage": "dedup"}], workers=4)
+    dcurate.dedup("data/raw", "data/dedup", threshold=0.8, workers=2)
+    dcurate.train_quality("models/q.bin", input=["labelled.jsonl"], label_field="label")
+
+Stage functions take the stage's parameters (the recipe keys, e.g. ``threshold``) and the run
+options of :class:`dcurate.core.options.RunOptions` (``workers``, ``seed``, ``text_field``, ...)
+as keyword arguments, and return the run summary (what ``OUT/.dcurate/stats.json`` holds).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from dcurate.core import params as P
 from dcurate.core.options import RunOptions
+from dcurate.core.stage import get_stage
 from dcurate.runner.driver import run
 from dcurate.runner.recipe import load, parse_stages
 
@@ -32,3 +40,72 @@ def run_recipe(path: str, **overrides: Any) -> dict[str, Any]:
     """Run a YAML recipe file; ``overrides`` are RunOptions fields that win over the file."""
     r = load(path, overrides)
     return run(r.inputs, r.output, r.stages, r.options)
+
+
+def run_stage(name: str, inputs: str | list[str], output: str, **kwargs: Any) -> dict[str, Any]:
+    """Run the single stage ``name``; ``kwargs`` mix its parameters and RunOptions fields, as the
+    stage's subcommand does (``dcurate NAME IN... OUT --flags``)."""
+    cls = get_stage(name, f"dcurate.{name}")
+    stage_keys = {f.name for f in dataclasses.fields(cls.Params)}
+    params = P.build(cls.Params, {k: v for k, v in kwargs.items() if k in stage_keys}, f"dcurate.{name}")
+    opts = P.build(RunOptions, {k: v for k, v in kwargs.items() if k not in stage_keys}, f"dcurate.{name}")
+    return run(inputs, output, [(name, params)], opts)
+
+
+def filter(inputs: str | list[str], output: str, **kwargs: Any) -> dict[str, Any]:  # noqa: A001 - the command's name
+    """``dcurate filter``: Gopher / C4 rules and ``keep_if`` expressions."""
+    return run_stage("filter", inputs, output, **kwargs)
+
+
+def dedup(inputs: str | list[str], output: str, **kwargs: Any) -> dict[str, Any]:
+    """``dcurate dedup``: exact, MinHash-LSH or paragraph deduplication across all shards."""
+    return run_stage("dedup", inputs, output, **kwargs)
+
+
+def quality(inputs: str | list[str], output: str, **kwargs: Any) -> dict[str, Any]:
+    """``dcurate quality``: fastText classifier scores (and thresholds / top fraction)."""
+    return run_stage("quality", inputs, output, **kwargs)
+
+
+def perplexity(inputs: str | list[str], output: str, **kwargs: Any) -> dict[str, Any]:
+    """``dcurate perplexity``: CCNet-style n-gram LM perplexity."""
+    return run_stage("perplexity", inputs, output, **kwargs)
+
+
+def select(inputs: str | list[str], output: str, **kwargs: Any) -> dict[str, Any]:
+    """``dcurate select``: DSIR importance resampling or ZIP-FIT towards a target set."""
+    return run_stage("select", inputs, output, **kwargs)
+
+
+def mix(inputs: str | list[str], output: str, **kwargs: Any) -> dict[str, Any]:
+    """``dcurate mix``: domain mixtures (weights, temperature, UniMax, fitted) with exact counts."""
+    return run_stage("mix", inputs, output, **kwargs)
+
+
+def reshard(inputs: str | list[str], output: str, shard_size: int, **options: Any) -> dict[str, Any]:
+    """``dcurate reshard``: cut inputs into shards of ``shard_size`` documents."""
+    opts = P.build(RunOptions, {"shard_size": shard_size, **options}, "dcurate.reshard")
+    return run(inputs, output, [], opts)
+
+
+def stats(paths: str | list[str], text_field: str = "text", column: str | None = None) -> dict[str, Any]:
+    """``dcurate stats``: documents, bytes, columns, value counts and numeric quantiles of a shard set."""
+    from dcurate.report.stats import describe
+
+    return describe(paths, text_field=text_field, column=column)
+
+
+def train_quality(out: str, **kwargs: Any) -> dict[str, Any]:
+    """``dcurate train-quality``: train a fastText quality classifier (see
+    :func:`dcurate.stages.quality.stage.train_quality` for the parameters)."""
+    from dcurate.stages.quality.stage import train_quality as _train
+
+    return _train(out, **kwargs)
+
+
+def train_lm(inputs: str | list[str], out: str, **kwargs: Any) -> dict[str, Any]:
+    """``dcurate train-lm``: train a modified Kneser-Ney n-gram LM and write it as ARPA (see
+    :func:`dcurate.stages.perplexity.stage.train_lm`)."""
+    from dcurate.stages.perplexity.stage import train_lm as _train
+
+    return _train(inputs, out, **kwargs)

@@ -13,11 +13,11 @@ from typing import Any, Optional
 
 import typer
 
-from dcurate import __version__
 from dcurate.core import params as P
 from dcurate.core.errors import DcurateError, RecipeError
 from dcurate.core.options import RunOptions
 from dcurate.core.stage import load_stage_modules, registry
+from dcurate.core.version import __version__
 
 app = typer.Typer(
     name="dcurate",

@@ -35,11 +35,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dcurate import __version__
 from dcurate.core.errors import DcurateError, InputError, RecipeError
 from dcurate.core.options import RunOptions
 from dcurate.core.params import digest
 from dcurate.core.stage import REASON_COLUMN, Result, ShardInfo, Stage, StageContext, get_stage
+from dcurate.core.version import __version__
 from dcurate.io import (
     FORMATS,
     STDIN,

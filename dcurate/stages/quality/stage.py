@@ -628,7 +628,7 @@ def _fasttext_version() -> str | None:
 
 
 def _dcurate_version() -> str:
-    from dcurate import __version__
+    from dcurate.core.version import __version__
 
     return __version__
 
