@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from dcurate.core import params as P
 from dcurate.core.stage import ShardInfo, StageContext
 from dcurate.stages.perplexity import lm
-from dcurate.stages.perplexity.stage import Params, Perplexity
+from dcurate.stages.perplexity.stage import Perplexity, PerplexityParams
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 HQ = {"wiki", "books"}
@@ -52,7 +52,7 @@ def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
 
 
 def stage(arpa: str, backend: str, work: Path) -> Perplexity:
-    st = Perplexity(P.build(Params, {"lm": arpa, "backend": backend}, "bench"), StageContext(workdir=work))
+    st = Perplexity(P.build(PerplexityParams, {"lm": arpa, "backend": backend}, "bench"), StageContext(workdir=work))
     work.mkdir(parents=True, exist_ok=True)
     st.prepare()
     st.setup()

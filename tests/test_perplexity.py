@@ -15,7 +15,7 @@ from dcurate.core import params as P
 from dcurate.core.errors import DcurateError, ModelError, RecipeError
 from dcurate.core.stage import REASON_COLUMN, ShardInfo, StageContext
 from dcurate.stages.perplexity import lm
-from dcurate.stages.perplexity.stage import Params, Perplexity, keep_top_plan
+from dcurate.stages.perplexity.stage import Perplexity, PerplexityParams, keep_top_plan
 
 TRAIN = [
     "the cat sat on the mat",
@@ -45,7 +45,7 @@ def arpa(tmp_path) -> Path:
 
 
 def make(arpa: Path, tmp_path: Path, **kw) -> Perplexity:
-    params = P.build(Params, {"lm": str(arpa), "backend": "builtin", **kw}, "test")
+    params = P.build(PerplexityParams, {"lm": str(arpa), "backend": "builtin", **kw}, "test")
     ctx = StageContext(workdir=tmp_path / "work")
     ctx.workdir.mkdir(exist_ok=True)
     st = Perplexity(params, ctx)
@@ -212,7 +212,7 @@ def test_keep_top_plan_tie_break():
 )
 def test_param_errors(kw, match):
     with pytest.raises(RecipeError, match=match):
-        P.build(Params, {"lm": "x.arpa", **kw}, "stage 1 (perplexity)")
+        P.build(PerplexityParams, {"lm": "x.arpa", **kw}, "stage 1 (perplexity)")
 
 
 def test_model_errors(tmp_path, arpa):

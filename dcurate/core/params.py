@@ -111,13 +111,13 @@ def coerce(value: Any, tp: Any, optional: bool, where: str) -> Any:
             if isinstance(value, str):
                 return [v.strip() for v in value.split(",") if v.strip()]
             if isinstance(value, (list, tuple)):
-                out = []
+                items: list[str] = []
                 for v in value:
                     if isinstance(v, str) and "," in v:
-                        out.extend(x.strip() for x in v.split(",") if x.strip())
+                        items.extend(x.strip() for x in v.split(",") if x.strip())
                     else:
-                        out.append(str(v))
-                return out
+                        items.append(str(v))
+                return items
             raise ValueError
         if origin is dict or tp is dict:
             if isinstance(value, str) and "=" not in value and os.path.isfile(value):

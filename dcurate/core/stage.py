@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field

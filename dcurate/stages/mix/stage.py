@@ -392,7 +392,7 @@ class Mix(Stage):
             self._model = _fasttext_model(self.params.domain_model)
 
     def fingerprint(self) -> Any:
-        out = {}
+        out: dict[str, list[Any]] = {}
         for key in ("weights_file", "domain_model", "tokenizer"):
             p = getattr(self.params, key)
             if p and os.path.exists(p):
@@ -616,7 +616,7 @@ class Mix(Stage):
         cached = self._load_cache(shard, plan)
         if cached is not None:  # the batches are not read at all
             c, keys, tokens = cached
-            hit = (
+            hit: Any = (
                 np.flatnonzero(want[c] == (keys >> np.uint64(BIN_SHIFT)).astype(np.int64))
                 if (want >= 0).any()
                 else []

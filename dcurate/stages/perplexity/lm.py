@@ -414,8 +414,7 @@ def estimate(
     uniform = 1.0 / max(V - 1, 1)  # |V| includes <unk>, excludes <s>
     for n in range(1, order + 1):
         t, a, k = tables[n - 1], adjusted[n - 1], kept[n - 1]
-        d = np.array((0.0,) + discounts[n - 1])
-        disc = d[np.minimum(a, 3)]
+        disc = np.array((0.0,) + discounts[n - 1])[np.minimum(a, 3)]
         n_ctx = 1 if n == 1 else len(tables[n - 2].raw)
         denom = np.bincount(t.prefix, weights=a.astype(np.float64), minlength=n_ctx)
         mass = np.bincount(t.prefix, weights=np.where(k, disc, a.astype(np.float64)), minlength=n_ctx)
@@ -490,7 +489,7 @@ def arpa_sections(lm: TrainedLM) -> list[tuple[int, pa.Array]]:
     """The lines of each ``\\n-grams:`` section (vectorised string building)."""
     vocab = pa.array(lm.vocab, type=pa.string())
     out = []
-    strings = None
+    strings = vocab
     for n in range(1, lm.order + 1):
         t = lm.tables[n - 1]
         words = vocab.take(pa.array(t.word))
@@ -520,7 +519,7 @@ def write_arpa(lm: TrainedLM, path: str | os.PathLike, meta: dict[str, Any] | No
         for n, lines in sections:
             f.write(f"\n\\{n}-grams:\n")
             if len(lines):
-                f.write(pl.from_arrow(lines).str.join("\n").item())
+                f.write(pl.Series(values=lines).str.join("\n").item())
                 f.write("\n")
         f.write("\n\\end\\\n")
     os.replace(tmp, path)
@@ -650,8 +649,8 @@ def read_arpa(path: str | os.PathLike, expected_order: int | None = None) -> NGr
         if path.endswith(".gz"):
             import gzip
 
-            with gzip.open(path, "rb") as f:
-                data = f.read()
+            with gzip.open(path, "rb") as gz:
+                data = gz.read()
         else:
             with open(path, "rb") as f:
                 data = f.read()

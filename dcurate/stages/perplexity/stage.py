@@ -63,7 +63,7 @@ def _floats(values: list[str], what: str) -> list[float]:
 
 
 @dataclass
-class Params:
+class PerplexityParams:
     lm: str = param(
         help="Language model: an ARPA file (dcurate train-lm, KenLM lmplz, SRILM) or, with the kenlm "
         "backend, a KenLM binary (e.g. CCNet's en.arpa.bin)."
@@ -201,11 +201,11 @@ def resolve_backend(backend: str, path: str) -> str:
 @register
 class Perplexity(Stage):
     name = "perplexity"
-    Params = Params
+    Params = PerplexityParams
     summary = "CCNet-style n-gram LM perplexity per document (column, buckets, threshold or top fraction)."
     example = "dcurate perplexity data/ out/ --lm wiki.arpa --buckets head,middle,tail"
 
-    def __init__(self, params: Params, ctx: StageContext):
+    def __init__(self, params: PerplexityParams, ctx: StageContext):
         super().__init__(params, ctx)
         self._scorer: _Scorer | None = None
         self._cache: tuple[str, np.ndarray] | None = None

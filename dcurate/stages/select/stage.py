@@ -7,7 +7,7 @@ DSIR (Xie et al. 2023; :mod:`dcurate.stages.select.dsir`), a global stage in one
 * scan (parallel over pieces): hashed unigram + bigram counts of every pool piece; the n-gram
   buckets, token counts and ids of each piece are kept in the stage's work folder;
 * reduce: raw-pool model + per-bucket log-ratio table against the target model built in
-  :meth:`SelectStage.prepare`; then, fanned out over pieces from the kept buckets (no second read
+  :meth:`Select.prepare`; then, fanned out over pieces from the kept buckets (no second read
   of the pool), per-document importance log-weights and keys = log-weight + Gumbel noise seeded
   by (seed, document id); the exact global cut-off for k (ties broken by id); the KL reduction of
   the selection on the hashed features.
@@ -46,7 +46,7 @@ ZIPFIT_CHUNK_BYTES = 1 << 20
 
 
 @dataclass
-class Params:
+class SelectParams:
     method: str = param(
         "dsir",
         "Selection method: 'dsir' (hashed n-gram importance resampling, Xie et al. 2023) or 'zipfit' "
@@ -126,11 +126,12 @@ class Params:
             Z.check_level(self.level)
 
 
-def _size_mode(p: Params) -> tuple[str, float]:
+def _size_mode(p: SelectParams) -> tuple[str, float]:
     if p.tokens is not None:
         return "tokens", float(p.tokens)
     if p.fraction is not None:
         return "fraction", float(p.fraction)
+    assert p.k is not None  # validate() requires one of k, fraction, tokens
     return "k", float(p.k)
 
 
@@ -220,7 +221,7 @@ def _piece_files(workdir: Path, shard: ShardInfo) -> dict[str, Path]:
 
 def _write_atomic_npz(path: Path, **arrays: np.ndarray) -> None:
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
+    np.savez(tmp, allow_pickle=False, **arrays)
     os.replace(tmp, path)
 
 
@@ -296,14 +297,14 @@ def _zipfit_score_chunk(arg: tuple) -> np.ndarray:
 
 
 @register
-class SelectStage(Stage):
+class Select(Stage):
     name = "select"
-    Params = Params
+    Params = SelectParams
     summary = "Select the pool documents closest to a target set (DSIR importance resampling or ZIP-FIT)."
     example = "dcurate select pool/ picked/ --method dsir --target target.jsonl --k 100000"
     kind = "global"
 
-    def __init__(self, params: Params, ctx):
+    def __init__(self, params: SelectParams, ctx):
         super().__init__(params, ctx)
         self._piece_cache: tuple[str, dict] | None = None
 
