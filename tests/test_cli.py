@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import zstandard
 from conftest import ROOT, docs, tree_digest, write_jsonl
 from typer.testing import CliRunner
 
@@ -87,7 +86,6 @@ def test_shell_pipeline_stdin_to_stdout_to_global_stage(tmp_path):
     out = tmp_path / "out" / "stdin.jsonl"
     ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
     assert ids == [r["id"] for r in recs[:60]]
-    assert zstandard  # the pipeline decompressed with the same library
 
 
 def test_stats_command(corpus):

@@ -344,7 +344,7 @@ def read_out(out: Path) -> pa.Table:
 
 
 def test_curate_end_to_end_worker_invariant(tmp_path):
-    api = pytest.importorskip("dcurate.api")
+    from dcurate import api
     src = write_corpus(tmp_path / "in")
     stage = {"stage": "mix", "weights": {"a": 0.4, "b": 0.4, "d": 0.2}, "docs": 30, "max_epochs": 2}
     api.curate(str(src), str(tmp_path / "o1"), stages=[stage], workers=1, progress=False)
@@ -359,8 +359,9 @@ def test_curate_end_to_end_worker_invariant(tmp_path):
 
 
 def test_cli_mix(tmp_path):
-    cli = pytest.importorskip("dcurate.cli.app")
     from typer.testing import CliRunner
+
+    from dcurate.cli import app as cli
 
     src = write_corpus(tmp_path / "in")
     res = CliRunner().invoke(
@@ -390,7 +391,7 @@ def test_cli_mix(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED.exists(), reason="needs ../shared")
 def test_shared_corpus_exact_counts(tmp_path):
-    api = pytest.importorskip("dcurate.api")
+    from dcurate import api
     stats = api.curate(
         str(SHARED / "corpus" / "parquet"),
         str(tmp_path / "out"),

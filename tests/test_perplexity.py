@@ -247,7 +247,7 @@ def read_out(d: Path) -> pa.Table:
 
 
 def test_end_to_end_api(tmp_path, arpa):
-    api = pytest.importorskip("dcurate.api")
+    from dcurate import api
     write_corpus(tmp_path / "in")
     stage = {
         "stage": "perplexity",

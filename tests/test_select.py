@@ -218,7 +218,7 @@ def test_bad_inputs(corpus):
 def test_cli_select(corpus):
     from typer.testing import CliRunner
 
-    cli = pytest.importorskip("dcurate.cli.app")
+    from dcurate.cli import app as cli
     out = corpus["tmp"] / "cli"
     res = CliRunner().invoke(
         cli.app,
