@@ -1,1 +1,1 @@
-"""perplexity: the stage (stage) and the n-gram language models (lm)."""
+"""perplexity: the stage (stage), the n-gram language models (lm: training, ARPA) and their tokenisation (tokenize)."""
