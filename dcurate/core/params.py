@@ -18,12 +18,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import types
 import typing
 from typing import Any
 
 from dcurate.core.errors import RecipeError
+from dcurate.core.weights import parse_weights
 
 _MISSING = dataclasses.MISSING
 
@@ -120,45 +120,12 @@ def coerce(value: Any, tp: Any, optional: bool, where: str) -> Any:
                 return items
             raise ValueError
         if origin is dict or tp is dict:
-            if isinstance(value, str) and "=" not in value and os.path.isfile(value):
-                return _mapping_file(value, where)
-            if isinstance(value, str):
-                out: dict[str, float] = {}
-                for item in value.split(","):
-                    if not item.strip():
-                        continue
-                    k, sep, v = item.partition("=")
-                    if not sep:
-                        k, sep, v = item.partition(":")
-                    if not sep or not k.strip():
-                        raise ValueError
-                    out[k.strip()] = float(v)
-                return out
-            if isinstance(value, dict):
-                return {str(k): float(v) for k, v in value.items()}
+            if isinstance(value, (str, dict)):
+                return parse_weights(value, where)
             raise ValueError
     except (ValueError, TypeError):
         raise RecipeError(f"{where}: expected {type_name(tp)}, got {value!r}") from None
     raise RecipeError(f"{where}: unsupported parameter type {tp!r}")
-
-
-def _mapping_file(path: str, where: str) -> dict[str, float]:
-    """A name=number mapping from a YAML/JSON file: either the mapping itself or a file with a
-    ``weights:`` mapping (as ``dcurate mix-fit`` writes)."""
-    import yaml
-
-    try:
-        doc = yaml.safe_load(open(path).read())
-    except (OSError, yaml.YAMLError) as e:
-        raise RecipeError(f"{where}: cannot read mapping file {path}: {e}") from None
-    if isinstance(doc, dict) and isinstance(doc.get("weights"), dict):
-        doc = doc["weights"]
-    if not isinstance(doc, dict) or not doc:
-        raise RecipeError(f"{where}: {path} holds no name: number mapping")
-    try:
-        return {str(k): float(v) for k, v in doc.items()}
-    except (TypeError, ValueError):
-        raise RecipeError(f"{where}: {path}: every value must be a number") from None
 
 
 def build(cls: type, mapping: dict[str, Any], where: str) -> Any:

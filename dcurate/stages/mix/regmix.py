@@ -27,7 +27,9 @@ import numpy as np
 import polars as pl
 import yaml
 
+from dcurate.core import weights
 from dcurate.core.errors import InputError, ModelError, RecipeError
+from dcurate.core.weights import parse_weights
 
 # RegMix's published procedure (regression_fitting/regression.ipynb): lr 1e-2, 1,000 rounds.
 # Measured on ../shared/regmix 1M runs (Pile-CC loss): 300 trees 0.984, 1,000 trees 0.990.
@@ -280,20 +282,8 @@ def parse_prior(
     :func:`read_weights_file`). Normalised to sum 1; domains of ``domains`` not named get 0."""
     if spec is None:
         return None
-    if isinstance(spec, dict):
-        w = {str(k): float(v) for k, v in spec.items()}
-    elif "=" in spec or (":" in spec and not Path(spec).exists()):
-        w = {}
-        for item in spec.split(","):
-            if not item.strip():
-                continue
-            k, sep, v = item.partition("=")
-            if not sep:
-                k, sep, v = item.partition(":")
-            try:
-                w[k.strip()] = float(v)
-            except ValueError:
-                raise RecipeError(f"--prior: expected name=number pairs, got {item!r}") from None
+    if isinstance(spec, dict) or "=" in spec or (":" in spec and not Path(spec).exists()):
+        w = parse_weights(spec, "--prior")
     else:
         w = read_weights_file(spec)
     if any(v < 0 for v in w.values()):
@@ -425,25 +415,9 @@ def _poisson_disk(cand: np.ndarray, n: int, d: float) -> list[int]:
 
 
 def read_weights_file(path: str | Path) -> dict[str, float]:
-    """Read domain weights from YAML/JSON: a mapping ``{domain: weight}``, or one with a
-    ``weights:`` mapping (the file ``mix-fit`` writes, with its metadata keys beside it)."""
-    p = Path(path)
-    if not p.exists():
-        raise RecipeError(f"weights file {p}: no such file")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise RecipeError(f"weights file {p}: not valid YAML: {e}") from None
-    if isinstance(data, dict) and isinstance(data.get("weights"), dict):
-        data = data["weights"]
-    if not isinstance(data, dict) or not data:
-        raise RecipeError(f"weights file {p}: expected a mapping domain: weight (or a 'weights:' mapping)")
-    out: dict[str, float] = {}
-    for k, v in data.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise RecipeError(f"weights file {p}: weight of '{k}' must be a number; got {v!r}")
-        out[str(k)] = float(v)
-    return out
+    """Domain weights from YAML/JSON: a mapping ``{domain: weight}``, or one with a ``weights:``
+    mapping (the file ``mix-fit`` writes, with its metadata keys beside it)."""
+    return weights.read_file(path, "weights file")
 
 
 def rounded_weights(weights: dict[str, float], digits: int = 6) -> dict[str, float]:
