@@ -20,6 +20,7 @@ def dcurate(*args, **kw):
     return subprocess.run([sys.executable, "-m", "dcurate.cli.app", *map(str, args)], capture_output=True, cwd=ROOT, **kw)
 
 
+@pytest.mark.slow
 def test_every_stage_is_a_subcommand_with_defaults_and_an_example():
     res = runner.invoke(app, ["--help"])
     assert res.exit_code == 0
@@ -33,6 +34,7 @@ def test_every_stage_is_a_subcommand_with_defaults_and_an_example():
         assert runner.invoke(app, [extra, "--help"]).exit_code == 0
 
 
+@pytest.mark.slow
 def test_stage_flags_match_recipe_keys(corpus, tmp_path):
     res = runner.invoke(app, ["filter", str(corpus), str(tmp_path / "cli"), "--preset", "none",
                               "--keep-if", "score >= 3", "--workers", "1"])
@@ -49,6 +51,7 @@ def test_stage_flags_match_recipe_keys(corpus, tmp_path):
     assert json.loads((tmp_path / "rec" / "stats.json").read_text())["stages"][0]["docs_in"] == 10
 
 
+@pytest.mark.slow
 def test_user_errors_exit_2_with_one_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": 1, "text": "fine"}\nnot json\n')
@@ -64,6 +67,7 @@ def test_user_errors_exit_2_with_one_line(tmp_path):
     assert res.returncode == 2 and "stages[0] (filter): unknown parameter 'min_wordz'" in res.stderr.decode()
 
 
+@pytest.mark.slow
 def test_recipes_evaluate_no_code(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("input: !!python/object/apply:os.system ['echo pwned']\noutput: y\n")

@@ -96,6 +96,7 @@ def ids(table) -> list[str]:
 # -- graph kernels --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_candidate_edges_small_group_gives_all_pairs_big_group_star_and_chain():
     keys = np.array([7, 7, 7, 9, 9, 5], dtype=np.uint64)
     refs = np.array([3, 1, 2, 8, 4, 6], dtype=np.uint64)
@@ -210,6 +211,7 @@ def corpus():
     return [s0, s1, s2]
 
 
+@pytest.mark.slow
 def test_minhash_removes_near_duplicates_across_shards_keeping_the_first(tmp_path):
     shards = corpus()
     kept, dropped, stats, clusters = run(shards, tmp_path, threshold=0.8)
@@ -281,6 +283,7 @@ def test_annotate_keeps_everything(tmp_path):
     assert d["a1"] == (None, 1)
 
 
+@pytest.mark.slow
 def test_sharding_and_batching_do_not_change_the_result(tmp_path):
     shards = corpus()
     flat = [x for s in shards for x in s]
@@ -290,6 +293,7 @@ def test_sharding_and_batching_do_not_change_the_result(tmp_path):
     assert c1.equals(c2)
 
 
+@pytest.mark.slow
 def test_flushing_chunks_does_not_change_the_result(tmp_path, monkeypatch):
     shards = corpus()
     k1, _, _, c1 = run(shards, tmp_path / "a")

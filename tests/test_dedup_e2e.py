@@ -63,6 +63,7 @@ def clusters(out: Path) -> pa.Table:
     return pq.read_table(out / "_dcurate" / "clusters.parquet")
 
 
+@pytest.mark.slow
 def test_minhash_through_the_runner_with_one_and_two_workers(tmp_path):
     write_corpus(tmp_path / "in")
     s1 = api.curate(str(tmp_path / "in"), str(tmp_path / "w1"), [{"stage": "dedup"}], workers=1)
@@ -77,6 +78,7 @@ def test_minhash_through_the_runner_with_one_and_two_workers(tmp_path):
     assert d1["removed"] == d2["removed"] and sum(d1["removed"].values()) == d1["docs_in"] - 33
 
 
+@pytest.mark.slow
 def test_resharding_the_input_gives_the_same_clusters(tmp_path):
     write_corpus(tmp_path / "a", n_shards=1)
     write_corpus(tmp_path / "b", n_shards=4)
@@ -114,6 +116,7 @@ def test_crash_in_each_phase_then_resume_gives_identical_output(tmp_path, monkey
     assert clusters(tmp_path / "out").equals(clusters(tmp_path / "ref"))
 
 
+@pytest.mark.slow
 def test_exact_annotate_and_paragraphs_through_the_runner(tmp_path):
     write_corpus(tmp_path / "in")
     api.curate(str(tmp_path / "in"), str(tmp_path / "e"), [{"stage": "dedup", "method": "exact"}], workers=2)
@@ -145,6 +148,7 @@ def test_exact_annotate_and_paragraphs_through_the_runner(tmp_path):
     assert "copy-00" not in by_id  # every line of an exact (case-changed) copy is a repeat
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path(DCURATE).exists(), reason="dcurate script not installed")
 def test_cli_dedup_and_clusters_file(tmp_path):
     write_corpus(tmp_path / "in")

@@ -36,6 +36,7 @@ def test_self_check_passes():
     st.lists(st.integers(0, 255), min_size=0, max_size=900),
     st.lists(st.lists(st.integers(0, 255), min_size=0, max_size=700), min_size=1, max_size=4),
 )
+@pytest.mark.slow
 def test_equals_zlib_on_small_inputs(alphabet, xs, ts):
     # Small alphabets make long matches, many ties between candidates and matches that run from
     # x into t; short inputs are always covered by the model (no -1).

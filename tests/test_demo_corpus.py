@@ -55,6 +55,7 @@ def made(demo, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_byte_identical_on_rerun(demo, made: Path, tmp_path: Path) -> None:
     assert demo.main(["--out", str(tmp_path), "--docs", "600", "--seed", "0"]) == 0
     assert tree(tmp_path) == tree(made)

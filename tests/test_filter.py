@@ -622,6 +622,7 @@ def test_cli_filter(tmp_path) -> None:
     assert res.exit_code == 2 and "rules" in res.output
 
 
+@pytest.mark.slow
 def test_rule_free_filter_imports_neither_polars_nor_numba(tmp_path) -> None:
     """A pass-through or --keep-if-only filter (re-thresholding, re-sharding) starts without the
     rule machinery: each process start is ~0.4 s shorter."""

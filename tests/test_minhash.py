@@ -98,6 +98,7 @@ _ALPHABET = st.sampled_from(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.text(_ALPHABET, max_size=60), min_size=1, max_size=6), st.integers(1, 6), st.booleans())
 def test_shingles_property(texts, ngram, cjk_chars):
@@ -106,6 +107,7 @@ def test_shingles_property(texts, ngram, cjk_chars):
         assert doc(off, h, i) == ref_hashes(t, ngram, cjk_chars)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=80))
 def test_shingles_arbitrary_unicode(text):
@@ -113,6 +115,7 @@ def test_shingles_arbitrary_unicode(text):
     assert doc(off, h, 0) == ref_hashes(text)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=80))
 def test_plain_words_equal_ground_truth_for_nfkc_stable_text(text):
@@ -132,6 +135,7 @@ def test_plain_words_equal_ground_truth_for_nfkc_stable_text(text):
     assert doc(off, h, 0) == sorted(xxhash.xxh64_intdigest(s.encode()) for s in truth)
 
 
+@pytest.mark.slow
 def test_word_character_table_is_python_re():
     cls = mh._char_classes(False)
     sample = list(range(0, 0x3000)) + list(range(0x3000, mh._TABLE_LIMIT, 7))
@@ -148,6 +152,7 @@ _FAST = mh._fast_path_map()
 _FAST_CPS = np.flatnonzero(_FAST >= 0)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.integers(0, len(_FAST_CPS) - 1), max_size=40))
 def test_fast_path_map_equals_normalize(picks):
@@ -183,6 +188,7 @@ def test_input_types_and_batching_invariance(make):
     assert joined == [doc(expected_off, expected_h, i) for i in range(len(EDGE_TEXTS))]
 
 
+@pytest.mark.slow
 def test_large_document():
     rng = np.random.default_rng(3)
     vocab = np.array([f"w{i}" for i in range(5000)])
@@ -239,6 +245,7 @@ def test_signatures_bit_identical_to_datasketch(scheme, num_perm, seed):
     st.sampled_from(["affine32", "legacy", "affine64"]),
     st.integers(1, 2**31 - 1),
 )
+@pytest.mark.slow
 def test_signatures_oracle_property(texts, scheme, seed):
     off, h = mh.shingle_hashes(texts)
     sig = mh.signatures(off, h, num_perm=32, seed=seed, scheme=scheme)
@@ -307,6 +314,7 @@ def test_exact_and_estimated_jaccard():
     assert mh.estimate_jaccard(sig[:2], sig[:2]).tolist() == [1.0, 1.0]
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.text("abcde ", max_size=40), min_size=2, max_size=5))
 def test_exact_jaccard_pairs_property(texts):
@@ -358,6 +366,7 @@ def test_classic_rule_has_low_recall_at_threshold():
     assert mh.candidate_probability(0.8, b, r) < 0.5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("threshold", [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95])
 @pytest.mark.parametrize("num_perm", [64, 128, 256])
 def test_choose_bands_rule(threshold, num_perm):

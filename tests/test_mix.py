@@ -343,6 +343,7 @@ def read_out(out: Path) -> pa.Table:
     return pa.concat_tables([pq.read_table(p) for p in sorted(out.glob("*.parquet"))])
 
 
+@pytest.mark.slow
 def test_curate_end_to_end_worker_invariant(tmp_path):
     from dcurate import api
     src = write_corpus(tmp_path / "in")
@@ -358,6 +359,7 @@ def test_curate_end_to_end_worker_invariant(tmp_path):
     assert {r["domain"]: r["selected_docs"] for r in plan["domains"]} == {"a": 12, "b": 12, "c": 0, "d": 6}
 
 
+@pytest.mark.slow
 def test_cli_mix(tmp_path):
     from typer.testing import CliRunner
 

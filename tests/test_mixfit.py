@@ -52,6 +52,7 @@ def test_spearman_known_values():
     assert np.isnan(mf.spearman(np.array([1, 1, 1]), np.array([1, 2, 3])))
 
 
+@pytest.mark.slow
 def test_spearman_matches_scipy():
     stats = pytest.importorskip("scipy.stats")
     rng = np.random.default_rng(0)
@@ -62,6 +63,7 @@ def test_spearman_matches_scipy():
 # -- fit + simulate on a surface with a known optimum -----------------------------------------------
 
 
+@pytest.mark.slow
 def test_fit_ranks_held_out_runs_and_simulation_finds_the_optimum():
     train, test = synthetic_runs(400, 1), synthetic_runs(150, 2)
     model = mf.fit(train, trees=400, learning_rate=0.05)
@@ -75,6 +77,7 @@ def test_fit_ranks_held_out_runs_and_simulation_finds_the_optimum():
     assert sim.predicted <= sim.prior_predicted
 
 
+@pytest.mark.slow
 def test_maximize_flips_the_objective():
     train = synthetic_runs(300, 3)
     acc = mf.Runs(X=train.X, y=-train.y, domains=train.domains)  # an "accuracy": higher is better
@@ -196,6 +199,7 @@ def test_parse_prior():
 # -- the CLI --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_fit_and_mix_reads_the_weights(tmp_path):
     from typer.testing import CliRunner
 

@@ -266,6 +266,7 @@ def test_end_to_end_api(tmp_path, arpa):
     assert s1 is not None
 
 
+@pytest.mark.slow
 def test_end_to_end_cli(tmp_path):
     typer_testing = pytest.importorskip("typer.testing")
     from dcurate.cli.app import app

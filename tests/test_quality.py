@@ -124,6 +124,7 @@ def test_calibrate_threshold_is_optimal(objective):
     assert not np.any(s == t)  # the cut sits between two scores
 
 
+@pytest.mark.slow
 def test_load_model_errors(tmp_path, model):
     with pytest.raises(ModelError, match="not found: .*nope.bin"):
         ftu.load_model(tmp_path / "nope.bin")
@@ -177,6 +178,7 @@ def test_sidecar_content(model):
     assert h["at_threshold"]["f1"] >= h["at_0.5"]["f1"]
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_and_order_independent(tmp_path):
     t = labelled(200, seed=3)
     pq.write_table(t, tmp_path / "a.parquet")
@@ -194,6 +196,7 @@ def test_training_is_deterministic_and_order_independent(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_train_positive_negative(tmp_path):
     t = labelled(200, seed=5)
     hq = t.filter(pa.compute.equal(t["label"], "hq")).drop_columns(["label"])
@@ -274,6 +277,7 @@ def test_threshold_and_auto(tmp_path, model):
         assert kept.num_rows + rej.num_rows == t.num_rows
 
 
+@pytest.mark.slow
 def test_keep_top_exact_and_deterministic(tmp_path, model):
     t = corpus(150)
     base = dict(stage="quality", model=str(model), keep_top=0.3)
@@ -302,6 +306,7 @@ def test_keep_top_exact_and_deterministic(tmp_path, model):
     assert by_id[0] == by_id[1] == by_id[2]
 
 
+@pytest.mark.slow
 def test_keep_top_ties_broken_by_id(tmp_path, model):
     # 12 identical documents (identical scores) + 8 clearly worse: keep-top 0.25 -> 5 of the ties,
     # the 5 smallest ids, whatever the shard order.
@@ -319,6 +324,7 @@ def test_keep_top_ties_broken_by_id(tmp_path, model):
         assert stats
 
 
+@pytest.mark.slow
 def test_keep_top_edges(tmp_path, model):
     t = corpus(20)
     d = write_shards(tmp_path, t, 2)
@@ -375,6 +381,7 @@ def test_param_errors(params, match):
         build(QualityParams, params, "stage 0 (quality)")
 
 
+@pytest.mark.slow
 def test_stage_model_errors(tmp_path, model):
     d = write_shards(tmp_path, corpus(10), 1)
     with pytest.raises(ModelError, match="not found: .*missing.bin"):
@@ -399,6 +406,7 @@ def test_stage_model_errors(tmp_path, model):
         )
 
 
+@pytest.mark.slow
 def test_cli_train_and_score(tmp_path):
     from typer.testing import CliRunner
 

@@ -226,6 +226,7 @@ def test_recipe_validation_names_stage_key_and_allowed():
         from_dict({**base, "stagez": []})
 
 
+@pytest.mark.slow
 def test_stage_table_written_to_stdout_and_read_from_stdin(corpus, tmp_path):
     src = (corpus / "s0.jsonl").read_bytes()
     res = subprocess.run(

@@ -117,6 +117,7 @@ def test_dsir_selects_exactly_k_and_keeps_columns(corpus):
     assert st["removed"]["select.too_short"] == 6
 
 
+@pytest.mark.slow
 def test_dsir_deterministic_across_sharding_and_workers(corpus):
     _, a = _select(corpus, "a", method="dsir", k=12, seed=3)
     _, b = _select(corpus, "b", inputs=corpus["split"], workers=2, method="dsir", k=12, seed=3)
@@ -164,6 +165,7 @@ def test_dsir_reference_hash_mode(corpus):
 # -- ZIP-FIT ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_zipfit_top_k_scores_and_determinism(corpus):
     from dcurate.stages.select.zipfit import TargetSet
 
@@ -215,6 +217,7 @@ def test_bad_inputs(corpus):
             curate(str(pool), str(tmp / f"bad{i}"), stages=[{"stage": "select", **params}], workers=1)
 
 
+@pytest.mark.slow
 def test_cli_select(corpus):
     from typer.testing import CliRunner
 

@@ -96,12 +96,14 @@ def test_ngrams_examples():
     _check_ngrams(["Re: it's 3.5 -- OK?!", "a\u00a0b\u2026c", "", None, "\u0130I \u03a3\u03a3", "x" * 300])
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(TEXTS)
 def test_lines_match_unicode_reference(texts):
     _check_lines(texts)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(TEXTS)
 def test_ngrams_match_polars_reference(texts):
