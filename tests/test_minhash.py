@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dcurate.stages.dedup import minhash as mh
+from dcurate.text import hashing, utf8
 
 datasketch = pytest.importorskip("datasketch")
 
@@ -133,18 +134,18 @@ def test_plain_words_equal_ground_truth_for_nfkc_stable_text(text):
 
 
 def test_word_character_table_is_python_re():
-    cls = mh._char_classes(False)
-    sample = list(range(0, 0x3000)) + list(range(0x3000, mh._TABLE_LIMIT, 7))
+    cls = utf8.char_classes(False)
+    sample = list(range(0, 0x3000)) + list(range(0x3000, utf8.TABLE_LIMIT, 7))
     for cp in sample:
         if 0xD800 <= cp < 0xE000:
             continue
         assert bool(cls[cp]) == bool(re.match(r"\w", chr(cp))), hex(cp)
-    high = "".join(map(chr, range(mh._TABLE_LIMIT, 0x110000)))
+    high = "".join(map(chr, range(utf8.TABLE_LIMIT, 0x110000)))
     assert re.search(r"\w", high) is None
-    assert not cls[mh._TABLE_LIMIT :].any()
+    assert not cls[utf8.TABLE_LIMIT :].any()
 
 
-_FAST = mh._fast_path_map()
+_FAST = utf8.fast_path_map()
 _FAST_CPS = np.flatnonzero(_FAST >= 0)
 
 
@@ -436,7 +437,7 @@ def test_sort_hashes_kernel(kind):
     if kind == "duplicates":
         x[::2] = x[0]
     seg = x.copy()
-    mh._sort_hashes(seg, np.empty(n, np.uint64), np.zeros((1 << 20) + 1, np.int64))
+    hashing.sort_hashes(seg, np.empty(n, np.uint64), np.zeros((1 << 20) + 1, np.int64))
     assert np.array_equal(seg, np.sort(x))
 
 
@@ -448,12 +449,12 @@ def test_table_disk_cache(tmp_path, monkeypatch):
         return np.arange(5, dtype=np.int32)
 
     monkeypatch.setenv("DCURATE_CACHE_DIR", str(tmp_path / "cache"))
-    first = mh._disk_cached("unit", build)
-    second = mh._disk_cached("unit", build)
+    first = utf8.disk_cached("unit", build)
+    second = utf8.disk_cached("unit", build)
     assert np.array_equal(first, second) and len(calls) == 1
-    assert len(list((tmp_path / "cache").glob("minhash-unit-*.npy"))) == 1
+    assert len(list((tmp_path / "cache").glob("text-unit-*.npy"))) == 1
     # an unusable cache location falls back to building
     blocker = tmp_path / "file"
     blocker.write_text("x")
     monkeypatch.setenv("DCURATE_CACHE_DIR", str(blocker))
-    assert np.array_equal(mh._disk_cached("unit", build), first) and len(calls) == 2
+    assert np.array_equal(utf8.disk_cached("unit", build), first) and len(calls) == 2
