@@ -18,6 +18,10 @@ grows past a size limit so that a piece of any size is scanned in bounded memory
 * the per-document data verification and keep policies need: shingle hash sets
   (``soff.npy`` + ``shingles.npy``), signatures (``sigs.npy``), keep values (``value.npy``) and ids
   (``ids.arrow``), all indexed by row within the chunk and read back with memory maps.
+
+A *sparse* chunk (``Chunk.sparse``) holds per-document data for a sorted subset of a piece's
+documents only, listed in its ``refs.npy`` (the MinHash method's second scan writes one for the
+candidate documents); rows of its other files follow that list.
 """
 
 from __future__ import annotations
@@ -87,6 +91,7 @@ class Chunk:
     path: str
     first_ref: int
     n: int
+    sparse: bool = False
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -98,11 +103,14 @@ class Chunk:
         return os.path.exists(self.file(name))
 
     def to_json(self) -> dict:
-        return {"path": self.path, "first_ref": int(self.first_ref), "n": int(self.n)}
+        d = {"path": self.path, "first_ref": int(self.first_ref), "n": int(self.n)}
+        if self.sparse:
+            d["sparse"] = True
+        return d
 
     @staticmethod
     def from_json(d: dict) -> Chunk:
-        return Chunk(d["path"], int(d["first_ref"]), int(d["n"]))
+        return Chunk(d["path"], int(d["first_ref"]), int(d["n"]), bool(d.get("sparse", False)))
 
 
 def _save(path: str, arr: np.ndarray) -> None:
@@ -146,6 +154,24 @@ def write_chunk(
     return Chunk(str(folder), int(first_ref), int(n))
 
 
+def write_sparse_chunk(
+    folder: Path, refs: np.ndarray, docs: dict[str, np.ndarray], ids: pa.Array | None = None
+) -> Chunk:
+    """Write per-document data for the sorted documents ``refs`` only (a sparse chunk)."""
+    refs = np.asarray(refs, dtype=np.uint64)
+    folder.mkdir(parents=True, exist_ok=True)
+    _save(str(folder / "refs.npy"), refs)
+    for name, arr in docs.items():
+        _save(str(folder / f"{name}.npy"), arr)
+    if ids is not None:
+        tmp = str(folder / "ids.arrow.tmp")
+        with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, pa.schema([("id", pa.string())])) as w:
+            w.write_batch(pa.record_batch([ids.cast(pa.string())], names=["id"]))
+        os.replace(tmp, str(folder / "ids.arrow"))
+    first = int(refs[0]) if len(refs) else 0
+    return Chunk(str(folder), first, len(refs), sparse=True)
+
+
 def read_bucket_range(chunks: list[Chunk], b0: int, b1: int, with_aux: bool = False):
     """Concatenate buckets [b0, b1) of every chunk: (keys, refs[, aux])."""
     ks, rs, xs = [], [], []
@@ -178,10 +204,20 @@ class ChunkIndex:
         self.n = np.array([c.n for c in self.chunks], dtype=np.int64)
 
     def locate(self, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        refs = np.asarray(refs, dtype=np.uint64)
         ci = np.searchsorted(self.first, refs, side="right").astype(np.int64) - 1
         if len(refs) and ci.min() < 0:
             raise RuntimeError("dedup: document reference before the first chunk (corrupt work files)")
         local = (refs - self.first[ci]).astype(np.int64)
+        sparse = np.array([c.sparse for c in self.chunks], dtype=bool)
+        if len(refs) and sparse.any():
+            for k in np.unique(ci[sparse[ci]]):
+                sel = np.flatnonzero(ci == k)
+                listed = self.chunks[int(k)].load("refs.npy", mmap=False)
+                pos = np.searchsorted(listed, refs[sel])
+                if (pos >= len(listed)).any() or (listed[np.minimum(pos, len(listed) - 1)] != refs[sel]).any():
+                    raise RuntimeError("dedup: document missing from the candidate files (corrupt work files)")
+                local[sel] = pos
         if len(refs) and (local >= self.n[ci]).any():
             raise RuntimeError("dedup: document reference outside its chunk (corrupt work files)")
         return ci, local
