@@ -14,9 +14,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dcurate.stages.dedup import minhash as mh
+from dcurate.stages.dedup import small
 from dcurate.text import hashing, utf8
 
 datasketch = pytest.importorskip("datasketch")
+
+
+def setup_module():
+    # the tests below exercise the numba kernels; small batches would take dedup/small.py's path
+    global _SMALL
+    _SMALL = (small.SMALL_TEXT_BYTES, small.SMALL_HASHES, small.SMALL_DOCS)
+    small.SMALL_TEXT_BYTES = small.SMALL_HASHES = small.SMALL_DOCS = -1
+
+
+def teardown_module():
+    small.SMALL_TEXT_BYTES, small.SMALL_HASHES, small.SMALL_DOCS = _SMALL
+
 
 EDGE_TEXTS = [
     "Hello, World! This is a test of the shingle definition, with punctuation-separated words.",
@@ -458,3 +471,29 @@ def test_table_disk_cache(tmp_path, monkeypatch):
     blocker.write_text("x")
     monkeypatch.setenv("DCURATE_CACHE_DIR", str(blocker))
     assert np.array_equal(utf8.disk_cached("unit", build), first) and len(calls) == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.none(), st.text(_ALPHABET, max_size=120), st.text(max_size=40)), min_size=1, max_size=5
+    ),
+    st.integers(1, 6),
+    st.booleans(),
+    st.sampled_from(["affine32", "legacy", "affine64"]),
+)
+def test_small_batch_path_is_bit_identical_to_the_kernels(texts, ngram, cjk_chars, scheme):
+    """dedup/small.py (no numba) gives the kernels' shingles, signatures and band keys."""
+    for use32 in (False, True):
+        off, h = mh.shingle_hashes(
+            texts, ngram=ngram, hash="xxh32" if use32 else "xxh64", cjk_chars=cjk_chars
+        )
+        off2, h2 = small.shingle_hashes(texts, ngram, use32, cjk_chars)
+        assert off.tolist() == off2.tolist() and h.dtype == h2.dtype and h.tolist() == h2.tolist()
+    off, h = mh.shingle_hashes(texts + EDGE_TEXTS, ngram=ngram, cjk_chars=cjk_chars)
+    a, b = mh.permutations(128, 7, scheme)
+    sig = mh.signatures(off, h, 128, 7, scheme)
+    sig2 = small.signatures(off, h, a, b, scheme)
+    assert sig.dtype == sig2.dtype and np.array_equal(sig, sig2)
+    assert np.array_equal(mh.band_keys(sig, 9, 13), small.band_keys(sig, 9, 13))
+    assert np.array_equal(mh.band_keys(sig, 16, 8), small.band_keys(sig, 16, 8))

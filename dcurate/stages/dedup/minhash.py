@@ -76,12 +76,13 @@ only on the text, never on batching, sharding or worker count.
 from __future__ import annotations
 
 import functools
-import re
 
 import numpy as np
 import pyarrow as pa
 from numba import njit
 
+from dcurate.stages.dedup import small
+from dcurate.stages.dedup.small import reference_shingles
 from dcurate.text.hashing import (
     P64_1,
     P64_4,
@@ -96,7 +97,6 @@ from dcurate.text.hashing import (
 )
 from dcurate.text.normalize import normalize
 from dcurate.text.utf8 import (
-    NO_SPACE_RANGES,
     buffers,
     char_classes,
     doc_span,
@@ -140,33 +140,6 @@ HASHES = ("xxh64", "xxh32")
 _MERSENNE = np.uint64((1 << 61) - 1)
 _SCHEME_DTYPE = {"affine32": np.uint32, "legacy": np.uint64, "affine64": np.uint64}
 _SCHEME_MAX = {"affine32": (1 << 32) - 1, "legacy": (1 << 32) - 1, "affine64": (1 << 64) - 1}
-
-
-# --------------------------------------------------------------------------------------------
-# Reference shingles (pure Python, for tests)
-# --------------------------------------------------------------------------------------------
-
-
-def _token_regex(cjk_chars: bool) -> re.Pattern:
-    if not cjk_chars:
-        return re.compile(r"\w+")
-    cls = "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in NO_SPACE_RANGES)
-    return re.compile(rf"(?:(?![{cls}])\w)+|(?=[{cls}])\w")
-
-
-def reference_shingles(text: str | None, ngram: int = DEFAULT_NGRAM, *, cjk_chars: bool = True) -> set[str]:
-    """The shingle set of one document as strings (slow reference for tests and debugging)."""
-    if not text:
-        return set()
-    import unicodedata
-
-    norm = unicodedata.normalize("NFKC", text).lower()
-    toks = _token_regex(cjk_chars).findall(norm)
-    if not toks:
-        return set()
-    if len(toks) < ngram:
-        return {" ".join(toks)}
-    return {" ".join(toks[i : i + ngram]) for i in range(len(toks) - ngram + 1)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -328,6 +301,8 @@ def shingle_hashes(
         raise ValueError(f"hash must be one of {', '.join(HASHES)}; got {hash!r}")
     arr = large_string_array(texts)
     offs_a, data_a = buffers(arr)
+    if int(offs_a[-1] - offs_a[0]) <= small.SMALL_TEXT_BYTES:
+        return small.shingle_hashes(arr.to_pylist(), int(ngram), hash == "xxh32", bool(cjk_chars))
     cp_map = fast_path_map()
     src = np.full(len(arr), -1, dtype=np.int64)
     idx = np.flatnonzero(needs_normalization(offs_a, data_a, cp_map))
@@ -462,6 +437,8 @@ def signatures(
     hashes = np.ascontiguousarray(hashes)
     if hashes.dtype not in (np.uint64, np.uint32):
         hashes = hashes.astype(np.uint64)
+    if len(hashes) <= small.SMALL_HASHES:
+        return small.signatures(offsets, hashes, a, b, scheme)
     if scheme == "affine32":
         return _sig_affine32(offsets, hashes, a, b)
     if scheme == "legacy":
@@ -689,4 +666,6 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
         raise ValueError(
             f"bands x rows = {bands} x {rows} needs {bands * rows} permutations; signatures have {sig.shape[1]}"
         )
+    if sig.shape[0] <= small.SMALL_DOCS:
+        return small.band_keys(sig, int(bands), int(rows))
     return _band_kernel(sig, int(bands), int(rows))
