@@ -213,3 +213,54 @@ def test_accuracy_on_the_shared_benchmark(tmp_path, threshold, target):
     )
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert res["f1"] >= target and res["lost_clusters"] == 0 and res["dup_kept_ids"] == 0
+
+
+def test_standalone_dedup_removes_its_scratch_and_never_uses_tmpdir(tmp_path):
+    """Scratch lives under the work folder and is removed after a successful standalone run
+    (markers, plans and the cluster table stay); nothing is written to $TMPDIR."""
+    import os
+
+    write_corpus(tmp_path / "in")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    out = tmp_path / "out"
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    p = subprocess.run([DCURATE, "dedup", str(tmp_path / "in"), str(out), "--workers", "2"], env=env,
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert list(tmp.iterdir()) == []
+    (stage_dir,) = (out / "_dcurate" / "stages").iterdir()
+    left = sorted(x.name for x in stage_dir.iterdir())
+    assert not {"scan", "cand", "candidates", "pairs.npz", "ref", "ref.json"} & set(left), left
+    assert {"plan-round0.pkl", "plan-round1.pkl", "scan-round0", "scan-round1"} <= set(left)
+    assert any((out / "_dcurate" / "markers").rglob("*.done"))
+    # a second run resumes from the markers and plans alone, with the same output
+    before = tree_digest(out)
+    p = subprocess.run([DCURATE, "dedup", str(tmp_path / "in"), str(out), "--workers", "1"], env=env,
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert tree_digest(out) == before
+
+
+def test_candidate_storage_layout_does_not_change_results(tmp_path, monkeypatch):
+    """Tiny compressed blocks and chunks, and the second scan's per-class storage, give the same
+    output and cluster table as the defaults."""
+    from dcurate.stages.dedup import stage as dedup_stage
+    from dcurate.stages.dedup import store
+
+    write_corpus(tmp_path / "in")
+    stages = [{"stage": "dedup", "threshold": 0.7, "keep": "longest"}]
+    api.curate(str(tmp_path / "in"), str(tmp_path / "a"), stages, workers=1)
+    monkeypatch.setattr(store, "SET_BLOCK", 2)
+    monkeypatch.setattr(dedup_stage, "FLUSH_DOCS", 3)
+    api.curate(str(tmp_path / "in"), str(tmp_path / "b"), stages, workers=1)
+    assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")
+    assert clusters(tmp_path / "a").equals(clusters(tmp_path / "b"))
+    # upper-cased copies have the same shingle set as their original (one class): Jaccard 1 to
+    # the original, and the original's Jaccard to any other kept document
+    t = clusters(tmp_path / "a").to_pydict()
+    j = dict(zip(t["id"], t["jaccard"], strict=True))
+    rep = dict(zip(t["id"], t["representative"], strict=True))
+    for i in range(0, 30, 3):
+        copy, orig = f"copy-{i:02d}", f"orig-{i:02d}"
+        assert j[copy] == (1.0 if rep[copy] == orig else j[orig])

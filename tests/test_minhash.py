@@ -14,8 +14,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dcurate.stages.dedup import minhash as mh
+from dcurate.stages.dedup import small
+from dcurate.text import hashing, utf8
 
 datasketch = pytest.importorskip("datasketch")
+
+
+def setup_module():
+    # the tests below exercise the numba kernels; small batches would take dedup/small.py's path
+    global _SMALL
+    _SMALL = (small.SMALL_TEXT_BYTES, small.SMALL_HASHES, small.SMALL_DOCS)
+    small.SMALL_TEXT_BYTES = small.SMALL_HASHES = small.SMALL_DOCS = -1
+
+
+def teardown_module():
+    small.SMALL_TEXT_BYTES, small.SMALL_HASHES, small.SMALL_DOCS = _SMALL
+
 
 EDGE_TEXTS = [
     "Hello, World! This is a test of the shingle definition, with punctuation-separated words.",
@@ -137,18 +151,18 @@ def test_plain_words_equal_ground_truth_for_nfkc_stable_text(text):
 
 @pytest.mark.slow
 def test_word_character_table_is_python_re():
-    cls = mh._char_classes(False)
-    sample = list(range(0, 0x3000)) + list(range(0x3000, mh._TABLE_LIMIT, 7))
+    cls = utf8.char_classes(False)
+    sample = list(range(0, 0x3000)) + list(range(0x3000, utf8.TABLE_LIMIT, 7))
     for cp in sample:
         if 0xD800 <= cp < 0xE000:
             continue
         assert bool(cls[cp]) == bool(re.match(r"\w", chr(cp))), hex(cp)
-    high = "".join(map(chr, range(mh._TABLE_LIMIT, 0x110000)))
+    high = "".join(map(chr, range(utf8.TABLE_LIMIT, 0x110000)))
     assert re.search(r"\w", high) is None
-    assert not cls[mh._TABLE_LIMIT :].any()
+    assert not cls[utf8.TABLE_LIMIT :].any()
 
 
-_FAST = mh._fast_path_map()
+_FAST = utf8.fast_path_map()
 _FAST_CPS = np.flatnonzero(_FAST >= 0)
 
 
@@ -445,7 +459,7 @@ def test_sort_hashes_kernel(kind):
     if kind == "duplicates":
         x[::2] = x[0]
     seg = x.copy()
-    mh._sort_hashes(seg, np.empty(n, np.uint64), np.zeros((1 << 20) + 1, np.int64))
+    hashing.sort_hashes(seg, np.empty(n, np.uint64), np.zeros((1 << 20) + 1, np.int64))
     assert np.array_equal(seg, np.sort(x))
 
 
@@ -457,12 +471,38 @@ def test_table_disk_cache(tmp_path, monkeypatch):
         return np.arange(5, dtype=np.int32)
 
     monkeypatch.setenv("DCURATE_CACHE_DIR", str(tmp_path / "cache"))
-    first = mh._disk_cached("unit", build)
-    second = mh._disk_cached("unit", build)
+    first = utf8.disk_cached("unit", build)
+    second = utf8.disk_cached("unit", build)
     assert np.array_equal(first, second) and len(calls) == 1
-    assert len(list((tmp_path / "cache").glob("minhash-unit-*.npy"))) == 1
+    assert len(list((tmp_path / "cache").glob("text-unit-*.npy"))) == 1
     # an unusable cache location falls back to building
     blocker = tmp_path / "file"
     blocker.write_text("x")
     monkeypatch.setenv("DCURATE_CACHE_DIR", str(blocker))
-    assert np.array_equal(mh._disk_cached("unit", build), first) and len(calls) == 2
+    assert np.array_equal(utf8.disk_cached("unit", build), first) and len(calls) == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.none(), st.text(_ALPHABET, max_size=120), st.text(max_size=40)), min_size=1, max_size=5
+    ),
+    st.integers(1, 6),
+    st.booleans(),
+    st.sampled_from(["affine32", "legacy", "affine64"]),
+)
+def test_small_batch_path_is_bit_identical_to_the_kernels(texts, ngram, cjk_chars, scheme):
+    """dedup/small.py (no numba) gives the kernels' shingles, signatures and band keys."""
+    for use32 in (False, True):
+        off, h = mh.shingle_hashes(
+            texts, ngram=ngram, hash="xxh32" if use32 else "xxh64", cjk_chars=cjk_chars
+        )
+        off2, h2 = small.shingle_hashes(texts, ngram, use32, cjk_chars)
+        assert off.tolist() == off2.tolist() and h.dtype == h2.dtype and h.tolist() == h2.tolist()
+    off, h = mh.shingle_hashes(texts + EDGE_TEXTS, ngram=ngram, cjk_chars=cjk_chars)
+    a, b = mh.permutations(128, 7, scheme)
+    sig = mh.signatures(off, h, 128, 7, scheme)
+    sig2 = small.signatures(off, h, a, b, scheme)
+    assert sig.dtype == sig2.dtype and np.array_equal(sig, sig2)
+    assert np.array_equal(mh.band_keys(sig, 9, 13), small.band_keys(sig, 9, 13))
+    assert np.array_equal(mh.band_keys(sig, 16, 8), small.band_keys(sig, 16, 8))

@@ -32,6 +32,8 @@ def prestart_fork_server(modules: list[str]) -> None:
     The server is one per driver process; the first call decides what it preloads. The CLI calls
     this in a background thread at start-up, so the server imports on the second core while the
     driver imports on the first, and pools later start in milliseconds."""
+    global _PRESTARTED
+    _PRESTARTED = True
     for var in ("POLARS_MAX_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     if not os.environ.get("DCURATE_WARMUP"):
@@ -45,6 +47,9 @@ def prestart_fork_server(modules: list[str]) -> None:
 
 #: Tasks kept in flight per pool process.
 PREFETCH = 2
+#: Whether this process started the fork server at start-up (the CLI does for inputs large enough
+#: to use a pool); otherwise pools start on the first map with more than one task.
+_PRESTARTED = False
 
 
 class LocalExecutor:
@@ -64,7 +69,12 @@ class LocalExecutor:
 
     def start(self) -> None:
         """Start the pool's processes in the background (the fork server imports the stage
-        modules, about a second); the driver runs tasks itself until they are ready."""
+        modules, about a second); the driver runs tasks itself until they are ready. Only when
+        the fork server was prestarted: a small job whose maps have one task never starts a pool."""
+        if _PRESTARTED:
+            self._start_now()
+
+    def _start_now(self) -> None:
         if self.workers > 1 and self._starter is None:
             self._starter = threading.Thread(target=self._start_pool, daemon=True)
             self._starter.start()
@@ -100,7 +110,7 @@ class LocalExecutor:
             for i, x in enumerate(items):
                 yield i, fn(x)
             return
-        self.start()
+        self._start_now()
         todo = list(range(len(items)))
         todo.reverse()  # pop() takes the next index
         lock = threading.Lock()

@@ -6,7 +6,7 @@ nothing but the case. The kernels here normalise while they tokenise, one code p
 through a table built once per Unicode version (and cached on disk, like dedup's tables):
 
 * a code point that NFKC leaves alone and that never composes with a neighbour maps to its
-  lower-case form (dedup's "fast path", :func:`dcurate.stages.dedup.minhash._fast_path_map`);
+  lower-case form (dedup's "fast path", :func:`dcurate.text.utf8.fast_path_map`);
 * a code point that NFKC replaces by such code points (NO-BREAK SPACE -> space, superscript two
   -> ``2``, the ellipsis -> ``...``, ligatures, full-width forms) maps to the lower-cased
   replacement, when it is a starter that no preceding character can compose with, so the
@@ -37,15 +37,15 @@ import numpy as np
 import pyarrow as pa
 from numba import njit
 
-from dcurate.stages.dedup.minhash import (
-    _TABLE_LIMIT,
-    _buffers,
-    _char_classes,
-    _disk_cached,
-    _doc_span,
-    _fast_path_map,
-    _large_string_array,
-    _xxh64,
+from dcurate.text.hashing import xxh64
+from dcurate.text.utf8 import (
+    TABLE_LIMIT,
+    buffers,
+    char_classes,
+    disk_cached,
+    doc_span,
+    fast_path_map,
+    large_string_array,
 )
 
 _NFK_VERSION = 2  # bump when the table definition changes
@@ -58,7 +58,7 @@ def _second_halves() -> set[int]:
     """Code points that are the second element of a canonical two-character decomposition (so a
     preceding character can compose with them)."""
     out = set()
-    for c in range(_TABLE_LIMIT):
+    for c in range(TABLE_LIMIT):
         dec = unicodedata.decomposition(chr(c))
         if dec and dec[0] != "<":
             parts = dec.split()
@@ -74,15 +74,15 @@ def _build_nfk() -> np.ndarray:
     code points (see :func:`nfk_tables`)."""
     import polars as pl
 
-    fast = _fast_path_map()
+    fast = fast_path_map()
     table = fast.copy()
-    table[_TABLE_LIMIT:] = -1
+    table[TABLE_LIMIT:] = -1
     halves = _second_halves()
     exp_off = [0]
     exp_cps: list[int] = []
     cands = [
         c
-        for c in range(1, _TABLE_LIMIT)
+        for c in range(1, TABLE_LIMIT)
         if table[c] < 0
         and not 0xD800 <= c < 0xE000
         and unicodedata.category(chr(c)) != "Cn"
@@ -104,7 +104,7 @@ def _build_nfk() -> np.ndarray:
         exp_cps.extend(mapped)
         exp_off.append(len(exp_cps))
     # Cross-check every supported code point against polars (the DSIR and fallback engine).
-    cps = np.flatnonzero(table[:_TABLE_LIMIT] != -1)
+    cps = np.flatnonzero(table[:TABLE_LIMIT] != -1)
     cps = cps[(cps < 0xD800) | (cps >= 0xE000)]
     chars = pl.Series([chr(c) for c in cps], dtype=pl.String)
     want = chars.str.normalize("NFKC").str.to_lowercase().to_list()
@@ -138,7 +138,7 @@ def nfk_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(nfk, exp_off, exp_cps)``: per code point its normalised form (see :func:`_build_nfk`);
     expansion ``k`` is ``exp_cps[exp_off[k]:exp_off[k + 1]]``."""
     # keyed by polars' version too: the table is cross-checked against its Unicode tables
-    flat = _disk_cached(f"nfk{_NFK_VERSION}-pl{_polars_version()}", _build_nfk)
+    flat = disk_cached(f"nfk{_NFK_VERSION}-pl{_polars_version()}", _build_nfk)
     n = 0x110000
     table = flat[:n]
     k = int(flat[n])
@@ -165,13 +165,13 @@ def _build_rust_classes() -> np.ndarray:
 @functools.lru_cache(maxsize=1)
 def rust_classes() -> np.ndarray:
     """uint8 per code point under the Rust regex engine (polars): 0 ``\\s``, 1 ``\\w``, 2 other."""
-    return _disk_cached(f"rustcls1-pl{_polars_version()}", _build_rust_classes)
+    return disk_cached(f"rustcls1-pl{_polars_version()}", _build_rust_classes)
 
 
 @functools.lru_cache(maxsize=1)
 def python_word() -> np.ndarray:
     """uint8 per code point: 1 for Python's ``\\w`` (``str.isalnum()`` or ``_``), else 0."""
-    return (_char_classes(False) == 1).astype(np.uint8)
+    return (char_classes(False) == 1).astype(np.uint8)
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -180,8 +180,8 @@ def python_word() -> np.ndarray:
 def string_buffers(arr) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     """``(array, offsets, data)`` of the texts as a large_string array with nulls as empty
     strings (any array, polars Series or list); ``data`` is never empty (numba needs a buffer)."""
-    arr = _large_string_array(arr)
-    offsets, data = _buffers(arr)
+    arr = large_string_array(arr)
+    offsets, data = buffers(arr)
     return arr, offsets, data
 
 
@@ -311,7 +311,7 @@ def _lines_kernel(offs_a, data_a, src, offs_b, data_b, nfk, exp_off, exp_cps, is
     nl = 0
     starts[0] = 0
     for d in range(n):
-        p, hi, mapped = _doc_span(src, offs_a, offs_b, d)
+        p, hi, mapped = doc_span(src, offs_a, offs_b, d)
         data = data_a if mapped else data_b
         need = o + 4 * (hi - p) + 8
         if need > out.shape[0]:
@@ -435,7 +435,7 @@ def _wp_kernel(
     zero = np.uint64(0)
     pos = 0
     for d in range(n):
-        p, hi, mapped = _doc_span(src, offs_a, offs_b, d)
+        p, hi, mapped = doc_span(src, offs_a, offs_b, d)
         data = data_a if mapped else data_b
         if stream.shape[0] < 4 * (hi - p) + 8:
             stream = np.empty(8 * (hi - p) + 8, dtype=np.uint8)
@@ -485,10 +485,10 @@ def _wp_kernel(
             out = bigger
         for k in range(nw):
             end = ws[k + 1] - 1 if k + 1 < nw else slen
-            out[pos + k] = np.int32(_xxh64(st, ws[k], end, zero) % nb)
+            out[pos + k] = np.int32(xxh64(st, ws[k], end, zero) % nb)
         for k in range(nw - 1):
             end = ws[k + 2] - 1 if k + 2 < nw else slen
-            out[pos + nw + k] = np.int32(_xxh64(st, ws[k], end, zero) % nb)
+            out[pos + nw + k] = np.int32(xxh64(st, ws[k], end, zero) % nb)
         pos += m
         doc_off[d + 1] = pos
     return out[:pos].copy(), doc_off, n_tok

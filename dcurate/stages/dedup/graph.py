@@ -113,6 +113,9 @@ def candidate_edges(
     order = np.lexsort((refs, keys))
     k, r = keys[order], refs[order]
     starts, ends = group_bounds(k)
+    if len(starts) == 0:  # no shared key (no compiled kernel needed)
+        z = np.zeros(0, dtype=np.uint64)
+        return z, z.copy(), 0
     flag = np.uint64(1 << 63)
     n = _count_edges(r, starts, ends, max_all_pairs, against, flag)
     u = np.empty(n, dtype=np.uint64)
@@ -167,9 +170,11 @@ def set_jaccard(
 ) -> np.ndarray:
     """Exact Jaccard of pairs (ia[p], ib[p]) of the ragged sets (each sorted, or sorted here in
     place when ``presorted`` is false)."""
+    out = np.empty(len(ia), dtype=np.float64)
+    if len(ia) == 0:
+        return out
     if not presorted:
         _sort_segments(offsets, hashes)
-    out = np.empty(len(ia), dtype=np.float64)
     _pair_jaccard(offsets, hashes, ia.astype(np.int64), ib.astype(np.int64), out)
     return out
 
@@ -199,4 +204,6 @@ def _components(n, a, b):
 
 def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Root (smallest member index) of every node 0..n-1 given edges (a, b)."""
+    if len(a) == 0:
+        return np.arange(n)
     return _components(n, a.astype(np.int64), b.astype(np.int64))

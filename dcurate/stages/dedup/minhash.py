@@ -76,14 +76,34 @@ only on the text, never on batching, sharding or worker count.
 from __future__ import annotations
 
 import functools
-import re
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from numba import njit
 
+from dcurate.stages.dedup import small
+from dcurate.stages.dedup.small import reference_shingles
+from dcurate.text.hashing import (
+    P64_1,
+    P64_4,
+    P64_5,
+    fmix32,
+    fmix64,
+    rotl64,
+    sort_hashes,
+    xxh32,
+    xxh64,
+    xxh64_round,
+)
 from dcurate.text.normalize import normalize
+from dcurate.text.utf8 import (
+    buffers,
+    char_classes,
+    doc_span,
+    fast_path_map,
+    large_string_array,
+    needs_normalization,
+)
 
 __all__ = [
     "DEFAULT_NGRAM",
@@ -117,389 +137,14 @@ DEFAULT_SCHEME = "affine32"  # datasketch 2.x's default permutation scheme
 SCHEMES = ("affine32", "legacy", "affine64")
 HASHES = ("xxh64", "xxh32")
 
-_U64 = np.uint64
-_MASK32 = np.uint64(0xFFFFFFFF)
 _MERSENNE = np.uint64((1 << 61) - 1)
 _SCHEME_DTYPE = {"affine32": np.uint32, "legacy": np.uint64, "affine64": np.uint64}
 _SCHEME_MAX = {"affine32": (1 << 32) - 1, "legacy": (1 << 32) - 1, "affine64": (1 << 64) - 1}
 
-# xxHash constants (https://github.com/Cyan4973/xxHash/blob/dev/doc/xxhash_spec.md)
-_P64_1 = np.uint64(0x9E3779B185EBCA87)
-_P64_2 = np.uint64(0xC2B2AE3D27D4EB4F)
-_P64_3 = np.uint64(0x165667B19E3779F9)
-_P64_4 = np.uint64(0x85EBCA77C2B2AE63)
-_P64_5 = np.uint64(0x27D4EB2F165667C5)
-_P32_1 = np.uint64(0x9E3779B1)
-_P32_2 = np.uint64(0x85EBCA77)
-_P32_3 = np.uint64(0xC2B2AE3D)
-_P32_4 = np.uint64(0x27D4EB2F)
-_P32_5 = np.uint64(0x165667B1)
-
-# Word characters of scripts written without spaces, tokenised one character at a time when
-# cjk_chars=True (inclusive code point ranges).
-NO_SPACE_RANGES = (
-    (0x0E00, 0x0E7F),  # Thai
-    (0x0E80, 0x0EFF),  # Lao
-    (0x1000, 0x109F),  # Myanmar
-    (0x1780, 0x17FF),  # Khmer
-    (0x3040, 0x309F),  # Hiragana
-    (0x30A0, 0x30FF),  # Katakana
-    (0x31F0, 0x31FF),  # Katakana phonetic extensions
-    (0x3400, 0x4DBF),  # CJK unified ideographs extension A
-    (0x4E00, 0x9FFF),  # CJK unified ideographs
-    (0xF900, 0xFAFF),  # CJK compatibility ideographs
-    (0xFF66, 0xFF9F),  # half-width Katakana (NFKC maps most of them to full width)
-    (0x20000, 0x3FFFF),  # CJK extensions B and later, compatibility supplement
-)
-
 
 # --------------------------------------------------------------------------------------------
-# Character classes
+# Shingles (numba kernel; UTF-8 tables in dcurate.text.utf8, hashes in dcurate.text.hashing)
 # --------------------------------------------------------------------------------------------
-
-
-_TABLE_LIMIT = 0x40000  # no code point at or above this is a word character (checked in tests)
-_TABLE_VERSION = 1  # bump when the table definitions below change
-
-
-def _disk_cached(name: str, build) -> np.ndarray:
-    """``build()``, cached as ``.npy`` next to numba's cache (``__pycache__`` of this package, or
-    ``$DCURATE_CACHE_DIR``), keyed by the Unicode version of this Python: building the tables
-    takes ~0.3 s per process, loading them a few ms. Any I/O problem falls back to building."""
-    import hashlib
-    import os
-    import unicodedata
-    from pathlib import Path
-
-    key = hashlib.sha1(
-        repr((name, _TABLE_VERSION, unicodedata.unidata_version, _TABLE_LIMIT, NO_SPACE_RANGES)).encode()
-    ).hexdigest()[:16]
-    folder = Path(os.environ.get("DCURATE_CACHE_DIR") or Path(__file__).parent / "__pycache__")
-    path = folder / f"minhash-{name}-{key}.npy"
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError):
-        pass
-    table = build()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, table, allow_pickle=False)
-        os.replace(tmp, path)
-    except OSError:
-        pass
-    return table
-
-
-@functools.lru_cache(maxsize=2)
-def _char_classes(cjk_chars: bool) -> np.ndarray:
-    return _disk_cached(f"classes{int(cjk_chars)}", lambda: _build_char_classes(cjk_chars))
-
-
-@functools.lru_cache(maxsize=1)
-def _fast_path_map() -> np.ndarray:
-    return _disk_cached("fastpath", _build_fast_path_map)
-
-
-def _build_char_classes(cjk_chars: bool) -> np.ndarray:
-    """uint8 per code point: 0 separator, 1 word character, 2 single-character token.
-
-    Word characters are exactly Python ``re``'s ``\\w`` (computed by running ``re`` over every
-    code point below ``_TABLE_LIMIT``)."""
-    chars = "".join(map(chr, range(_TABLE_LIMIT))).replace("\x01", "\x02")
-    marked = re.sub(r"\w", "\x01", chars).encode("utf-32-le", "surrogatepass")
-    cls = np.zeros(0x110000, dtype=np.uint8)
-    cls[:_TABLE_LIMIT] = np.frombuffer(marked, dtype=np.uint32) == 1
-    if cjk_chars:
-        for lo, hi in NO_SPACE_RANGES:
-            seg = cls[lo : hi + 1]
-            seg[seg == 1] = 2
-    return cls
-
-
-def _build_fast_path_map() -> np.ndarray:
-    """int32 per code point: its lower-case form when a text made only of such code points is
-    unchanged by NFKC (so ``normalize(text)`` is a per-code-point map), else -1.
-
-    A code point is on the fast path when NFKC maps it to itself, its combining class is 0, it is
-    not the second half of a canonical composition (so it never merges with its neighbour; Hangul
-    vowel and trailing jamo included), and ``str.lower`` maps it to one code point without context
-    (the final-sigma rule excludes U+03A3). This is the Unicode quick-check idea, restricted to
-    starters so that no reordering can occur."""
-    import unicodedata
-
-    n = _TABLE_LIMIT
-    chars = [chr(c) for c in range(n)]
-    chars[0] = "a"  # NUL is the joiner below; set by hand
-    for c in range(0xD800, 0xE000):
-        chars[c] = "a"  # surrogates never occur in valid UTF-8
-    joined = "\x00".join(chars)
-    nf = unicodedata.normalize("NFKC", joined).split("\x00")
-    low = joined.lower().split("\x00")
-    assert len(nf) == n and len(low) == n
-    ok = np.fromiter(map(str.__eq__, nf, chars), dtype=np.bool_, count=n)
-    ok &= np.fromiter(map(unicodedata.combining, chars), dtype=np.int64, count=n) == 0
-    ok &= np.fromiter(map(len, low), dtype=np.int64, count=n) == 1
-    for dec in map(unicodedata.decomposition, chars):
-        if dec and dec[0] != "<":
-            parts = dec.split()
-            if len(parts) == 2:
-                ok[int(parts[1], 16)] = False
-    ok[0x1160 : 0x11FF + 1] = False  # Hangul vowel/trailing jamo compose with a preceding syllable
-    ok[0x03A3] = False  # final sigma: context-dependent lower-casing
-    ok[0xD800:0xE000] = False
-    out = np.full(0x110000, -1, dtype=np.int32)
-    lowered = np.array([ord(x) if len(x) == 1 else -1 for x in low], dtype=np.int32)
-    out[:n] = np.where(ok, lowered, -1)
-    out[0] = 0
-    return out
-
-
-def _token_regex(cjk_chars: bool) -> re.Pattern:
-    if not cjk_chars:
-        return re.compile(r"\w+")
-    cls = "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in NO_SPACE_RANGES)
-    return re.compile(rf"(?:(?![{cls}])\w)+|(?=[{cls}])\w")
-
-
-def reference_shingles(text: str | None, ngram: int = DEFAULT_NGRAM, *, cjk_chars: bool = True) -> set[str]:
-    """The shingle set of one document as strings (slow reference for tests and debugging)."""
-    if not text:
-        return set()
-    import unicodedata
-
-    norm = unicodedata.normalize("NFKC", text).lower()
-    toks = _token_regex(cjk_chars).findall(norm)
-    if not toks:
-        return set()
-    if len(toks) < ngram:
-        return {" ".join(toks)}
-    return {" ".join(toks[i : i + ngram]) for i in range(len(toks) - ngram + 1)}
-
-
-# --------------------------------------------------------------------------------------------
-# numba kernels: hashing
-# --------------------------------------------------------------------------------------------
-
-
-@njit(cache=True, inline="always")
-def _rotl64(x, r):
-    return (x << np.uint64(r)) | (x >> np.uint64(64 - r))
-
-
-@njit(cache=True, inline="always")
-def _rotl32(x, r):
-    x = x & np.uint64(0xFFFFFFFF)
-    return ((x << np.uint64(r)) | (x >> np.uint64(32 - r))) & np.uint64(0xFFFFFFFF)
-
-
-@njit(cache=True, inline="always")
-def _read64(buf, p):
-    v = np.uint64(0)
-    for k in range(8):
-        v |= np.uint64(buf[p + k]) << np.uint64(8 * k)
-    return v
-
-
-@njit(cache=True, inline="always")
-def _read32(buf, p):
-    v = np.uint64(0)
-    for k in range(4):
-        v |= np.uint64(buf[p + k]) << np.uint64(8 * k)
-    return v
-
-
-@njit(cache=True, inline="always")
-def _xxh64_round(acc, lane):
-    acc = acc + lane * _P64_2
-    acc = _rotl64(acc, 31)
-    return acc * _P64_1
-
-
-@njit(cache=True)
-def _xxh64(buf, start, end, seed):
-    """xxHash64 of buf[start:end] (uint8 array)."""
-    length = end - start
-    p = start
-    if length >= 32:
-        v1 = seed + _P64_1 + _P64_2
-        v2 = seed + _P64_2
-        v3 = seed
-        v4 = seed - _P64_1
-        limit = end - 32
-        while p <= limit:
-            v1 = _xxh64_round(v1, _read64(buf, p))
-            v2 = _xxh64_round(v2, _read64(buf, p + 8))
-            v3 = _xxh64_round(v3, _read64(buf, p + 16))
-            v4 = _xxh64_round(v4, _read64(buf, p + 24))
-            p += 32
-        h = _rotl64(v1, 1) + _rotl64(v2, 7) + _rotl64(v3, 12) + _rotl64(v4, 18)
-        h = (h ^ _xxh64_round(np.uint64(0), v1)) * _P64_1 + _P64_4
-        h = (h ^ _xxh64_round(np.uint64(0), v2)) * _P64_1 + _P64_4
-        h = (h ^ _xxh64_round(np.uint64(0), v3)) * _P64_1 + _P64_4
-        h = (h ^ _xxh64_round(np.uint64(0), v4)) * _P64_1 + _P64_4
-    else:
-        h = seed + _P64_5
-    h = h + np.uint64(length)
-    while p + 8 <= end:
-        h = h ^ _xxh64_round(np.uint64(0), _read64(buf, p))
-        h = _rotl64(h, 27) * _P64_1 + _P64_4
-        p += 8
-    if p + 4 <= end:
-        h = h ^ (_read32(buf, p) * _P64_1)
-        h = _rotl64(h, 23) * _P64_2 + _P64_3
-        p += 4
-    while p < end:
-        h = h ^ (np.uint64(buf[p]) * _P64_5)
-        h = _rotl64(h, 11) * _P64_1
-        p += 1
-    h = h ^ (h >> np.uint64(33))
-    h = h * _P64_2
-    h = h ^ (h >> np.uint64(29))
-    h = h * _P64_3
-    h = h ^ (h >> np.uint64(32))
-    return h
-
-
-@njit(cache=True, inline="always")
-def _m32(x):
-    return x & np.uint64(0xFFFFFFFF)
-
-
-@njit(cache=True, inline="always")
-def _xxh32_round(acc, lane):
-    acc = _m32(acc + lane * _P32_2)
-    acc = _rotl32(acc, 13)
-    return _m32(acc * _P32_1)
-
-
-@njit(cache=True)
-def _xxh32(buf, start, end, seed):
-    """xxHash32 of buf[start:end] (uint8 array), returned in a uint64."""
-    length = end - start
-    p = start
-    if length >= 16:
-        v1 = _m32(seed + _P32_1 + _P32_2)
-        v2 = _m32(seed + _P32_2)
-        v3 = _m32(seed)
-        v4 = _m32(seed - _P32_1)
-        limit = end - 16
-        while p <= limit:
-            v1 = _xxh32_round(v1, _read32(buf, p))
-            v2 = _xxh32_round(v2, _read32(buf, p + 4))
-            v3 = _xxh32_round(v3, _read32(buf, p + 8))
-            v4 = _xxh32_round(v4, _read32(buf, p + 12))
-            p += 16
-        h = _m32(_rotl32(v1, 1) + _rotl32(v2, 7) + _rotl32(v3, 12) + _rotl32(v4, 18))
-    else:
-        h = _m32(seed + _P32_5)
-    h = _m32(h + np.uint64(length))
-    while p + 4 <= end:
-        h = _m32(h + _read32(buf, p) * _P32_3)
-        h = _m32(_rotl32(h, 17) * _P32_4)
-        p += 4
-    while p < end:
-        h = _m32(h + np.uint64(buf[p]) * _P32_5)
-        h = _m32(_rotl32(h, 11) * _P32_1)
-        p += 1
-    h = h ^ (h >> np.uint64(15))
-    h = _m32(h * _P32_2)
-    h = h ^ (h >> np.uint64(13))
-    h = _m32(h * _P32_3)
-    h = h ^ (h >> np.uint64(16))
-    return h
-
-
-@njit(cache=True, inline="always")
-def _doc_span(src, offs_a, offs_b, d):
-    """Where document ``d`` is read: ``(start, end, raw)``; raw text ``offs_a[d]:offs_a[d + 1]`` of
-    buffer a when ``src[d] < 0``, else row ``src[d]`` of buffer b (its normalised text)."""
-    s = src[d]
-    if s < 0:
-        return offs_a[d], offs_a[d + 1], True
-    return offs_b[s], offs_b[s + 1], False
-
-
-@njit(cache=True)
-def _needs_normalization(offsets, data, cp_map):
-    """Per document: does it hold a code point outside the fast path (cp_map < 0)?"""
-    n = offsets.shape[0] - 1
-    out = np.zeros(n, dtype=np.bool_)
-    for d in range(n):
-        p = offsets[d]
-        hi = offsets[d + 1]
-        while p < hi:
-            b0 = data[p]
-            if b0 < 0x80:
-                p += 1
-                continue
-            if b0 < 0xE0:
-                cp = (np.int64(b0 & 0x1F) << 6) | np.int64(data[p + 1] & 0x3F)
-                p += 2
-            elif b0 < 0xF0:
-                cp = (
-                    (np.int64(b0 & 0x0F) << 12)
-                    | (np.int64(data[p + 1] & 0x3F) << 6)
-                    | np.int64(data[p + 2] & 0x3F)
-                )
-                p += 3
-            else:
-                cp = (
-                    (np.int64(b0 & 0x07) << 18)
-                    | (np.int64(data[p + 1] & 0x3F) << 12)
-                    | (np.int64(data[p + 2] & 0x3F) << 6)
-                    | np.int64(data[p + 3] & 0x3F)
-                )
-                p += 4
-            if cp_map[cp] < 0:
-                out[d] = True
-                break
-    return out
-
-
-@njit(cache=True)
-def _insertion_sort(x, lo, hi):
-    for i in range(lo + 1, hi):
-        v = x[i]
-        j = i
-        while j > lo and x[j - 1] > v:
-            x[j] = x[j - 1]
-            j -= 1
-        x[j] = v
-
-
-@njit(cache=True)
-def _sort_hashes(seg, tmp, cnt):
-    """Sort uniformly distributed 64-bit hashes in place: one counting pass on the top bits into
-    about one element per bucket, then insertion sort per bucket (``np.sort`` for a large one)."""
-    m = seg.shape[0]
-    if m <= 32:
-        _insertion_sort(seg, 0, m)
-        return
-    bits = 1
-    while (1 << bits) < m and bits < 20:
-        bits += 1
-    nb = 1 << bits
-    shift = np.uint64(64 - bits)
-    cnt[: nb + 1] = 0
-    for i in range(m):
-        cnt[np.int64(seg[i] >> shift) + 1] += 1
-    for b in range(nb):
-        cnt[b + 1] += cnt[b]
-    for i in range(m):
-        b = np.int64(seg[i] >> shift)
-        tmp[cnt[b]] = seg[i]
-        cnt[b] += 1
-    lo = 0
-    for b in range(nb):
-        hi = cnt[b]  # after the scatter, cnt[b] is the end of bucket b
-        if hi - lo > 64:
-            tmp[lo:hi].sort()
-        elif hi - lo > 1:
-            _insertion_sort(tmp, lo, hi)
-        lo = hi
-    seg[:] = tmp[:m]
 
 
 @njit(cache=True)
@@ -521,7 +166,7 @@ def _shingle_kernel(offs_a, data_a, src, offs_b, data_b, cp_map, cls, ngram, use
     pos = 0
     seed = np.uint64(0)
     for d in range(n):
-        lo, hi, raw = _doc_span(src, offs_a, offs_b, d)
+        lo, hi, raw = doc_span(src, offs_a, offs_b, d)
         data = data_a if raw else data_b
         nbytes = hi - lo
         if stream.shape[0] < 2 * nbytes + 2:
@@ -617,13 +262,13 @@ def _shingle_kernel(offs_a, data_a, src, offs_b, data_b, cp_map, cls, ngram, use
             e = k + span
             end = wstart[e] - 1 if e < nw else slen
             if use32:
-                out[pos + k] = _xxh32(stream, wstart[k], end, seed)
+                out[pos + k] = xxh32(stream, wstart[k], end, seed)
             else:
-                out[pos + k] = _xxh64(stream, wstart[k], end, seed)
+                out[pos + k] = xxh64(stream, wstart[k], end, seed)
         seg = out[pos : pos + m]
         if tmp.shape[0] < m:
             tmp = np.empty(m, dtype=np.uint64)
-        _sort_hashes(seg, tmp, cnt)
+        sort_hashes(seg, tmp, cnt)
         u = 1
         for k in range(1, m):
             if seg[k] != seg[u - 1]:
@@ -632,38 +277,6 @@ def _shingle_kernel(offs_a, data_a, src, offs_b, data_b, cp_map, cls, ngram, use
         pos += u
         out_off[d + 1] = pos
     return out_off, out[:pos].copy()
-
-
-def _large_string_array(texts) -> pa.LargeStringArray:
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.combine_chunks() if texts.num_chunks != 1 else texts.chunk(0)
-    elif not isinstance(texts, pa.Array):
-        try:
-            import polars as pl
-
-            if isinstance(texts, pl.Series):
-                texts = texts.to_arrow()
-                if isinstance(texts, pa.ChunkedArray):
-                    texts = texts.combine_chunks()
-        except ImportError:  # pragma: no cover - polars is a runtime dependency
-            pass
-        if not isinstance(texts, pa.Array):
-            texts = pa.array(list(texts), type=pa.large_string())
-    if texts.type != pa.large_string():
-        texts = texts.cast(pa.large_string())
-    if texts.null_count:
-        texts = pc.fill_null(texts, "")
-    return texts
-
-
-def _buffers(arr: pa.LargeStringArray) -> tuple[np.ndarray, np.ndarray]:
-    n = len(arr)
-    bufs = arr.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=np.int64, count=arr.offset + n + 1)[arr.offset :]
-    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else None
-    if data is None or data.size == 0:
-        data = np.frombuffer(b"\x00", dtype=np.uint8)
-    return offsets, data
 
 
 def shingle_hashes(
@@ -686,23 +299,25 @@ def shingle_hashes(
         raise ValueError(f"ngram must be >= 1, got {ngram}")
     if hash not in HASHES:
         raise ValueError(f"hash must be one of {', '.join(HASHES)}; got {hash!r}")
-    arr = _large_string_array(texts)
-    offs_a, data_a = _buffers(arr)
-    cp_map = _fast_path_map()
+    arr = large_string_array(texts)
+    offs_a, data_a = buffers(arr)
+    if int(offs_a[-1] - offs_a[0]) <= small.SMALL_TEXT_BYTES:
+        return small.shingle_hashes(arr.to_pylist(), int(ngram), hash == "xxh32", bool(cjk_chars))
+    cp_map = fast_path_map()
     src = np.full(len(arr), -1, dtype=np.int64)
-    idx = np.flatnonzero(_needs_normalization(offs_a, data_a, cp_map))
+    idx = np.flatnonzero(needs_normalization(offs_a, data_a, cp_map))
     if idx.size:
 
         # CPython's unicodedata + str.lower, the definition the word table follows (polars' Rust
         # crates can know a newer Unicode version: a letter unassigned for Python would become a word)
         sub = arr.take(pa.array(idx, type=pa.int64())).to_pylist()
         norm = pa.array([normalize(t) for t in sub], type=pa.large_string())
-        offs_b, data_b = _buffers(norm)
+        offs_b, data_b = buffers(norm)
         src[idx] = np.arange(idx.size, dtype=np.int64)
     else:
         offs_b = np.frombuffer(np.zeros(1, np.int64).tobytes(), dtype=np.int64)
         data_b = np.frombuffer(b"\x00", dtype=np.uint8)
-    cls = _char_classes(bool(cjk_chars))
+    cls = char_classes(bool(cjk_chars))
     cap = int(offs_a[-1] - offs_a[0]) // 5 + len(arr) + 16
     offsets, hashes = _shingle_kernel(
         offs_a, data_a, src, offs_b, data_b, cp_map, cls, int(ngram), hash == "xxh32", cap
@@ -752,24 +367,6 @@ def _check_scheme(scheme: str) -> None:
         raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}; got {scheme!r}")
 
 
-@njit(cache=True, inline="always")
-def _fmix32(h):
-    h = h ^ (h >> np.uint64(16))
-    h = (h * np.uint64(0x85EBCA6B)) & np.uint64(0xFFFFFFFF)
-    h = h ^ (h >> np.uint64(13))
-    h = (h * np.uint64(0xC2B2AE35)) & np.uint64(0xFFFFFFFF)
-    return h ^ (h >> np.uint64(16))
-
-
-@njit(cache=True, inline="always")
-def _fmix64(h):
-    h = h ^ (h >> np.uint64(33))
-    h = h * np.uint64(0xFF51AFD7ED558CCD)
-    h = h ^ (h >> np.uint64(33))
-    h = h * np.uint64(0xC4CEB9FE1A85EC53)
-    return h ^ (h >> np.uint64(33))
-
-
 @njit(cache=True)
 def _sig_affine32(offsets, hashes, a, b):
     n = offsets.shape[0] - 1
@@ -778,7 +375,7 @@ def _sig_affine32(offsets, hashes, a, b):
     for d in range(n):
         row = out[d]
         for i in range(offsets[d], offsets[d + 1]):
-            x = np.uint32(_fmix32(np.uint64(hashes[i]) & np.uint64(0xFFFFFFFF)))
+            x = np.uint32(fmix32(np.uint64(hashes[i]) & np.uint64(0xFFFFFFFF)))
             for j in range(k):
                 v = np.uint32(a[j] * x + b[j])
                 if v < row[j]:
@@ -815,7 +412,7 @@ def _sig_affine64(offsets, hashes, a, b):
     for d in range(n):
         row = out[d]
         for i in range(offsets[d], offsets[d + 1]):
-            x = _fmix64(np.uint64(hashes[i]))
+            x = fmix64(np.uint64(hashes[i]))
             for j in range(k):
                 v = a[j] * x + b[j]
                 if v < row[j]:
@@ -840,6 +437,8 @@ def signatures(
     hashes = np.ascontiguousarray(hashes)
     if hashes.dtype not in (np.uint64, np.uint32):
         hashes = hashes.astype(np.uint64)
+    if len(hashes) <= small.SMALL_HASHES:
+        return small.signatures(offsets, hashes, a, b, scheme)
     if scheme == "affine32":
         return _sig_affine32(offsets, hashes, a, b)
     if scheme == "legacy":
@@ -1047,13 +646,13 @@ def _band_kernel(sig, bands, rows):
     out = np.empty((n, bands), dtype=np.uint64)
     for d in range(n):
         for j in range(bands):
-            acc = _P64_5 + np.uint64(j + 1) * _P64_1
+            acc = P64_5 + np.uint64(j + 1) * P64_1
             base = j * rows
             for t in range(rows):
-                acc = _xxh64_round(acc, np.uint64(sig[d, base + t]))
-                acc = _rotl64(acc, 27) * _P64_1 + _P64_4
+                acc = xxh64_round(acc, np.uint64(sig[d, base + t]))
+                acc = rotl64(acc, 27) * P64_1 + P64_4
             acc = acc ^ np.uint64(rows)
-            out[d, j] = _fmix64(acc)
+            out[d, j] = fmix64(acc)
     return out
 
 
@@ -1067,4 +666,6 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
         raise ValueError(
             f"bands x rows = {bands} x {rows} needs {bands * rows} permutations; signatures have {sig.shape[1]}"
         )
+    if sig.shape[0] <= small.SMALL_DOCS:
+        return small.band_keys(sig, int(bands), int(rows))
     return _band_kernel(sig, int(bands), int(rows))

@@ -5,6 +5,9 @@ Phases (a global stage, see :mod:`dcurate.core.stage`):
 * **scan** (each shard piece, in parallel): per document, the method's keys -- MinHash band keys,
   the xxh3-128 of the normalised text, or one hash per normalised line -- are written to bucketed
   work files (:mod:`dcurate.stages.dedup.store`), with what verification and the keep policy need.
+  The MinHash method scans twice (:mod:`dcurate.stages.dedup.candidates`): the first scan keeps
+  only band keys and a digest of each shingle set; after the first reduce has found the candidate
+  pairs, the second scan stores ids, keep values and shingle sets for candidate documents only.
 * **reduce** (driver, fanned out with ``ctx.map``): each task groups a range of key buckets across
   every shard piece into candidate pairs (:mod:`dcurate.stages.dedup.graph`); candidates are verified
   (exact shingle Jaccard by default), joined by union-find into clusters (connected components
@@ -38,16 +41,14 @@ import xxhash
 from dcurate.core.errors import InputError
 from dcurate.core.params import param
 from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
-from dcurate.stages.dedup import graph, store
+from dcurate.stages.dedup import candidates, graph, store
 from dcurate.text.normalize import normalize_for_hash_series
 
 # A chunk of a piece is flushed to disk once it holds this many shingle hashes / documents, so a
 # piece of any size is scanned in bounded memory (~16 bytes per buffered shingle hash: about 64 MB).
 FLUSH_SHINGLES = 4_000_000
 FLUSH_DOCS = 100_000
-# Bucket groups of at most this many documents give every pair as a candidate; larger ones a
-# star to their first member plus a chain (see dedup_graph).
-MAX_ALL_PAIRS = 16
+MAX_ALL_PAIRS = candidates.MAX_ALL_PAIRS
 # Reduce sizing: keys per grouping task, pairs per verification task.
 KEYS_PER_TASK = 8_000_000
 PAIRS_PER_TASK = 200_000
@@ -164,6 +165,12 @@ class Dedup(Stage):
         super().__init__(params, ctx)
         self._bands: tuple[int, int] | None = None
         self._cache: dict[str, dict[str, np.ndarray]] = {}
+        self._reps: tuple[np.ndarray, np.ndarray] | None = None  # (nodes, their representatives)
+
+    @property
+    def rounds(self) -> int:  # type: ignore[override]
+        """MinHash scans twice: keys first, then candidate documents only."""
+        return 2 if self.params.method == "minhash" else 1
 
     # -- plan of the LSH ------------------------------------------------------------------------
     @property
@@ -205,7 +212,7 @@ class Dedup(Stage):
 
             batches = read_documents(p.against, text_field=self.ctx.text_field, id_field=self.ctx.id_field)
             chunks = self._scan_into(
-                batches, folder, index=0, piece=0, flag=True, where=f"--against {p.against}"
+                batches, folder, index=0, piece=0, flag=True, where=f"--against {p.against}", full=True
             )
             import json
 
@@ -225,12 +232,81 @@ class Dedup(Stage):
     # -- scan -----------------------------------------------------------------------------------
     def scan(self, batches: Iterable[pa.RecordBatch], shard: ShardInfo, round: int, plan: Any) -> Any:
         folder = self.ctx.workdir / "scan" / shard.key
-        shutil.rmtree(folder, ignore_errors=True)
-        chunks = self._scan_into(batches, folder, shard.index, shard.piece, False, shard.path or shard.stem)
+        shutil.rmtree(folder, ignore_errors=True)  # round 1: the first scan's keys are read already
+        if round == 1:
+            return {"chunks": self._scan_candidates(batches, shard, plan)}
+        full = self.params.method != "minhash"
+        chunks = self._scan_into(batches, folder, shard.index, shard.piece, False, shard.path or shard.stem, full)
         return {"chunks": [c.to_json() for c in chunks]}
 
+    def _scan_candidates(self, batches, shard: ShardInfo, plan: Any) -> list[dict]:
+        """Second MinHash scan: ids, keep values and (for each class representative) the shingle
+        set or signature of this piece's candidate documents, flushed in bounded chunks."""
+        folder = self.ctx.workdir / "cand" / shard.key
+        shutil.rmtree(folder, ignore_errors=True)
+        path = plan["cand"].get(shard.key)
+        if path is None:
+            return []  # no candidate here: the piece is not read at all
+        with np.load(path) as z:
+            rows, is_rep = z["rows"], z["rep"]
+        p = self.params
+        where = shard.path or shard.stem
+        base = store.base_ref(shard.index, shard.piece)
+        out: list[dict] = []
+        buf: list[dict[str, Any]] = []
+        pos = size = 0
+        for batch in batches:
+            lo, hi = np.searchsorted(rows, [pos, pos + batch.num_rows])
+            pos += batch.num_rows
+            if hi == lo:
+                continue
+            local = rows[lo:hi] - (pos - batch.num_rows)
+            sub = batch.take(pa.array(local))
+            part: dict[str, Any] = {"refs": np.uint64(base) + rows[lo:hi].astype(np.uint64)}
+            part["ids"] = sub.column(self.ctx.id_field)
+            values = self._keep_values(sub, where)
+            if values is not None:
+                part["value"] = values
+            # the verification data (signatures with --verify signature or none: the cluster
+            # table's similarity to the kept document) of class representatives
+            sel = is_rep[lo:hi]
+            texts = self.texts(sub).filter(pa.array(sel))
+            mh = _minhash()
+            offsets, hashes = mh.shingle_hashes(texts, ngram=p.ngram, cjk_chars=p.cjk_chars)
+            lens = np.zeros(hi - lo, dtype=np.int64)
+            lens[sel] = np.diff(offsets)
+            if p.verify == "exact":
+                part["lens"], part["shingles"] = lens, np.asarray(hashes, dtype=np.uint64)
+            else:
+                sig = np.asarray(mh.signatures(offsets, hashes, p.num_perm, p.hash_seed, p.scheme))
+                full_sig = np.zeros((hi - lo, p.num_perm), dtype=sig.dtype)
+                full_sig[sel] = sig
+                part["sigs"] = full_sig
+            size += int(lens.sum())
+            buf.append(part)
+            if size >= FLUSH_SHINGLES or sum(len(b["refs"]) for b in buf) >= FLUSH_DOCS:
+                out.append(self._flush_candidates(buf, folder / f"c{len(out):05d}"))
+                buf, size = [], 0
+        if buf:
+            out.append(self._flush_candidates(buf, folder / f"c{len(out):05d}"))
+        return out
+
+    def _flush_candidates(self, buf: list[dict[str, Any]], folder: Path) -> dict:
+        docs: dict[str, np.ndarray] = {}
+        if "lens" in buf[0]:
+            lens = np.concatenate([b["lens"] for b in buf])
+            soff = np.zeros(len(lens) + 1, dtype=np.int64)
+            np.cumsum(lens, out=soff[1:])
+            docs["soff"], docs["shingles"] = soff, np.concatenate([b["shingles"] for b in buf])
+        for name in ("sigs", "value"):
+            if name in buf[0]:
+                docs[name] = np.concatenate([b[name] for b in buf], axis=0)
+        ids = pa.concat_arrays([pc.cast(b["ids"], pa.string()) for b in buf])
+        refs = np.concatenate([b["refs"] for b in buf])
+        return store.write_sparse_chunk(folder, refs, docs, ids).to_json()
+
     def _scan_into(
-        self, batches, folder: Path, index: int, piece: int, flag: bool, where: str
+        self, batches, folder: Path, index: int, piece: int, flag: bool, where: str, full: bool = True
     ) -> list[store.Chunk]:
         base = store.base_ref(index, piece, flag)
         chunks: list[store.Chunk] = []
@@ -241,7 +317,7 @@ class Dedup(Stage):
         for batch in batches:
             if batch.num_rows == 0:
                 continue
-            out = self._scan_batch(batch, base + row, where)
+            out = self._scan_batch(batch, base + row, where, full)
             buf.append(out)
             row += batch.num_rows
             size += out.get("weight", 0)
@@ -276,15 +352,21 @@ class Dedup(Stage):
             raise InputError(f"{where}: --keep {keep}: column '{col}' is {arr.type}, not numeric") from None
         return np.asarray(vals.fill_null(-np.inf).to_numpy(zero_copy_only=False), dtype=np.float64)
 
-    def _scan_batch(self, batch: pa.RecordBatch, first_ref: int, where: str) -> dict[str, Any]:
+    def _scan_batch(self, batch: pa.RecordBatch, first_ref: int, where: str, full: bool = True) -> dict[str, Any]:
+        """Keys of one batch; with ``full`` also ids, keep values and verification data (without,
+        MinHash keeps only band keys and shingle-set digests for its second scan)."""
         p = self.params
         texts = self.texts(batch)
         n = batch.num_rows
         refs = np.uint64(first_ref) + np.arange(n, dtype=np.uint64)
-        out: dict[str, Any] = {"n": n, "ids": batch.column(self.ctx.id_field)}
-        values = self._keep_values(batch, where)
-        if values is not None:
-            out["value"] = values
+        out: dict[str, Any] = {"n": n}
+        if full:
+            out["ids"] = batch.column(self.ctx.id_field)
+            values = self._keep_values(batch, where)
+            if values is not None:
+                out["value"] = values
+        elif p.keep.startswith("max:"):
+            self._keep_values(batch.slice(0, 0), where)  # a missing column fails in the first scan
         if p.method == "minhash":
             b, r = self.bands_rows
             mh = _minhash()
@@ -296,12 +378,14 @@ class Dedup(Stage):
             valid = np.diff(offsets) > 0  # documents without words have no shingles: never duplicates
             out["keys"] = keys[valid].ravel()
             out["refs"] = np.repeat(refs[valid], b)
-            if p.verify == "exact":
+            if not full:
+                out["digest"] = candidates.set_digests(offsets, hashes)
+            elif p.verify == "exact":
                 out["soff"] = offsets
                 out["shingles"] = hashes
             else:
                 out["sigs"] = sigs.astype(np.uint32) if sigs.size == 0 or sigs.max() < 2**32 else sigs
-            out["weight"] = len(hashes) + n
+            out["weight"] = (len(hashes) + n) if full else (b + 1) * n
         elif p.method == "exact":
             norm = normalize_for_hash_series(texts.cast(pa.string())).fill_null("")
             data = norm.to_arrow().cast(pa.large_binary()).to_pylist()
@@ -344,14 +428,15 @@ class Dedup(Stage):
             docs["sigs"] = np.concatenate([b["sigs"] for b in buf], axis=0)
         if any("value" in b for b in buf):
             docs["value"] = cat("value")
+        if any("digest" in b for b in buf):
+            docs["digest"] = np.concatenate([b["digest"] for b in buf], axis=0)
         aux = cat("aux")
         if aux is None and self.params.method != "minhash":
             aux = np.zeros(0, np.uint64 if self.params.method == "exact" else np.uint32)
-        ids = (
-            pa.concat_arrays([pc.cast(b["ids"], pa.string()) for b in buf])
-            if buf
-            else pa.array([], pa.string())
-        )
+        if any("ids" in b for b in buf) or (not buf and self.params.method != "minhash"):
+            ids = pa.concat_arrays([pc.cast(b["ids"], pa.string()) for b in buf]) if buf else pa.array([], pa.string())
+        else:
+            ids = None
         return store.write_chunk(folder, first_ref, n, keys, refs, aux, docs, ids)
 
     # -- reduce ---------------------------------------------------------------------------------
@@ -368,9 +453,11 @@ class Dedup(Stage):
         chunks = [store.Chunk.from_json(c) for _, part in partials for c in part["chunks"]]
         chunks += self._ref_chunks()
         chunks.sort(key=lambda c: c.first_ref)
+        if round == 1:
+            return self._reduce_candidates(chunks, plan)
         ranges = self._bucket_ranges(chunks)
         tasks = [(p.method, [c.to_json() for c in chunks], b0, b1, bool(p.against)) for b0, b1 in ranges]
-        results = self.ctx.map(_group_task, tasks)
+        results = self.ctx.map(candidates.group_task, tasks)
         stats: dict[str, Any] = {
             "method": p.method,
             "docs": int(sum(c.n for c in chunks if not c.first_ref >> 63)),
@@ -382,17 +469,48 @@ class Dedup(Stage):
         u, v = graph.unique_pairs(u, v)
         stats["candidate_pairs"] = len(u)
         index = store.ChunkIndex(chunks)
-        if p.method == "minhash" and p.verify != "none":
+        if p.method == "minhash":
+            return self._plan_candidates(index, u, v, stats)
+        return self._plan_clusters(index, u, v, np.ones(len(u)), stats)
+
+    def _plan_candidates(self, index: store.ChunkIndex, u: np.ndarray, v: np.ndarray, stats) -> dict[str, Any]:
+        """First MinHash reduce: the candidate documents of each piece and their classes (equal
+        shingle-set digests); the pairs wait in ``pairs.npz`` for the second reduce."""
+        nodes = np.unique(np.concatenate([u, v]))
+        corpus = nodes[(nodes & store.REF_FLAG) == 0]
+        rep = candidates.representatives(corpus, index.gather_rows(corpus, "digest", np.uint64, 2))
+        work = self.ctx.workdir
+        np.savez(work / "pairs.npz", u=u, v=v, nodes=corpus, rep=rep)
+        files = candidates.write_candidate_lists(work / "candidates", corpus, rep == corpus)
+        return {"cand": files, "pairs": str(work / "pairs.npz"), "stats": stats}
+
+    def _rep_of(self, refs: np.ndarray) -> np.ndarray:
+        """The class representative of each document (reference-set documents are their own)."""
+        if self._reps is None:
+            return refs
+        nodes, rep = self._reps
+        i = np.clip(np.searchsorted(nodes, refs), 0, max(len(nodes) - 1, 0))
+        found = (nodes[i] == refs) if len(nodes) else np.zeros(len(refs), dtype=bool)
+        return np.where(found, rep[i] if len(nodes) else refs, refs)
+
+    def _reduce_candidates(self, chunks: list[store.Chunk], plan: Any) -> Any:
+        """Second MinHash reduce: verify the pairs on the candidates' stored data, then cluster."""
+        p = self.params
+        with np.load(plan["pairs"]) as z:
+            u, v = z["u"], z["v"]
+            self._reps = (z["nodes"], z["rep"])
+        stats = dict(plan["stats"])
+        index = store.ChunkIndex(chunks)
+        if p.verify != "none":
             jac = self._pair_similarity(index, u, v)
             ok = jac >= p.threshold
             stats["verified_pairs"] = int(ok.sum())
             stats["false_positives"] = int((~ok).sum())
             u, v, jac = u[ok], v[ok], jac[ok]
         else:
-            jac = np.ones(len(u)) if p.method == "exact" else np.full(len(u), np.nan)
-        if p.method == "minhash":
-            b, r = self.bands_rows
-            stats.update(bands=b, rows=r, num_perm=p.num_perm)
+            jac = np.full(len(u), np.nan)
+        b, r = self.bands_rows
+        stats.update(bands=b, rows=r, num_perm=p.num_perm)
         return self._plan_clusters(index, u, v, jac, stats)
 
     def _bucket_ranges(self, chunks: list[store.Chunk]) -> list[tuple[int, int]]:
@@ -411,9 +529,16 @@ class Dedup(Stage):
         return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
     def _pair_similarity(self, index: store.ChunkIndex, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """Jaccard of each pair: exact from stored shingle sets, or estimated from signatures."""
-        if len(u) == 0:
-            return np.zeros(0)
+        """Jaccard of each pair: exact from stored shingle sets, or estimated from signatures;
+        1 for two documents of one class (equal shingle sets), which are not compared."""
+        u, v = self._rep_of(u), self._rep_of(v)
+        out = np.ones(len(u))
+        diff = np.flatnonzero(u != v)
+        if len(diff):
+            out[diff] = self._compare(index, u[diff], v[diff])
+        return out
+
+    def _compare(self, index: store.ChunkIndex, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         mode = "exact" if self.params.verify == "exact" else "signature"
         n_tasks = max(1, math.ceil(len(u) / PAIRS_PER_TASK))
         if self.ctx.workers > 1 and len(u) > 20_000:
@@ -421,7 +546,7 @@ class Dedup(Stage):
         cuts = np.linspace(0, len(u), n_tasks + 1).astype(np.int64)
         chunks_json = [c.to_json() for c in index.chunks]
         tasks = [(mode, chunks_json, u[a:b], v[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
-        return np.concatenate(self.ctx.map(_similarity_task, tasks))
+        return np.concatenate(self.ctx.map(candidates.similarity_task, tasks))
 
     def _plan_clusters(self, index, u, v, jac, stats) -> dict[str, Any]:
         p = self.params
@@ -512,11 +637,13 @@ class Dedup(Stage):
         return keeper
 
     def _member_similarity(self, index, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        if self.params.verify == "exact":
-            mode = "exact"
-        else:
-            mode = "signature"
-        return _similarity_task((mode, [c.to_json() for c in index.chunks], a, b))
+        a, b = self._rep_of(a), self._rep_of(b)
+        out = np.ones(len(a))
+        diff = np.flatnonzero(a != b)
+        if len(diff):
+            mode = "exact" if self.params.verify == "exact" else "signature"
+            out[diff] = candidates.similarity_task((mode, [c.to_json() for c in index.chunks], a[diff], b[diff]))
+        return out
 
     def _write_piece_files(self, refs: np.ndarray, cols: dict[str, np.ndarray]) -> dict[str, str]:
         """One .npz per shard piece with the planned rows (sorted) and their columns."""
@@ -635,7 +762,17 @@ class Dedup(Stage):
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, dest)
                 stats["clusters_file"] = str(dest)
+        self._remove_scratch()
         return stats
+
+    def _remove_scratch(self) -> None:
+        """Remove the scan's work files once the plans are final (every phase is done; a resumed
+        run finds the plans and never reads them again). Plans and the cluster table stay."""
+        work = self.ctx.workdir
+        for name in ("scan", "cand", "candidates", "ref"):
+            shutil.rmtree(work / name, ignore_errors=True)
+        for name in ("pairs.npz", "ref.json"):
+            (work / name).unlink(missing_ok=True)
 
 
 def _lines_frame(texts) -> pl.DataFrame:
@@ -649,48 +786,6 @@ def _lines_frame(texts) -> pl.DataFrame:
         .explode(["line", "lineno"])
         .drop_nulls("line")
     )
-
-
-# -- reduce tasks (top-level functions: they run in worker processes) ------------------------------
-
-
-def _group_task(task):
-    method, chunks_json, b0, b1, against = task
-    chunks = [store.Chunk.from_json(c) for c in chunks_json]
-    if method == "minhash":
-        keys, refs = store.read_bucket_range(chunks, b0, b1)
-        u, v, _ = graph.candidate_edges(keys, refs, MAX_ALL_PAIRS, against)
-        return u, v
-    keys, refs, aux = store.read_bucket_range(chunks, b0, b1, with_aux=True)
-    if method == "exact":
-        # dense id per distinct 128-bit hash (hi = key, lo = aux), then star + chain edges
-        order = np.lexsort((aux, keys))
-        k, a = keys[order], aux[order]
-        change = np.ones(len(k), dtype=bool)
-        change[1:] = (k[1:] != k[:-1]) | (a[1:] != a[:-1])
-        gid = np.empty(len(k), dtype=np.uint64)
-        gid[order] = np.cumsum(change).astype(np.uint64)
-        u, v, _ = graph.candidate_edges(gid, refs, 1, against)
-        return u, v
-    # paragraphs: the first occurrence (ref, line) of each line hash stays, later ones are cut
-    order = np.lexsort((aux, refs, keys))
-    k = keys[order]
-    later = np.zeros(len(k), dtype=bool)
-    later[1:] = k[1:] == k[:-1]
-    return refs[order][later], aux[order][later]
-
-
-def _similarity_task(task) -> np.ndarray:
-    mode, chunks_json, u, v = task
-    index = store.ChunkIndex([store.Chunk.from_json(c) for c in chunks_json])
-    docs, inv = np.unique(np.concatenate([u, v]), return_inverse=True)
-    ia, ib = inv[: len(u)], inv[len(u) :]
-    if mode == "exact":
-        offsets, hashes = index.gather_sets(docs)
-        return graph.set_jaccard(offsets, hashes, ia, ib)
-    proto = next(c for c in index.chunks if c.has("sigs.npy")).load("sigs.npy")
-    sigs = index.gather_rows(docs, "sigs", proto.dtype, proto.shape[1])
-    return (sigs[ia] == sigs[ib]).mean(axis=1)
 
 
 def warmup() -> None:

@@ -45,9 +45,9 @@ import polars as pl
 import pyarrow as pa
 from numba import njit
 
-from dcurate.stages.dedup.minhash import _xxh64 as _xxh64_range
 from dcurate.text import normalize as _text
 from dcurate.text import scan as textscan
+from dcurate.text.hashing import xxh64 as _xxh64_range
 
 #: Number of hash buckets (DSIR paper and ``data-selection``'s default).
 DEFAULT_BUCKETS = 10_000
@@ -57,7 +57,7 @@ REFERENCE_EPS = 1e-8
 
 @njit(inline="always", cache=True)
 def _xxh64(buf, start, length, seed):
-    """XXH64 of ``buf[start:start + length]`` (the kernel shared with dcurate.stages.dedup.minhash)."""
+    """XXH64 of ``buf[start:start + length]`` (:func:`dcurate.text.hashing.xxh64` over a start and a length)."""
     return _xxh64_range(buf, start, start + length, seed)
 
 
