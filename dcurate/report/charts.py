@@ -31,7 +31,6 @@ def _figure(width: float, height: float) -> Any:
 def to_svg(fig: Any, name: str) -> str:
     """Render ``fig`` as an ``<svg>`` element ready to inline in HTML (ids prefixed with ``name``)."""
     import matplotlib
-
     from matplotlib.backends.backend_svg import FigureCanvasSVG
 
     with matplotlib.rc_context({**_RC, "svg.hashsalt": name}):
