@@ -45,7 +45,7 @@ def to_svg(fig: Any, name: str) -> str:
     if ids:
         text = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{slug}-{m.group(1)}"', text)
         text = re.sub(r"#([A-Za-z0-9_.:-]+)", lambda m: f"#{slug}-{m.group(1)}" if m.group(1) in ids else m.group(0), text)
-    text = re.sub(r'<svg ([^>]*?)width="[^"]*" height="[^"]*"', r'<svg class="chart" \1', text, count=1)
+    text = text.replace("<svg ", '<svg class="chart" ', 1)
     return f'<figure class="chart" data-chart="{slug}">{text.strip()}</figure>'
 
 
