@@ -107,7 +107,9 @@ def cluster_sizes(sizes: Sequence[int], counts: Sequence[int]) -> str:
     """Number of duplicate clusters per cluster size."""
     fig = _figure(4.4, 2.6)
     ax = fig.subplots()
-    bars = ax.bar([str(s) for s in sizes], counts, color=PALETTE[2])
+    x = np.arange(len(sizes))
+    bars = ax.bar(x, counts, color=PALETTE[2])
+    ax.set_xticks(x, [str(s) for s in sizes])
     ax.bar_label(bars, labels=[f"{c:,}" for c in counts], fontsize=7, padding=2)
     ax.set_xlabel("documents in cluster")
     ax.set_ylabel("clusters")

@@ -21,8 +21,11 @@ import pyarrow as pa
 from dcurate.core.errors import InputError
 from dcurate.io import BatchReader, Piece, Shard, expand_inputs
 
-SAMPLE_ROWS = 20_000  # rows read per output shard (numbers and labels; text only for a few)
+SAMPLE_ROWS = 20_000  # rows read per output shard at most (numbers and labels; text only for a few)
+SAMPLE_TOTAL = 500_000  # rows read over all shards (fewer per shard when there are many shards)
+MAX_SHARDS = 512  # shards read at most (evenly spread over the set)
 TEXT_ROWS = 64  # rows per shard whose text is kept for examples
+TEXT_DOCS = 256  # documents with text kept over all shards
 TEXT_CHARS = 1_500  # characters of a document shown
 REJECTED_ROWS = 5_000  # rows read per rejected shard
 EXAMPLES = 3  # documents shown per reason / per kind
@@ -113,6 +116,10 @@ def sample_shards(
     and string columns ending in ``_bucket``, and the first ``text_rows`` documents (plus any whose
     id is in ``keep_ids``) with their text truncated."""
     s = Sample(shards=len(shards))
+    if len(shards) > MAX_SHARDS:
+        shards = [shards[i] for i in np.linspace(0, len(shards) - 1, MAX_SHARDS).round().astype(int)]
+        s.complete = False
+    rows = min(rows, max(SAMPLE_TOTAL // max(len(shards), 1), 200))
     for sh in shards:
         reader = BatchReader(Piece(sh, limit=rows + 1), text_field=text_field, id_field=id_field, require_text=False)
         n = 0
@@ -131,7 +138,7 @@ def sample_shards(
                 ):
                     c = s.labels.setdefault(f.name, Counter())
                     c.update(v for v in b.column(f.name).to_pylist() if v is not None)
-            want_text = max(text_rows - n, 0)
+            want_text = max(min(text_rows - n, TEXT_DOCS - len(s.docs)), 0)
             ids = b.column(id_field).to_pylist() if id_field in b.schema.names else [None] * b.num_rows
             pick = list(range(min(want_text, b.num_rows)))
             if keep_ids:
@@ -189,7 +196,10 @@ def _rejected_examples(root: str, text_field: str, id_field: str, keep_ids: set[
     by_reason: dict[str, list[dict[str, Any]]] = {}
     found: dict[str, dict[str, Any]] = {}
     counts: Counter = Counter()
-    for sh in _shards(root):
+    shards = _shards(root)
+    if len(shards) > MAX_SHARDS:
+        shards = [shards[i] for i in np.linspace(0, len(shards) - 1, MAX_SHARDS).round().astype(int)]
+    for sh in shards:
         reader = BatchReader(Piece(sh, limit=REJECTED_ROWS), text_field=text_field, id_field=id_field, require_text=False)
         for b in reader:
             if "dcurate_reason" not in b.schema.names:
@@ -254,6 +264,7 @@ def collect(out: str | os.PathLike) -> RunData:
     keep_ids: set[str] = set()
     if clusters_path is not None:
         clusters = read_cluster_table(clusters_path)
+        clusters = clusters.select([c for c in ("cluster", "id", "kept", "jaccard", "size") if c in clusters.column_names])
         if {"cluster", "id", "size"} <= set(clusters.column_names):
             keep_ids = _cluster_candidates(clusters)
         else:

@@ -202,7 +202,10 @@ class _Page:
         docs = self.d.cluster_docs
         if not docs:
             return 0
-        rows = t.to_pylist() if t.num_rows <= 200_000 else t.slice(0, 200_000).to_pylist()
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        rows = t.filter(pc.is_in(t.column("id"), value_set=pa.array(list(docs), t.column("id").type))).to_pylist()
         by: dict[int, list[dict[str, Any]]] = {}
         for r in rows:
             if r["id"] in docs:
@@ -212,7 +215,7 @@ class _Page:
             members = sorted(by[c], key=lambda r: (not r.get("kept", False), str(r["id"])))[:4]
             self.add(f"<h3>cluster {c} ({members[0].get('size', len(members))} documents)</h3><div class='side'>")
             for r in members:
-                meta = {"kept" if r.get("kept") else "removed": ""}
+                meta = {"kept by dedup" if r.get("kept") else "removed by dedup": ""}
                 if r.get("jaccard") is not None:
                     meta["jaccard to kept"] = f"{r['jaccard']:.3f}"
                 self.add(self._doc(docs[r["id"]], meta))
