@@ -113,8 +113,10 @@ class _Page:
             self.add("<p class='note'>No document was removed.</p>")
             return
         self.add(charts.removals(rows))
-        self.add("<table class='removals'><tr><th>stage</th><th>reason</th><th>documents</th></tr>")
-        self.add(*(f"<tr><td>{_e(s)}</td><td>{_e(r)}</td><td>{n:,}</td></tr>" for s, r, n in rows), "</table>")
+        self.add("<details><summary>as a table</summary><table class='removals'>"
+                 "<tr><th>stage</th><th style='text-align:left'>reason</th><th>documents</th></tr>")
+        self.add(*(f"<tr><td>{_e(s)}</td><td style='text-align:left'>{_e(r)}</td><td>{n:,}</td></tr>"
+                   for s, r, n in rows), "</table></details>")
         notes = [
             f"{_stage_label(st)}: {k.replace('_', ' ')} {v:,}"
             for st in self.stages for k, v in (st.get("counters") or {}).items()
