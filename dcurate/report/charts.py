@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#EECA3B", "#9D755D", "#BAB0AC"]
-_RC = {
+_RC: dict[str, Any] = {
     "svg.fonttype": "path",
     "font.family": "DejaVu Sans",  # shipped with matplotlib
     "font.size": 9,
@@ -33,7 +33,8 @@ def to_svg(fig: Any, name: str) -> str:
     import matplotlib
     from matplotlib.backends.backend_svg import FigureCanvasSVG
 
-    with matplotlib.rc_context({**_RC, "svg.hashsalt": name}):
+    rc: Any = {**_RC, "svg.hashsalt": name}
+    with matplotlib.rc_context(rc):
         FigureCanvasSVG(fig)
         buf = io.StringIO()
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})

@@ -222,7 +222,7 @@ def _rejected_examples(root: str, text_field: str, id_field: str, keep_ids: set[
                 if len(lst) < EXAMPLES:
                     lst.append(row)
                 if ids[i] in keep_ids:
-                    found[ids[i]] = row
+                    found[str(ids[i])] = row
     return by_reason, found
 
 
@@ -273,7 +273,7 @@ def collect(out: str | os.PathLike) -> RunData:
     output = sample_shards(_shards(out), text_field, id_field, keep_ids=keep_ids)
     rejected_dir = opts.get("rejected")
     rejected: dict[str, list[dict[str, Any]]] = {}
-    cluster_docs = {d.get(id_field): d for d in output.docs if d.get(id_field) in keep_ids}
+    cluster_docs = {str(d[id_field]): d for d in output.docs if d.get(id_field) in keep_ids}
     if rejected_dir and os.path.isdir(rejected_dir):
         rejected, found = _rejected_examples(rejected_dir, text_field, id_field, keep_ids)
         cluster_docs.update(found)
