@@ -235,3 +235,20 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
         colours = dict((c, n) for n, c in im.convert("RGB").getcolors(maxcolors=1 << 24))
     # the funnel's input bar and the histograms are drawn in the first palette colour
     assert colours.get((0x4C, 0x78, 0xA8), 0) > 2000, "no chart visible"
+
+
+def test_without_rejected_the_examples_come_from_annotations(tmp_path):
+    from dcurate.report.collect import collect
+    from dcurate.report.html import _Page
+
+    b = docs(12, "b")
+    write_jsonl(tmp_path / "in" / "s.jsonl", b + [dict(r, id=r["id"] + "~dup") for r in b[:2]])
+    curate(str(tmp_path / "in"), str(tmp_path / "out"), stages=[{"stage": "dedup", "method": "exact", "annotate": True}],
+           workers=1, progress=False)
+    page = _Page(collect(tmp_path / "out"))
+    page.examples()  # the examples section alone: no charts drawn
+    text = "".join(page.parts)
+    assert "--rejected DIR" in text
+    assert "in a duplicate cluster (dup_cluster_size &gt; 1) (3 shown)" in text
+    assert "id: b00001~dup" not in text  # the first three members in read order
+    assert text.count("dup_cluster_size: 2") >= 3

@@ -281,7 +281,9 @@ class _Page:
         self.add("<h3>Removed documents</h3>")
         if self.d.rejected_dir is None:
             self.add("<p class='note'>Removed documents are shown when the run writes them: "
-                     "<code>--rejected DIR</code>. The kept documents above carry the stages' annotations.</p>")
+                     "<code>--rejected DIR</code>. Below: kept documents that the stages' annotations "
+                     "put on the wrong side of a threshold or in a duplicate cluster.</p>")
+            self._annotated(docs)
             return
         self.add(f"<p class='note'>From {_e(self.d.rejected_dir)} (first rows of each shard).</p>")
         if not self.d.rejected:
@@ -296,6 +298,24 @@ class _Page:
                 self.add(f"<details><summary>{_e(reason)} ({len(rows)} shown)</summary>")
                 self.add(*(self._doc(r) for r in rows), "</details>")
         _ = tf
+
+    def _annotated(self, docs: list[dict[str, Any]]) -> None:
+        """Examples from annotations: scores below a quality threshold, perplexity above the
+        maximum or in the last bucket, members of duplicate clusters (dedup --annotate)."""
+        groups: list[tuple[str, list[dict[str, Any]]]] = []
+        for col, lines, log, _stage in self._score_columns():
+            if not lines:
+                continue
+            x, label = lines[-1] if log else lines[0]
+            side = [d for d in docs if isinstance(d.get(col), (int, float)) and (d[col] > x if log else d[col] < x)]
+            groups.append((f"{col} {'above' if log else 'below'} {label}", side))
+        if any("dup_cluster_size" in d for d in docs):
+            groups.append(("in a duplicate cluster (dup_cluster_size > 1)",
+                           [d for d in docs if (d.get("dup_cluster_size") or 0) > 1]))
+        for title, rows in groups:
+            if rows:
+                self.add(f"<details><summary>{_e(title)} ({min(len(rows), EXAMPLES)} shown)</summary>")
+                self.add(*(self._doc(r) for r in rows[:EXAMPLES]), "</details>")
 
     def recipe(self) -> None:
         m = self.d.manifest
