@@ -252,3 +252,19 @@ def test_without_rejected_the_examples_come_from_annotations(tmp_path):
     assert "in a duplicate cluster (dup_cluster_size &gt; 1) (3 shown)" in text
     assert "id: b00001~dup" not in text  # the first three members in read order
     assert text.count("dup_cluster_size: 2") >= 3
+
+
+def test_many_domains_fold_into_one_row_and_dollar_signs_are_text(tmp_path):
+    from dcurate.report.collect import collect
+    from dcurate.report.html import MAX_DOMAINS, OTHER, _Page
+
+    recs = [dict(r, domain=f"$\\frac{{{i % 30}$") for i, r in enumerate(docs(90))]  # invalid as TeX
+    write_jsonl(tmp_path / "in" / "s.jsonl", recs)
+    curate(str(tmp_path / "in"), str(tmp_path / "out"), stages=[{"stage": "dedup", "method": "exact"}],
+           workers=1, progress=False)
+    page = _Page(collect(tmp_path / "out"))
+    page.domains()
+    text = "".join(page.parts)
+    assert text.count("<svg") == 1
+    assert text.count("<tr>") == 1 + MAX_DOMAINS and OTHER in text
+    assert "<td>$\\frac{0$</td><td>3</td>" in text

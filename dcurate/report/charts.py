@@ -3,9 +3,10 @@ paths, so no font files or network are needed; element ids made unique per chart
 
 from __future__ import annotations
 
+import functools
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ import numpy as np
 PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#EECA3B", "#9D755D", "#BAB0AC"]
 _RC: dict[str, Any] = {
     "svg.fonttype": "path",
+    "text.parse_math": False,  # '$' in a domain or reason name is text, not TeX
     "font.family": "DejaVu Sans",  # shipped with matplotlib
     "font.size": 9,
     "axes.spines.top": False,
@@ -20,6 +22,20 @@ _RC: dict[str, Any] = {
     "axes.titlesize": 10,
     "svg.image_inline": True,
 }
+
+
+def _styled(fn: Callable[..., str]) -> Callable[..., str]:
+    """Build the chart under the report's matplotlib settings (artists read them when created)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> str:
+        import matplotlib
+
+        rc: Any = _RC
+        with matplotlib.rc_context(rc):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def _figure(width: float, height: float) -> Any:
@@ -34,7 +50,7 @@ def to_svg(fig: Any, name: str) -> str:
     from matplotlib.backends.backend_svg import FigureCanvasSVG
 
     rc: Any = {**_RC, "svg.hashsalt": name}
-    with matplotlib.rc_context(rc):
+    with matplotlib.rc_context(rc):  # (again, for a figure built elsewhere)
         FigureCanvasSVG(fig)
         buf = io.StringIO()
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
@@ -50,6 +66,7 @@ def to_svg(fig: Any, name: str) -> str:
     return f'<figure class="chart" data-chart="{slug}">{text.strip()}</figure>'
 
 
+@_styled
 def funnel(labels: Sequence[str], docs: Sequence[int], mbytes: Sequence[float]) -> str:
     """Documents and MB after each stage (the first bar is the input)."""
     fig = _figure(9, 3.0)
@@ -64,6 +81,7 @@ def funnel(labels: Sequence[str], docs: Sequence[int], mbytes: Sequence[float]) 
     return to_svg(fig, "funnel")
 
 
+@_styled
 def removals(rows: Sequence[tuple[str, str, int]]) -> str:
     """Horizontal bars: documents removed per (stage, reason)."""
     fig = _figure(9, 0.6 + 0.25 * max(len(rows), 1))
@@ -79,6 +97,7 @@ def removals(rows: Sequence[tuple[str, str, int]]) -> str:
     return to_svg(fig, "removals")
 
 
+@_styled
 def histogram(name: str, values: np.ndarray, lines: Sequence[tuple[float, str]] = (), log: bool = False) -> str:
     """Histogram of a score column with the stage's thresholds drawn as vertical lines."""
     fig = _figure(4.4, 2.6)
@@ -104,6 +123,7 @@ def histogram(name: str, values: np.ndarray, lines: Sequence[tuple[float, str]] 
     return to_svg(fig, f"hist-{name}")
 
 
+@_styled
 def cluster_sizes(sizes: Sequence[int], counts: Sequence[int]) -> str:
     """Number of duplicate clusters per cluster size."""
     fig = _figure(4.4, 2.6)
@@ -120,6 +140,7 @@ def cluster_sizes(sizes: Sequence[int], counts: Sequence[int]) -> str:
     return to_svg(fig, "clusters")
 
 
+@_styled
 def mixture(domains: Sequence[str], before: Sequence[float], after: Sequence[float]) -> str:
     """Share of each domain before (input) and after (output)."""
     fig = _figure(6.0, 2.8)
@@ -138,6 +159,7 @@ def mixture(domains: Sequence[str], before: Sequence[float], after: Sequence[flo
     return to_svg(fig, "mixture")
 
 
+@_styled
 def timings(labels: Sequence[str], seconds: Sequence[float]) -> str:
     """Seconds per stage (summed over workers)."""
     fig = _figure(6.0, 0.6 + 0.28 * max(len(labels), 1))

@@ -225,12 +225,19 @@ class _Page:
         return len(chosen)
 
     def domains(self) -> None:
-        after = self.d.output.labels.get("domain")
+        after: dict[Any, int] = dict(self.d.output.labels.get("domain") or {})
         if not after:
             return
-        before = self.d.inputs.labels.get("domain") if self.d.inputs else None
+        before: dict[Any, int] | None = None
+        if self.d.inputs is not None and self.d.inputs.labels.get("domain"):
+            before = dict(self.d.inputs.labels["domain"])
         self.add("<h2 id='domains'>Domain mixture</h2>")
-        names = sorted(set(after) | set(before or {}))
+        names = sorted(set(after) | set(before or {}), key=str)
+        if len(names) > MAX_DOMAINS:  # the largest domains, the rest summed as one
+            top = sorted(names, key=lambda k: (-(after.get(k, 0) + (before or {}).get(k, 0)), str(k)))[:MAX_DOMAINS - 1]
+            after = _fold(after, top)
+            before = _fold(before, top) if before else before
+            names = sorted(top, key=str) + [OTHER]
         na, nb = sum(after.values()) or 1, sum((before or {}).values()) or 1
         sa = [after.get(k, 0) / na for k in names]
         sb = [(before or {}).get(k, 0) / nb for k in names]
@@ -242,7 +249,7 @@ class _Page:
         self.add(f"<p class='note'>{_e(' '.join(notes))}</p>")
         sel = any(s.get("stage") == "select" for s in self.stages)
         head = "<tr><th>domain</th><th>input docs</th><th>input share</th><th>output docs</th><th>output share</th>"
-        head += "<th>kept by select</th></tr>" if sel else "</tr>"
+        head += "<th>kept (output / input)</th></tr>" if sel else "</tr>"
         self.add("<table class='domains'>", head)
         for k, b, a in zip(names, sb, sa, strict=True):
             nbk, nak = (before or {}).get(k, 0), after.get(k, 0)
@@ -379,6 +386,16 @@ class _Page:
             + "\n".join(self.parts)
             + "\n</body></html>\n"
         )
+
+
+MAX_DOMAINS = 20
+OTHER = "(all other domains)"
+
+
+def _fold(counts: Any, keep: list[Any]) -> dict[Any, int]:
+    out = {k: counts.get(k, 0) for k in keep}
+    out[OTHER] = sum(v for k, v in counts.items() if k not in out)
+    return out
 
 
 def _is_float_like(v: np.ndarray) -> bool:
