@@ -268,3 +268,24 @@ def test_many_domains_fold_into_one_row_and_dollar_signs_are_text(tmp_path):
     assert text.count("<svg") == 1
     assert text.count("<tr>") == 1 + MAX_DOMAINS and OTHER in text
     assert "<td>$\\frac{0$</td><td>3</td>" in text
+
+
+def test_thresholds_drawn_for_each_scoring_stage(tmp_path):
+    from dcurate.report.collect import collect
+    from dcurate.report.html import _Page
+
+    write_jsonl(tmp_path / "in" / "s.jsonl", docs(5))
+    curate(str(tmp_path / "in"), str(tmp_path / "out"), stages=[], workers=1, progress=False)
+    page = _Page(collect(tmp_path / "out"))
+    page.mstages = [
+        {"stage": "quality", "params": {"column": ["q", "lang"], "threshold": "0.4", "model": ["m.bin"]}},
+        {"stage": "perplexity", "params": {"column": "ppl", "max_perplexity": 900.0, "keep_top": 0.5}},
+        {"stage": "select", "params": {"method": "zipfit"}},
+    ]
+    page.stages = [{"index": 0}, {"index": 1, "cutoffs": [100.0, 300.0]}, {"index": 2}]
+    assert page._score_columns() == [
+        ("q", [(0.4, "threshold 0.4")], False, "0 quality", None),
+        ("lang", [], False, "0 quality", None),
+        ("ppl", [(100.0, "bucket cut 100"), (300.0, "bucket cut 300"), (900.0, "max 900")], True, "1 perplexity", "highest"),
+        ("zipfit_score", [], False, "2 select", "lowest"),
+    ]

@@ -124,9 +124,11 @@ class _Page:
         if notes:
             self.add(f"<p class='note'>Counters: {_e('; '.join(notes))}.</p>")
 
-    def _score_columns(self) -> list[tuple[str, list[tuple[float, str]], bool, str]]:
-        """(column, threshold lines, log scale, stage) for the score columns a stage wrote."""
-        out: list[tuple[str, list[tuple[float, str]], bool, str]] = []
+    def _score_columns(self) -> list[tuple[str, list[tuple[float, str]], bool, str, str | None]]:
+        """(column, threshold lines, log scale, stage, cut) for the score columns a stage wrote; cut
+        'lowest'/'highest' when the stage kept a top fraction or top k (the line is drawn at the
+        lowest/highest kept value)."""
+        out: list[tuple[str, list[tuple[float, str]], bool, str, str | None]] = []
         for i, ms in enumerate(self.mstages):
             name, p = ms.get("stage"), ms.get("params") or {}
             st = next((s for s in self.stages if s.get("index") == i), {})
@@ -141,16 +143,17 @@ class _Page:
                     cal = _calibrated(p.get("model") or [])
                     if cal is not None:
                         lines.append((cal, f"calibrated {cal:.3g}" + (" (applied)" if thr == "auto" else " (not applied)")))
-                out.append((cols[0], lines, False, label))
-                out += [(c, [], False, label) for c in cols[1:]]
+                out.append((cols[0], lines, False, label, "lowest" if p.get("keep_top") is not None else None))
+                out += [(c, [], False, label, None) for c in cols[1:]]
             elif name == "perplexity":
                 lines = [(float(c), f"bucket cut {float(c):,.0f}") for c in st.get("cutoffs") or []]
                 if p.get("max_perplexity") is not None:
                     lines.append((float(p["max_perplexity"]), f"max {float(p['max_perplexity']):,.0f}"))
-                out.append((p.get("column") or "perplexity", lines, True, label))
+                out.append((p.get("column") or "perplexity", lines, True, label,
+                            "highest" if p.get("keep_top") is not None else None))
             elif name == "select":
                 col = "dsir_log_weight" if p.get("method", "dsir") == "dsir" else "zipfit_score"
-                out.append((col, [], False, label))
+                out.append((col, [], False, label, "lowest"))
         return out
 
     def scores(self) -> None:
@@ -161,18 +164,18 @@ class _Page:
             c for c in sample.numeric
             if c not in shown and c not in _SKIP_HIST and c != self.d.id_field and _is_float_like(sample.values(c))
         ]
-        items = [k for k in known if k[0] in sample.numeric] + [(c, [], False, "") for c in extra]
+        items = [k for k in known if k[0] in sample.numeric] + [(c, [], False, "", None) for c in extra]
         self.add("<h2 id='scores'>Score distributions</h2>")
         if not items:
             self.add("<p class='note'>The output has no score column.</p>")
             return
         self.add(f"<p class='note'>{_e(_sample_note(sample, 'output'))} Dashed lines: the stage's thresholds.</p>")
         figs = []
-        for col, lines, log, stage in items:
+        for col, lines, log, stage, cut in items:
             v = sample.values(col)
-            if col.startswith("zipfit") or col.startswith("dsir"):
-                if len(v):
-                    lines = [*lines, (float(v.min()), f"lowest selected {float(v.min()):.3g}")]
+            if cut and len(v):
+                x = float(v.min() if cut == "lowest" else v.max())
+                lines = [*lines, (x, f"{cut} kept {x:.3g}")]
             figs.append(charts.histogram(col, v, lines, log=log and bool(len(v)) and float(np.nanmin(v)) > 0))
             if stage:
                 figs[-1] = figs[-1].replace("<figure ", f"<figure title='{_e(stage)}' ", 1)
@@ -261,8 +264,7 @@ class _Page:
 
     def examples(self) -> None:
         self.add("<h2 id='examples'>Examples</h2>")
-        docs = [d for d in self.d.output.docs]
-        tf = self.d.text_field
+        docs = list(self.d.output.docs)
         self.add("<h3>Kept documents</h3>")
         if not docs:
             self.add("<p class='note'>The output is empty.</p>")
@@ -304,13 +306,12 @@ class _Page:
                 rows = self.d.rejected[reason]
                 self.add(f"<details><summary>{_e(reason)} ({len(rows)} shown)</summary>")
                 self.add(*(self._doc(r) for r in rows), "</details>")
-        _ = tf
 
     def _annotated(self, docs: list[dict[str, Any]]) -> None:
         """Examples from annotations: scores below a quality threshold, perplexity above the
         maximum or in the last bucket, members of duplicate clusters (dedup --annotate)."""
         groups: list[tuple[str, list[dict[str, Any]]]] = []
-        for col, lines, log, _stage in self._score_columns():
+        for col, lines, log, *_ in self._score_columns():
             if not lines:
                 continue
             x, label = lines[-1] if log else lines[0]
