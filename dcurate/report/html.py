@@ -90,7 +90,7 @@ class _Page:
         rows = []
         for st in self.stages:
             vals = {k: st.get(k, 0) for k in ("docs_in", "docs_out", "bytes_in", "bytes_out")}
-            attrs = " ".join(f'data-{k.replace("_", "-")}="{v}"' for k, v in vals.items())
+            attrs = " ".join(f'data-{k.replace("_", "-")}="{_e(v)}"' for k, v in vals.items())
             rows.append(
                 f"<tr data-stage='{_e(st.get('stage', ''))}' {attrs}><td>{_e(_stage_label(st))}</td>"
                 f"<td>{vals['docs_in']:,}</td><td>{vals['docs_out']:,}</td>"
