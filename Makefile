@@ -23,7 +23,7 @@ test: setup
 test-fast: setup
 	$(BIN)/pytest -q -m "not slow and not shared"
 
-# Generate the demo corpus, run the demo recipe, summarise the output.
+# Generate the demo corpus, run the demo recipe, summarise the output, name the HTML reports.
 demo: setup
 	$(BIN)/python scripts/make_demo_corpus.py --out data/demo
 	$(BIN)/dcurate train-quality --input data/demo/extra/quality_train.jsonl --label-field label --out data/demo/models/quality.bin
@@ -31,6 +31,7 @@ demo: setup
 	$(BIN)/dcurate run configs/demo.yaml --workers $(WORKERS)
 	$(BIN)/dcurate run configs/demo-select.yaml --workers $(WORKERS)
 	$(BIN)/dcurate stats data/demo/out
+	@echo "reports: data/demo/out/.dcurate/report.html data/demo/selected/.dcurate/report.html (open in a browser)"
 
 # Peer tools for side-by-side benchmarks live in their own venv (datatrove needs xxhash<4).
 bench-setup: $(BENCH_VENV)/.installed

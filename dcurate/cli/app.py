@@ -168,6 +168,18 @@ def stats_command(
         typer.echo(format_description(d))
 
 
+@app.command("report", epilog="Example: dcurate report data/demo/out --html /tmp/report.html")
+def report_command(
+    out: str = typer.Argument(..., help="The OUT folder of a `dcurate run` (or stage command)."),
+    html: str | None = typer.Option(None, "--html", help="Where to write the page (default OUT/.dcurate/report.html)."),
+) -> None:
+    """Write one self-contained HTML page about a run: funnel, removals, score histograms, duplicate
+    clusters, domain mixture, example documents, the recipe and timings."""
+    from dcurate.report.html import write_report
+
+    typer.echo(str(write_report(out, html)))
+
+
 @app.command("reshard", epilog="Example: dcurate reshard big.jsonl.zst shards/ --shard-size 100000 --output-format parquet")
 def reshard_command(
     paths: list[str] = typer.Argument(..., metavar="IN... OUT", help="Inputs followed by the output directory."),

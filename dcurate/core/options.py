@@ -44,3 +44,4 @@ class RunOptions:
     force: bool = param(False, "Recompute everything instead of resuming completed work.")
     dry_run: bool = param(False, "Validate and print the resolved plan (shards, stages, parameters) without running.")
     progress: bool = param(True, "Show progress bars on a terminal.")
+    report: bool = param(True, "Write the HTML run report OUT/.dcurate/report.html at the end (see `dcurate report`).")

@@ -608,6 +608,10 @@ class Runner:
         if self.to_stdout:
             self._emit_stdout(plan)
         self._cleanup(plan)
+        if opts.report and not self.to_stdout:
+            from dcurate.report.html import report_after_run
+
+            report_after_run(self.out_dir)
         return summary
 
     def _remove_stale_temp_files(self) -> None:
