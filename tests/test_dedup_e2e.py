@@ -47,7 +47,8 @@ def tree_digest(out: Path) -> str:
     h = hashlib.sha256()
     for p in sorted(out.rglob("*")):
         rel = p.relative_to(out)
-        if p.is_file() and not rel.parts[0].startswith("_") and rel.name != "stats.json":
+        # data files only: dcurate's own files live under names starting with '_' or '.'
+        if p.is_file() and not any(x.startswith(("_", ".")) for x in rel.parts) and rel.name != "stats.json":
             h.update(str(rel).encode() + p.read_bytes())
     return h.hexdigest()
 
