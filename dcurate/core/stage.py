@@ -252,5 +252,10 @@ def get_stage(name: str, where: str = "") -> type[Stage]:
         return _REGISTRY[name]
     reg = registry()
     if name not in reg:
-        raise RecipeError(f"{where + ': ' if where else ''}unknown stage '{name}'; available: {', '.join(sorted(reg))}")
+        from dcurate.core.params import did_you_mean
+
+        raise RecipeError(
+            f"{where + ': ' if where else ''}unknown stage '{name}'{did_you_mean(name, set(reg))}; "
+            f"available: {', '.join(sorted(reg))}"
+        )
     return reg[name]

@@ -53,6 +53,9 @@ KEYS_PER_TASK = 8_000_000
 PAIRS_PER_TASK = 200_000
 
 
+MINHASH_ONLY = {"method": ["minhash"]}  # keys that do nothing for exact/paragraphs (refused there)
+
+
 @dataclass
 class Params:
     method: str = param(
@@ -68,30 +71,35 @@ class Params:
         "datasketch MinHashLSH's default is 0.9).",
         min=0.0,
         max=1.0,
+        only_for=MINHASH_ONLY,
     )
     ngram: int = param(
-        5, "Words per shingle (default 5, as datatrove/FineWeb and the dedup ground truth).", min=1
+        5, "Words per shingle (default 5, as datatrove/FineWeb and the dedup ground truth).", min=1,
+        only_for=MINHASH_ONLY,
     )
-    num_perm: int = param(128, "MinHash permutations (default 128, datasketch's default).", min=2, max=4096)
+    num_perm: int = param(128, "MinHash permutations (default 128, datasketch's default).", min=2, max=4096, only_for=MINHASH_ONLY)
     bands: int | None = param(
         None,
         "LSH bands b (with --rows; default: chosen for P(candidate | J = threshold) >= 0.95 at "
         "the fewest candidates; datatrove/FineWeb use 14 x 8).",
         min=1,
+        only_for=MINHASH_ONLY,
     )
-    rows: int | None = param(None, "LSH rows per band r (with --bands).", min=1)
+    rows: int | None = param(None, "LSH rows per band r (with --bands).", min=1, only_for=MINHASH_ONLY)
     scheme: str = param(
         "affine32",
         "MinHash permutation scheme as in datasketch: affine32 (datasketch >= 2 default) or "
         "legacy (Mersenne-prime, datasketch < 2 and datatrove).",
         choices=["affine32", "legacy"],
+        only_for=MINHASH_ONLY,
     )
-    hash_seed: int = param(1, "Seed of the MinHash permutations (default 1, datasketch's default).", min=0)
+    hash_seed: int = param(1, "Seed of the MinHash permutations (default 1, datasketch's default).", min=0, only_for=MINHASH_ONLY)
     verify: str = param(
         "exact",
         "Check candidate pairs before joining them: exact (shingle Jaccard of the pair), "
         "signature (MinHash estimate) or none (every LSH candidate is a duplicate).",
         choices=["exact", "signature", "none"],
+        only_for=MINHASH_ONLY,
     )
     keep: str = param(
         "first",
@@ -104,10 +112,10 @@ class Params:
     against: str | None = param(
         None,
         "Reference shard set (file, folder or glob): remove documents that have a duplicate in it "
-        "(decontamination); the reference itself is not deduplicated or written.",
+        "(decontamination); the reference itself is not deduplicated or written.", path=True,
     )
     clusters: str | None = param(
-        None, "Where to write the cluster table (default OUT/_dcurate/clusters.parquet)."
+        None, "Where to write the cluster table (default OUT/_dcurate/clusters.parquet).", path=True
     )
     max_cluster_size: int = param(
         1000, "Warn about clusters larger than this (usually a chain of false matches).", min=2
@@ -116,6 +124,7 @@ class Params:
         True,
         "Treat each Han/Kana/Thai/Lao/Khmer/Myanmar character as a word, so text written without "
         "spaces gets character n-gram shingles; no effect on other scripts.",
+        only_for=MINHASH_ONLY,
     )
 
     def validate(self) -> None:

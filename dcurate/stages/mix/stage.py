@@ -59,11 +59,11 @@ class MixParams:
         {},
         "Target share per domain, e.g. web=0.5,code=0.2,wiki=0.3 (recipe: a mapping). Domains present "
         "but not named get 0 and are dropped. Weights not summing to 1 are normalised with a warning "
-        "(an error with --strict).",
+        "(an error with --strict).", path=True,
     )
     weights_file: str | None = param(
         None,
-        "YAML/JSON file of weights: a mapping domain: weight or a 'weights:' mapping (what `dcurate mix-fit` writes).",
+        "YAML/JSON file of weights: a mapping domain: weight or a 'weights:' mapping (what `dcurate mix-fit` writes).", path=True,
     )
     temperature: float | None = param(
         None,
@@ -107,10 +107,10 @@ class MixParams:
         "first glob matching a shard's path wins (a relative glob also matches at any depth).",
     )
     domain_model: str | None = param(
-        None, "fastText classifier whose top label (without __label__) is the domain of each document."
+        None, "fastText classifier whose top label (without __label__) is the domain of each document.", path=True
     )
     tokenizer: str | None = param(
-        None, "A Hugging Face `tokenizers` JSON file to count tokens exactly (needs: pip install tokenizers)."
+        None, "A Hugging Face `tokenizers` JSON file to count tokens exactly (needs: pip install tokenizers).", path=True
     )
     strict: bool = param(False, "Fail on weights that do not sum to 1 instead of normalising them.")
 

@@ -66,7 +66,7 @@ def _floats(values: list[str], what: str) -> list[float]:
 class Params:
     lm: str = param(
         help="Language model: an ARPA file (dcurate train-lm, KenLM lmplz, SRILM) or, with the kenlm "
-        "backend, a KenLM binary (e.g. CCNet's en.arpa.bin)."
+        "backend, a KenLM binary (e.g. CCNet's en.arpa.bin).", path=True
     )
     backend: str = param(
         "auto",
@@ -77,7 +77,7 @@ class Params:
     sentencepiece: str | None = param(
         None,
         "Sentencepiece model to tokenise lines with (as CCNet); default: the one recorded in the "
-        "LM's .json sidecar, else dcurate words (NFKC + lower-case + \\w+).",
+        "LM's .json sidecar, else dcurate words (NFKC + lower-case + \\w+).", path=True,
     )
     column: str = param(
         "perplexity", "Output column (float, not rounded; null for documents without tokens)."

@@ -53,7 +53,7 @@ class QualityParams:
     model: list[str] = param(
         [],
         "fastText supervised model file(s) (.bin), e.g. DCLM's published classifier or lid.176.bin. "
-        "Several: comma-separated, one per label (or one model for all labels). Required.",
+        "Several: comma-separated, one per label (or one model for all labels). Required.", path=True,
     )
     label: list[str] = param(
         [DEFAULT_LABEL],

@@ -54,7 +54,7 @@ class Params:
         choices=["dsir", "zipfit"],
     )
     target: str | None = param(
-        None, "Target documents (file, folder or glob; any supported format). Required."
+        None, "Target documents (file, folder or glob; any supported format). Required.", path=True
     )
     k: int | None = param(None, "Select exactly this many documents (one of --k/--fraction/--tokens).", min=0)
     fraction: float | None = param(
