@@ -212,23 +212,86 @@ def _make_run_command() -> None:
     )(command)
 
 
-@app.command("stats", epilog="Example: dcurate stats data/demo/out --column domain")
+@app.command("stats", epilog="Example: dcurate stats data/demo/out --by domain")
 def stats_command(
     paths: list[str] = typer.Argument(..., help="Shard files, directories or globs."),
     column: str | None = typer.Option(None, "--column", help="Count the values of this column (default: domain, if present)."),
+    by: str | None = typer.Option(None, "--by", help="Break documents, bytes and lengths down per value of this column (e.g. domain)."),
+    top: int = typer.Option(20, "--top", min=0, help="Show only the N most frequent values of a column with more (0 = all)."),
+    tokenizer: str | None = typer.Option(
+        None, "--tokenizer", help="Hugging Face tokenizers JSON file: count tokens too (needs: pip install tokenizers)."),
     text_field: str = typer.Option("text", "--text-field", help="Column holding the text."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Summarise any shard set: documents, bytes, columns, value counts and numeric quantiles."""
+    """Summarise any shard set: documents, bytes, columns, document lengths, value counts, numeric quantiles."""
     from dcurate.report.stats import describe, format_description
 
-    d = describe(paths, text_field=text_field, column=column)
+    d = describe(paths, text_field=text_field, column=column, by=by, top=top, tokenizer=tokenizer)
     if as_json:
         import json
 
-        typer.echo(json.dumps(d, indent=2))
+        typer.echo(json.dumps(d, indent=2, default=str))
     else:
         typer.echo(format_description(d))
+
+
+def _look(paths: list[str], n: int, where: str | None, columns: str | None, text_field: str, max_chars: int,
+          as_json: bool, seed: int | None) -> None:
+    from dcurate.report import look
+
+    cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    if seed is None:
+        docs = look.head(paths, n, where, text_field, cols)
+    else:
+        docs = look.sample(paths, n, seed, where, text_field, cols)
+    if as_json:
+        import json
+
+        for d in docs:
+            d = {k: v for k, v in d.items() if not k.startswith("__") and (cols is None or k in cols or k == text_field)}
+            typer.echo(json.dumps(d, ensure_ascii=False, default=str))
+    else:
+        typer.echo(look.format_docs(docs, text_field, cols, max_chars))
+
+
+_LOOK_HELP = dict(
+    n=typer.Option(5, "-n", "--docs", min=0, help="How many documents."),
+    where=typer.Option(None, "--where", help="Only documents matching this expression (the --keep-if language), "
+                       "e.g. \"quality_score < 0.2 and domain == 'forum'\"."),
+    columns=typer.Option(None, "--columns", help="Comma-separated columns to show (default: every column)."),
+    text_field=typer.Option("text", "--text-field", help="Column holding the text."),
+    max_chars=typer.Option(600, "--max-chars", min=0, help="Cut each text after this many characters (0 = whole)."),
+    as_json=typer.Option(False, "--json", help="One JSON object per document instead of wrapped text."),
+)
+
+
+@app.command("head", epilog="Example: dcurate head data/demo/out -n 3 --where \"perplexity > 1000\"")
+def head_command(
+    paths: list[str] = typer.Argument(..., help="Shard files, directories or globs (an output, an input, a --rejected folder)."),
+    n: int = _LOOK_HELP["n"],
+    where: str | None = _LOOK_HELP["where"],
+    columns: str | None = _LOOK_HELP["columns"],
+    text_field: str = _LOOK_HELP["text_field"],
+    max_chars: int = _LOOK_HELP["max_chars"],
+    as_json: bool = _LOOK_HELP["as_json"],
+) -> None:
+    """Show the first documents of a shard set: text wrapped and truncated, with their columns."""
+    _look(paths, n, where, columns, text_field, max_chars, as_json, None)
+
+
+@app.command("sample", epilog="Example: dcurate sample data/demo/out -n 5 --seed 1")
+def sample_command(
+    paths: list[str] = typer.Argument(..., help="Shard files, directories or globs (an output, an input, a --rejected folder)."),
+    n: int = _LOOK_HELP["n"],
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed and data => same documents)."),
+    where: str | None = _LOOK_HELP["where"],
+    columns: str | None = _LOOK_HELP["columns"],
+    text_field: str = _LOOK_HELP["text_field"],
+    max_chars: int = _LOOK_HELP["max_chars"],
+    as_json: bool = _LOOK_HELP["as_json"],
+) -> None:
+    """Show a uniform random sample of documents (one streaming pass), in shard order."""
+    _look(paths, n, where, columns, text_field, max_chars, as_json, seed)
 
 
 @app.command("reshard", epilog="Example: dcurate reshard big.jsonl.zst shards/ --shard-size 100000 --output-format parquet")
