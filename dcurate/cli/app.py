@@ -135,11 +135,15 @@ def option_parameters(cls: type, none_defaults: bool = False, skip: set[str] | N
 def _given(kwargs: dict[str, Any], cls: type) -> dict[str, Any]:
     """The CLI values for ``cls``'s fields that the user gave (flags left at their default are
     not passed on, so that ``only_for`` checks see only what was asked for)."""
-    import click
-    from click.core import ParameterSource
+    try:  # typer >= 0.20 carries its own copy of click
+        from typer._click.core import ParameterSource
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - older typer uses click itself
+        from click.core import ParameterSource  # type: ignore[assignment]
+        from click.globals import get_current_context  # type: ignore[assignment]
 
     names = {f.name for f in dataclasses.fields(cls)}
-    ctx = click.get_current_context(silent=True)
+    ctx = get_current_context(silent=True)
 
     def given(k: str) -> bool:
         if ctx is None:

@@ -53,7 +53,8 @@ from dcurate.io import (
     plan_pieces,
     spool_stdin,
 )
-from dcurate.runner import progress
+from dcurate.report import summary as summary_table
+from dcurate.runner import planview, progress, validate
 from dcurate.runner.executor import LocalExecutor, make_executor
 
 log = logging.getLogger("dcurate")
@@ -574,6 +575,7 @@ class Runner:
         if opts.force and self.workdir.exists():
             shutil.rmtree(self.workdir)
         plan = self.plan()
+        validate.check_run(self, plan)  # the recipe against the input's columns, before any work
         if not opts.dry_run:
             self._remove_stale_temp_files()
         if opts.dry_run:
@@ -827,28 +829,13 @@ class Runner:
         }
 
     def _print_summary(self, summary: dict[str, Any]) -> None:
-        if not log.isEnabledFor(logging.INFO):  # -q
-            return
-        lines = [f"{'stage':<22}{'docs in':>12}{'docs out':>12}{'removed':>10}{'MB in':>10}{'MB out':>10}{'s':>9}"]
-        for s in summary["stages"]:
-            removed = s["docs_in"] - s["docs_out"]
-            lines.append(
-                f"{str(s['index']) + ' ' + s['stage']:<22}{s['docs_in']:>12,}{s['docs_out']:>12,}{removed:>10,}"
-                f"{s['bytes_in'] / 1e6:>10.2f}{s['bytes_out'] / 1e6:>10.2f}{s['seconds']:>9.2f}"
-            )
-            for reason, n in s["removed"].items():
-                lines.append(f"    {reason:<40}{n:>12,}")
-        lines.append(
-            f"{summary['docs_out']:,} documents written to {self.output} ({summary['shards_out']} shards) "
-            f"in {summary['seconds']:.1f} s with {summary['workers']} worker(s)"
-        )
-        if summary["bad_records_skipped"]:
-            lines.append(f"{summary['bad_records_skipped']:,} malformed records skipped")
-        if summary.get("resumed"):
-            lines.append("fully resumed: every task was already complete, nothing was recomputed")
-        print("\n".join(lines), file=sys.stderr)
+        if log.isEnabledFor(logging.INFO):  # not with -q
+            print(summary_table.format_summary(summary, self.output), file=sys.stderr)
 
     def _print_plan(self, plan: RunPlan) -> None:
+        if not self.opts.plan_json:
+            print(planview.format_plan(self, plan))
+            return
         out = {
             "inputs": [{"path": s.path, "format": s.fmt, "stem": s.stem, "bytes": s.size} for s in plan.shards],
             "pieces": len(plan.pieces),

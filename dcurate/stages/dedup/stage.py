@@ -107,7 +107,9 @@ class Params:
         "max:COLUMN (highest numeric value, e.g. max:quality); ties go to the first.",
     )
     annotate: bool = param(
-        False, "Keep every document and add dup_cluster / dup_cluster_size columns instead of removing."
+        False,
+        "Keep every document and add dup_cluster, dup_cluster_size and dup_kept (true for the member of "
+        "its cluster that dedup keeps) columns instead of removing.",
     )
     against: str | None = param(
         None,
@@ -572,6 +574,12 @@ class Dedup(Stage):
                 self._cache = {path: {k: z[k] for k in z.files}}  # one piece at a time
         return self._cache[path]
 
+    def columns_read(self) -> set[str]:
+        return {self.params.keep[4:]} if self.params.keep.startswith("max:") else set()
+
+    def columns_added(self) -> set[str] | None:
+        return {"dup_cluster", "dup_cluster_size", "dup_kept"} if self.params.annotate else set()
+
     def apply(self, batch: pa.RecordBatch, shard: ShardInfo, pos: int, plan: Any) -> Result:
         p = self.params
         n = batch.num_rows
@@ -586,12 +594,15 @@ class Dedup(Stage):
         if p.annotate:
             cluster = np.full(n, -1, dtype=np.int64)
             size = np.ones(n, dtype=np.int64)
+            kept = np.ones(n, dtype=bool)  # the member of its cluster that dedup would keep
             if piece is not None:
                 r = piece["rows"][lo:hi] - pos
                 cluster[r] = piece["cluster"][lo:hi]
                 size[r] = piece["size"][lo:hi]
+                kept[r[piece["drop"][lo:hi]]] = False
             batch = with_column(batch, "dup_cluster", pa.array(cluster, mask=cluster < 0))
             batch = with_column(batch, "dup_cluster_size", pa.array(size))
+            batch = with_column(batch, "dup_kept", pa.array(kept))
             return Result(batch)
         if piece is None or hi == lo:
             return Result(batch)
@@ -627,7 +638,8 @@ class Dedup(Stage):
         empty = (merged.str.strip_chars().str.len_bytes() == 0).to_numpy() & (idx >= 0)
         field_type = batch.schema.field(self.ctx.text_field).type
         batch = with_column(batch, self.ctx.text_field, merged.to_arrow().cast(field_type))
-        return Result.keep_where(batch, ~empty, self.reason("paragraphs"))
+        changed = {"docs_changed": int(((idx >= 0) & ~empty).sum()), "lines_removed": len(rows)}
+        return Result.keep_where(batch, ~empty, self.reason("paragraphs"), changed)
 
     # -- finish ---------------------------------------------------------------------------------
     def finish(self, plan: Any) -> dict[str, Any]:

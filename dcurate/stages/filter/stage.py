@@ -312,6 +312,12 @@ class Filter(Stage):
     def preload_modules(self) -> list[str]:
         return [__name__] + (["dcurate.stages.filter.rules"] if self.active else [])
 
+    def columns_read(self) -> set[str]:
+        return set(self._keep_if.columns()) if self._keep_if is not None else set()
+
+    def columns_added(self) -> set[str] | None:
+        return set()
+
     def describe(self) -> dict[str, Any]:
         d = dataclasses.asdict(self.params)
         d["active_rules"] = (["keep_if"] if self._keep_if is not None else []) + self.active

@@ -295,6 +295,9 @@ class Perplexity(Stage):
         return self._scorer.perplexity(self.texts(batch))
 
     # -- columns and decisions ---------------------------------------------------------------------
+    def columns_added(self) -> set[str] | None:
+        return {self.params.column} | ({self.bucket_column} if self.params.buckets else set())
+
     def _annotate(
         self, batch: pa.RecordBatch, ppl: np.ndarray, cutoffs: list[float] | None
     ) -> pa.RecordBatch:

@@ -241,6 +241,9 @@ class Quality(Stage):
             )
         return out
 
+    def columns_added(self) -> set[str] | None:
+        return set(self.params.columns())
+
     def _annotate(self, batch: pa.RecordBatch, scores: np.ndarray) -> pa.RecordBatch:
         for j, (_, _, col) in enumerate(self.params.triples()):
             batch = with_column(batch, col, pa.array(scores[:, j], type=pa.float32()))
