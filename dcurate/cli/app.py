@@ -298,7 +298,7 @@ def sample_command(
     _look(paths, n, where, columns, text_field, max_chars, as_json, seed)
 
 
-@app.command("reshard", epilog="Example: dcurate reshard big.jsonl.zst shards/ --shard-size 100000 --output-format parquet")
+@app.command("reshard", epilog="Example: dcurate reshard data/demo/corpus data/demo/shards --shard-size 1000 --output-format parquet")
 def reshard_command(
     paths: list[str] = typer.Argument(..., metavar="IN... OUT", help="Inputs followed by the output directory."),
     shard_size: int = typer.Option(..., "--shard-size", help="Documents per output shard.", min=1),

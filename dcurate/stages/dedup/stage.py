@@ -168,7 +168,7 @@ class Dedup(Stage):
     name = "dedup"
     Params = Params
     summary = "Remove exact, near-duplicate (MinHash LSH) or repeated-paragraph content across all shards."
-    example = "dcurate dedup data/ out/ --threshold 0.8 --keep longest"
+    example = "dcurate dedup data/demo/corpus data/demo/dedup --threshold 0.8 --keep longest"
     kind = "global"
 
     def __init__(self, params: Params, ctx):

@@ -300,7 +300,7 @@ class Filter(Stage):
     name = "filter"
     Params = FilterParams
     summary = "Drop documents by Gopher quality/repetition and C4 rules, or by an expression over columns."
-    example = "dcurate filter data/ out/ --preset gopher+c4 --min-words 100 --keep-if 'quality_score >= 0.5'"
+    example = "dcurate filter data/demo/corpus data/demo/filtered --preset gopher+c4 --keep-if \"domain != 'forum'\""
     kind = "map"
 
     def __init__(self, params: FilterParams, ctx):

@@ -369,7 +369,7 @@ class Mix(Stage):
     name = "mix"
     Params = MixParams
     summary = "Rebalance domains to target weights / temperature / UniMax with exact counts."
-    example = "dcurate mix data/in data/out --weights wiki=0.5,forum=0.3,code=0.2 --docs 4000"
+    example = "dcurate mix data/demo/out data/demo/mixed --weights wiki=0.5,forum=0.3,code=0.2 --docs 1000"
     kind = "global"
     rounds = 2
 
@@ -1028,6 +1028,11 @@ def register_cli(app: Any) -> None:
             31, "--num-leaves", min=2, help="LightGBM leaves per tree (LightGBM default, as RegMix)."
         ),
         seed: int = typer.Option(0, "--seed", help="Seed of the model and of the simulated mixtures."),
+        keep_names: bool = typer.Option(
+            False, "--keep-names",
+            help="Write the runs' column names as they are (default: without their common prefix, e.g. "
+            "RegMix's train_the_pile_pile_cc becomes pile_cc, the domain value `mix` matches).",
+        ),
     ) -> None:
         import sys
 
@@ -1112,13 +1117,31 @@ def register_cli(app: Any) -> None:
                 "prior": "given" if prior else "mean of the training mixtures",
             }
         )
-        mf.write_weights_file(out, sim.weights, meta)
-        best = sorted(sim.weights.items(), key=lambda kv: -kv[1])[:8]
+        weights = sim.weights if keep_names else domain_names(sim.weights)
+        if weights is not sim.weights:
+            meta["columns"] = list(sim.weights)  # the weight columns of the runs, as named there
+        mf.write_weights_file(out, weights, meta)
+        best = sorted(weights.items(), key=lambda kv: -kv[1])[:8]
         say(
             f"mix-fit: predicted {target}: {sim.predicted:.4f} for the fitted mixture vs {sim.prior_predicted:.4f} for the prior"
         )
         say("mix-fit: top domains: " + ", ".join(f"{k}={v:.3f}" for k, v in best))
         say(f"mix-fit: wrote {out} (use: dcurate mix IN OUT --weights-file {out})")
+
+
+def domain_names(weights: dict[str, float]) -> dict[str, float]:
+    """``weights`` keyed by domain names as they appear in data: without the prefix every column
+    shares (up to an underscore), e.g. RegMix's ``train_the_pile_pile_cc`` -> ``pile_cc``."""
+    names = list(weights)
+    if len(names) < 2:
+        return weights
+    import os.path
+
+    prefix = os.path.commonprefix(names)
+    prefix = prefix[: prefix.rfind("_") + 1]
+    if not prefix or any(len(n) == len(prefix) for n in names):
+        return weights
+    return {n[len(prefix):]: w for n, w in weights.items()}
 
 
 def _mixtures_only(path: str | None, domains: list[str] | None) -> Any:

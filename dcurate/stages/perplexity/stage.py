@@ -203,7 +203,7 @@ class Perplexity(Stage):
     name = "perplexity"
     Params = Params
     summary = "CCNet-style n-gram LM perplexity per document (column, buckets, threshold or top fraction)."
-    example = "dcurate perplexity data/ out/ --lm wiki.arpa --buckets head,middle,tail"
+    example = "dcurate perplexity data/demo/corpus data/demo/ppl --lm data/demo/models/wiki.arpa --buckets head,middle,tail"
 
     def __init__(self, params: Params, ctx: StageContext):
         super().__init__(params, ctx)
@@ -543,7 +543,7 @@ def register_cli(app) -> None:
     ) -> None:
         """Train a word n-gram LM (interpolated modified Kneser-Ney, as KenLM lmplz) and write ARPA.
 
-        Example: dcurate train-lm --input wiki/ --order 5 --out wiki.arpa --prune 0,0,1
+        Example: dcurate train-lm --input data/demo/extra/target.jsonl --order 3 --out data/demo/models/wiki.arpa
         """
         info = train_lm(input, out, order, prune, sentencepiece, text_field, discount_fallback, limit)
         counts = " ".join(f"{n + 1}-grams={c}" for n, c in enumerate(info["counts"]))

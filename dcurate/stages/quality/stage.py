@@ -141,7 +141,7 @@ class Quality(Stage):
     name = "quality"
     Params = QualityParams
     summary = "fastText classifier scores as columns; --threshold or --keep-top to filter."
-    example = "dcurate quality data/ out/ --model model.bin --label __label__hq --keep-top 0.1"
+    example = "dcurate quality data/demo/corpus data/demo/scored --model data/demo/models/quality.bin --keep-top 0.5"
 
     def __init__(self, params: QualityParams, ctx):
         super().__init__(params, ctx)
@@ -669,8 +669,8 @@ def register_cli(app: Any) -> None:
 
     @app.command(
         "train-quality",
-        epilog="Example: dcurate train-quality --input ../shared/corpus/quality/train.jsonl.zst "
-        "--label-field label --out model.bin",
+        epilog="Example: dcurate train-quality --input data/demo/extra/quality_train.jsonl "
+        "--label-field label --out data/demo/models/quality.bin",
     )
     def train_quality_command(
         out: str = typer.Option(
@@ -732,6 +732,9 @@ def register_cli(app: Any) -> None:
         loss: str = typer.Option(
             d["loss"], "--loss", help="softmax, hs, ova or ns (fastText default softmax)."
         ),
+        eval_: list[str] | None = typer.Option(
+            None, "--eval", help="Labelled held-out shard set (--label-field) to score after training: AUC, accuracy."
+        ),
     ) -> None:
         """Train a fastText quality classifier, hold out a split, report metrics and a calibrated threshold."""
         side = train_quality(
@@ -742,3 +745,8 @@ def register_cli(app: Any) -> None:
             min_count=min_count, bucket=bucket, loss=loss,
         )  # fmt: skip
         typer.echo(format_report(side, out))
+        if eval_:
+            from dcurate.stages.quality.evaluate import evaluate, format_eval
+
+            e = evaluate(out, eval_, label_field, positive_label, text_field, id_field, preprocess, side["threshold"])
+            typer.echo(format_eval(e, ", ".join(eval_)))

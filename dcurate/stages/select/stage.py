@@ -300,7 +300,7 @@ class SelectStage(Stage):
     name = "select"
     Params = Params
     summary = "Select the pool documents closest to a target set (DSIR importance resampling or ZIP-FIT)."
-    example = "dcurate select pool/ picked/ --method dsir --target target.jsonl --k 100000"
+    example = "dcurate select data/demo/corpus data/demo/picked --method dsir --target data/demo/extra/target.jsonl --k 500"
     kind = "global"
 
     def __init__(self, params: Params, ctx):
