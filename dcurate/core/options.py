@@ -41,6 +41,9 @@ class RunOptions:
         "Cut plain JSONL files and Parquet files larger than this many bytes into pieces processed in parallel (0 = never).",
         min=0,
     )
+    overwrite_column: bool = param(
+        False, "Let a stage replace a column that is already there (e.g. re-scoring quality) without a warning.",
+    )
     force: bool = param(False, "Recompute everything instead of resuming completed work.")
     dry_run: bool = param(
         False, "Validate (recipe against the input's columns too) and print the plan: stages, passes, shards, "

@@ -5,6 +5,7 @@ problem."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -12,6 +13,8 @@ import pyarrow.parquet as pq
 from dcurate.core.errors import RecipeError
 from dcurate.core.params import did_you_mean
 from dcurate.io import STDIN, BatchReader, Piece, Shard
+
+log = logging.getLogger("dcurate")
 
 
 def input_columns(shard: Shard, text_field: str, id_field: str) -> list[str] | None:
@@ -37,8 +40,10 @@ def input_columns(shard: Shard, text_field: str, id_field: str) -> list[str] | N
     return names
 
 
-def check_columns(stages: list[tuple[str, Any]], columns: list[str] | None, text_field: str = "text") -> None:
-    """``stages``: (label, Stage) in recipe order. Raises one RecipeError naming every missing column."""
+def check_columns(stages: list[tuple[str, Any]], columns: list[str] | None, text_field: str = "text",
+                  overwrite: bool = False) -> None:
+    """``stages``: (label, Stage) in recipe order. Raises one RecipeError naming every missing
+    column; warns about a stage that adds a column already there (unless ``overwrite``)."""
     if columns is None:
         return
     have: set[str] | None = set(columns)
@@ -53,6 +58,10 @@ def check_columns(stages: list[tuple[str, Any]], columns: list[str] | None, text
             errors.append(f"{label}: unknown column '{col}'{did_you_mean(col, have)}: not in the input nor "
                           f"added by an earlier stage; columns: {', '.join(sorted(have))}")
         added = stage.columns_added()
+        if added and not overwrite:
+            for col in sorted(added & have - {text_field}):
+                log.warning("%s: column '%s' is already there and will be overwritten "
+                            "(--overwrite-column to do this without a warning)", label, col)
         have = None if added is None else have | added
     if errors:
         raise RecipeError("\n".join(errors))
@@ -64,4 +73,5 @@ def check_run(runner: Any, plan: Any) -> None:
         return
     o = runner.opts
     cols = input_columns(plan.shards[0], o.text_field, o.id_field)
-    check_columns([(f"stages[{s.index}] ({s.name})", s.build()) for s in plan.stages], cols, o.text_field)
+    check_columns([(f"stages[{s.index}] ({s.name})", s.build()) for s in plan.stages], cols, o.text_field,
+                  o.overwrite_column)

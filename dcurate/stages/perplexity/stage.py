@@ -26,12 +26,15 @@ give the same numbers (relative difference < 1e-4). ``auto`` picks kenlm when in
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import os
 import pickle
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,6 +176,20 @@ def kenlm_available() -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _quiet_fd2() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the duration (native code's stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def load_kenlm(path: str):
     try:
         import kenlm
@@ -183,7 +200,8 @@ def load_kenlm(path: str):
     if not Path(path).is_file():
         raise ModelError(f"{path}: language model file not found")
     try:
-        return kenlm.Model(str(path))
+        with _quiet_fd2():  # KenLM prints a loading banner and progress bar on fd 2 (C++ stderr)
+            return kenlm.Model(str(path))
     except (OSError, RuntimeError) as e:
         msg = str(e).split("\n")[0][:300]
         raise ModelError(f"{path}: KenLM cannot load this model ({msg})") from None
