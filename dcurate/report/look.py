@@ -23,21 +23,18 @@ from dcurate.io import BatchReader, Piece, expand_inputs
 def _batches(paths: list[str] | str, text_field: str, where: str | None) -> Iterator[tuple[str, int, pa.RecordBatch]]:
     """(shard stem, row of the batch's first document in its shard, batch) of matching rows;
     filtered batches carry their original row numbers in a ``__row`` column."""
-    expr = None
-    if where:
-        from dcurate.stages.filter import expr as _expr
+    from dcurate.stages.filter import expr as _expr
 
-        expr = _expr.parse(where)
+    expr = _expr.parse(where) if where else None
     for sh in expand_inputs(paths):
         row = 0
         for b in BatchReader(Piece(sh), text_field=text_field, id_field="id", require_text=False):
             rows = pa.array(np.arange(row, row + b.num_rows, dtype=np.int64))
             row += b.num_rows
+            mask = pa.array(_expr.keep_mask(expr, b), type=pa.bool_()) if expr is not None else None
             b = b.append_column("__row", rows)
-            if expr is not None:
-                from dcurate.stages.filter import expr as _expr
-
-                b = b.filter(pa.array(_expr.keep_mask(expr, b), type=pa.bool_()))
+            if mask is not None:
+                b = b.filter(mask)
             if b.num_rows:
                 yield sh.stem, row - b.num_rows, b
 
