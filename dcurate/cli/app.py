@@ -45,7 +45,8 @@ class _StageCommand(TyperCommand):
     by every stage under their own heading."""
 
     def format_options(self, ctx: Any, formatter: Any) -> None:
-        own, shared = [], []
+        own: list[tuple[str, str]] = []
+        shared: list[tuple[str, str]] = []
         run_names = {f.name for f in dataclasses.fields(RunOptions)} - _STAGE_FIELDS.get(self.name or "", set())
         for param in self.get_params(ctx):
             rec = param.get_help_record(ctx)
@@ -139,8 +140,8 @@ def _given(kwargs: dict[str, Any], cls: type) -> dict[str, Any]:
         from typer._click.core import ParameterSource
         from typer._click.globals import get_current_context
     except ImportError:  # pragma: no cover - older typer uses click itself
-        from click.core import ParameterSource  # type: ignore[assignment]
-        from click.globals import get_current_context  # type: ignore[assignment]
+        from click.core import ParameterSource  # type: ignore[assignment,no-redef]
+        from click.globals import get_current_context  # type: ignore[assignment,no-redef]
 
     names = {f.name for f in dataclasses.fields(cls)}
     ctx = get_current_context(silent=True)

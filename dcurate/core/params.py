@@ -167,7 +167,7 @@ def _mapping_file(path: str, where: str) -> dict[str, float]:
         raise RecipeError(f"{where}: {path}: every value must be a number") from None
 
 
-def did_you_mean(word: str, options: list[str] | set[str]) -> str:
+def did_you_mean(word: str, options: typing.Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest option, or ''."""
     import difflib
 

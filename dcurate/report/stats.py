@@ -59,7 +59,9 @@ def describe(paths: list[str] | str, text_field: str = "text", column: str | Non
     columns: dict[str, str] = {}
     counts: Counter = Counter()
     numeric: dict[str, list[np.ndarray]] = {}
-    lengths: dict[str, list[np.ndarray]] = {"chars": [], "words": []} | ({"tokens": []} if tok else {})
+    lengths: dict[str, list[np.ndarray]] = {"chars": [], "words": []}
+    if tok is not None:
+        lengths["tokens"] = []
     kept_lengths = 0
     groups: dict[Any, dict[str, Any]] = {}
     per_shard = []

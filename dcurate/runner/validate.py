@@ -27,12 +27,10 @@ def input_columns(shard: Shard, text_field: str, id_field: str) -> list[str] | N
             names = list(pq.read_schema(shard.path).names)
         else:
             reader = BatchReader(Piece(shard), text_field, id_field, "skip", require_text=False)
-            names = None
-            for b in reader:
-                names = list(b.schema.names)
-                break
-            if names is None:
+            first = next(iter(reader), None)
+            if first is None:
                 return None
+            names = list(first.schema.names)
     except Exception:  # noqa: BLE001 - reading errors are reported, with line numbers, by the run
         return None
     if id_field not in names:

@@ -746,7 +746,9 @@ def register_cli(app: Any) -> None:
         )  # fmt: skip
         typer.echo(format_report(side, out))
         if eval_:
-            from dcurate.stages.quality.evaluate import evaluate, format_eval
-
-            e = evaluate(out, eval_, label_field, positive_label, text_field, id_field, preprocess, side["threshold"])
-            typer.echo(format_eval(e, ", ".join(eval_)))
+            _, texts, labels = _load_labelled(None, None, eval_, label_field, positive_label, negative_label,
+                                              text_field, id_field)
+            if not labels:
+                raise InputError(f"--eval {', '.join(eval_)}: no labelled documents")
+            e = ftu.evaluate(out, texts, labels, _label_name(positive_label), preprocess, side["threshold"])
+            typer.echo(ftu.format_eval(e, ", ".join(eval_)))
