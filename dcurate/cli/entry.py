@@ -12,7 +12,7 @@ _STAGE_MODULES = ["filter", "dedup", "quality", "perplexity", "select", "mix"]
 
 
 def _wants_pool(argv: list[str]) -> bool:
-    if len(argv) < 2 or argv[1] not in _DATA_COMMANDS or "--help" in argv or "--dry-run" in argv:
+    if len(argv) < 2 or argv[1] not in _DATA_COMMANDS or {"--help", "-h", "--dry-run"} & set(argv):
         return False
     if "--workers" in argv:
         i = argv.index("--workers")

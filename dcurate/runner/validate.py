@@ -39,7 +39,7 @@ def input_columns(shard: Shard, text_field: str, id_field: str) -> list[str] | N
 
 
 def check_columns(stages: list[tuple[str, Any]], columns: list[str] | None, text_field: str = "text",
-                  overwrite: bool = False) -> None:
+                  overwrite: bool = False, source: str = "input") -> None:
     """``stages``: (label, Stage) in recipe order. Raises one RecipeError naming every missing
     column; warns about a stage that adds a column already there (unless ``overwrite``)."""
     if columns is None:
@@ -47,7 +47,7 @@ def check_columns(stages: list[tuple[str, Any]], columns: list[str] | None, text
     have: set[str] | None = set(columns)
     errors = []
     if text_field not in columns:
-        errors.append(f"input: no text column '{text_field}'{did_you_mean(text_field, set(columns))}; "
+        errors.append(f"{source}: no text field '{text_field}'{did_you_mean(text_field, set(columns))}; "
                       f"columns: {', '.join(columns)} (--text-field names another)")
     for label, stage in stages:
         if have is None:
@@ -72,4 +72,4 @@ def check_run(runner: Any, plan: Any) -> None:
     o = runner.opts
     cols = input_columns(plan.shards[0], o.text_field, o.id_field)
     check_columns([(f"stages[{s.index}] ({s.name})", s.build()) for s in plan.stages], cols, o.text_field,
-                  o.overwrite_column)
+                  o.overwrite_column, plan.shards[0].path)
