@@ -13,7 +13,7 @@ from dcurate.cli import logs
 from dcurate.cli.app import app
 from dcurate.core.errors import RecipeError
 from dcurate.runner.recipe import from_dict, load
-from dcurate.stages.mix.stage import domain_names
+from dcurate.stages.mix.regmix import domain_names
 
 runner = CliRunner()
 

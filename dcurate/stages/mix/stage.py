@@ -1117,7 +1117,7 @@ def register_cli(app: Any) -> None:
                 "prior": "given" if prior else "mean of the training mixtures",
             }
         )
-        weights = sim.weights if keep_names else domain_names(sim.weights)
+        weights = sim.weights if keep_names else mf.domain_names(sim.weights)
         if weights is not sim.weights:
             meta["columns"] = list(sim.weights)  # the weight columns of the runs, as named there
         mf.write_weights_file(out, weights, meta)
@@ -1127,21 +1127,6 @@ def register_cli(app: Any) -> None:
         )
         say("mix-fit: top domains: " + ", ".join(f"{k}={v:.3f}" for k, v in best))
         say(f"mix-fit: wrote {out} (use: dcurate mix IN OUT --weights-file {out})")
-
-
-def domain_names(weights: dict[str, float]) -> dict[str, float]:
-    """``weights`` keyed by domain names as they appear in data: without the prefix every column
-    shares (up to an underscore), e.g. RegMix's ``train_the_pile_pile_cc`` -> ``pile_cc``."""
-    names = list(weights)
-    if len(names) < 2:
-        return weights
-    import os.path
-
-    prefix = os.path.commonprefix(names)
-    prefix = prefix[: prefix.rfind("_") + 1]
-    if not prefix or any(len(n) == len(prefix) for n in names):
-        return weights
-    return {n[len(prefix):]: w for n, w in weights.items()}
 
 
 def _mixtures_only(path: str | None, domains: list[str] | None) -> Any:
