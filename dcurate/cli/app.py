@@ -182,7 +182,7 @@ def _make_stage_command(cls: type) -> None:
     summary = cls.summary or doc.split("\n")[0]
     epilog = f"Example: {cls.example}" if cls.example else None
     app.command(name=cls.name, help=doc or summary, short_help=summary, epilog=epilog, cls=_StageCommand)(command)
-    _STAGE_FIELDS[cls.name] = stage_fields
+    _STAGE_FIELDS[cls.name] = stage_fields  # type: ignore[attr-defined]
 
 
 def _make_run_command() -> None:
