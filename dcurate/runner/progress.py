@@ -210,8 +210,8 @@ class PassProgress:
             self._bar.close()
         elif self.mode == "lines" and ok:
             secs = time.perf_counter() - self.t0
-            if self.reads:
-                docs = self.docs()
+            docs = self.docs() if self.reads else 0
+            if docs:
                 rate = docs / secs if secs > 0 else 0.0
                 log.info("%s: done, %s docs in %.1f s (%s docs/s)", self.desc, f"{docs:,}", secs, f"{rate:,.0f}")
             else:
