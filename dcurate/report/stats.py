@@ -102,24 +102,26 @@ def describe(paths: list[str] | str, text_field: str = "text", column: str | Non
                 for item in vc.to_pylist():
                     counts[item["values"]] += item["counts"]
             if by and by in b.schema.names and doc_bytes is not None:
-                keys = b.column(by).to_pylist()
-                order = np.argsort(np.array([str(k) for k in keys], dtype=object), kind="stable")
-                ks = [keys[i] for i in order]
-                start = 0
-                for i in range(1, len(ks) + 1):
-                    if i == len(ks) or ks[i] != ks[start]:
-                        idx = order[start:i]
-                        g = groups.get(ks[start])
-                        if g is None:
-                            if len(groups) >= MAX_GROUPS:
-                                raise RecipeError(f"--by {by}: more than {MAX_GROUPS:,} distinct values; "
-                                                  "group by a column with fewer values (e.g. domain)")
-                            g = groups[ks[start]] = {"docs": 0, "text_bytes": 0, "words": []}
-                        g["docs"] += len(idx)
-                        g["text_bytes"] += int(np.nansum(doc_bytes[idx]))
-                        if sum(len(a) for a in g["words"]) < _GROUP_SAMPLE:
-                            g["words"].append(words[idx][~np.isnan(words[idx])])
-                        start = i
+                enc = pc.dictionary_encode(b.column(by))
+                codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+                values = enc.dictionary.to_pylist() + [None]  # code -1 (null) -> last
+                order = np.argsort(codes, kind="stable")
+                sorted_codes = codes[order]
+                starts = np.flatnonzero(np.r_[True, np.diff(sorted_codes) != 0])
+                for lo, hi in zip(starts, np.r_[starts[1:], len(order)], strict=True):
+                    idx = order[lo:hi]
+                    key = values[sorted_codes[lo]]
+                    g = groups.get(key)
+                    if g is None:
+                        if len(groups) >= MAX_GROUPS:
+                            raise RecipeError(f"--by {by}: more than {MAX_GROUPS:,} distinct values; "
+                                              "group by a column with fewer values (e.g. domain)")
+                        g = groups[key] = {"docs": 0, "text_bytes": 0, "words": []}
+                    g["docs"] += len(idx)
+                    g["text_bytes"] += int(np.nansum(doc_bytes[idx]))
+                    if sum(len(a) for a in g["words"]) < _GROUP_SAMPLE:
+                        w = words[idx]
+                        g["words"].append(w[~np.isnan(w)])
             for f in b.schema:
                 if pa.types.is_integer(f.type) or pa.types.is_floating(f.type):
                     arr = b.column(f.name).to_numpy(zero_copy_only=False).astype(np.float64)
@@ -174,7 +176,7 @@ def format_description(d: dict[str, Any]) -> str:
     lines = [first, "columns: " + ", ".join(f"{k} ({v})" for k, v in d["columns"].items())]
     for name, q in d.get("length_quantiles", {}).items():
         lines.append(f"document {name}: " + "  ".join(f"{k}={v:,.0f}" for k, v in q.items()))
-    if d["counts"]:
+    if d["counts"] and d.get("by") != d["count_column"]:  # --by shows the same counts
         distinct = d.get("distinct", len(d["counts"]))
         shown = len(d["counts"])
         title = f"{d['count_column']}:" if shown == distinct else \
