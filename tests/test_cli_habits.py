@@ -168,3 +168,11 @@ def test_kenlm_banner_is_silenced(tmp_path):
                                "--backend", "kenlm", "--workers", "1"], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0, res.stderr
     assert "Loading the LM" not in res.stderr and "----5---10" not in res.stderr
+
+
+def test_shell_completion_of_commands_and_flags():
+    env = {"_DCURATE_COMPLETE": "complete_bash", "COMP_WORDS": "dcurate de", "COMP_CWORD": "1"}
+    res = runner.invoke(app, [], prog_name="dcurate", env=env)
+    assert res.output.split() == ["dedup"]
+    env.update(COMP_WORDS="dcurate dedup --thr", COMP_CWORD="2")
+    assert runner.invoke(app, [], prog_name="dcurate", env=env).output.split() == ["--threshold"]
