@@ -189,7 +189,9 @@ run([{str(tmp_path / 'in')!r}], {str(tmp_path / 'out')!r}, [(ToyLen, LenParams(s
     env = {"DCURATE_PROGRESS_INTERVAL": "0.02", "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
     assert res.returncode == 0, res.stderr
-    msgs = [json.loads(x)["message"] for x in res.stderr.splitlines() if x.startswith("{")]
+    recs = [json.loads(x) for x in res.stderr.splitlines()]  # --log-format json: every stderr line is JSON
+    msgs = [r["message"] for r in recs]
+    assert recs[-1]["message"].startswith("run summary") and recs[-1]["data"]["docs_out"] == 20_000
     assert "pass 1/1: toy_len: started, 2 task(s), 20,000 docs" in msgs
     assert "pass 1/1: toy_len: done, 20,000 docs" in " ".join(msgs)
     between = [m for m in msgs if "docs (" in m and "/20,000 docs" in m]

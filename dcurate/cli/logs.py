@@ -59,6 +59,10 @@ def extract(args: list[str]) -> tuple[list[str], LogFlags]:
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per record; a record's ``data`` extra (e.g. the run summary) goes along."""
+
+    json_lines = True
+
     def format(self, record: logging.LogRecord) -> str:
         obj = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
@@ -66,7 +70,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        return json.dumps(obj, ensure_ascii=False)
+        data = getattr(record, "data", None)
+        if data is not None:
+            obj["data"] = data
+        return json.dumps(obj, ensure_ascii=False, default=str)
 
 
 def configure(flags: LogFlags) -> None:

@@ -5,6 +5,8 @@ lines removed) are listed under it."""
 
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Any
 
 _COUNTER_LABELS = {
@@ -47,3 +49,16 @@ def format_summary(summary: dict[str, Any], output: str) -> str:
     if summary.get("resumed"):
         lines.append("fully resumed: every task was already complete, nothing was recomputed")
     return "\n".join(lines)
+
+
+def print_summary(summary: dict[str, Any], output: str) -> None:
+    """The table on stderr; with ``--log-format json`` one log record carrying the summary dict
+    (``data``) instead; nothing with ``-q``."""
+    log = logging.getLogger("dcurate")
+    if not log.isEnabledFor(logging.INFO):
+        return
+    if any(getattr(h.formatter, "json_lines", False) for h in log.handlers):
+        log.info("run summary: %s documents written to %s", f"{summary['docs_out']:,}", output,
+                 extra={"data": summary})
+    else:
+        print(format_summary(summary, output), file=sys.stderr)

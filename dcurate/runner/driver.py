@@ -829,8 +829,7 @@ class Runner:
         }
 
     def _print_summary(self, summary: dict[str, Any]) -> None:
-        if log.isEnabledFor(logging.INFO):  # not with -q
-            print(summary_table.format_summary(summary, self.output), file=sys.stderr)
+        summary_table.print_summary(summary, self.output)
 
     def _print_plan(self, plan: RunPlan) -> None:
         if not self.opts.plan_json:
