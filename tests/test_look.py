@@ -199,3 +199,21 @@ run([{str(tmp_path / 'in')!r}], {str(tmp_path / 'out')!r}, [(ToyLen, LenParams(s
     # rows are reported while tasks run: some line shows a count that is not a whole shard's
     counts = {int(m.rsplit(": ", 1)[1].split("/")[0].replace(",", "")) for m in between}
     assert counts - {0, 10_000, 20_000}
+
+
+@pytest.mark.shared
+def test_look_at_the_real_corpus():
+    from conftest import SHARED
+
+    if not SHARED.exists():
+        pytest.skip("needs ../shared")
+    corpus = SHARED / "corpus"
+    d = describe(str(corpus / "parquet"), by="domain")
+    assert d["docs"] == 21_574 and len(d["groups"]) == 7
+    assert sum(g["docs"] for g in d["groups"]) == 21_574
+    assert "\ndomain:" not in format_description(d)  # shown once, as the --by table
+    first = look.head(str(corpus / "jsonl"), 2, where="domain == 'code'")
+    assert [r["domain"] for r in first] == ["code", "code"]
+    a = look.sample(str(corpus / "parquet"), 5, seed=7)
+    b = look.sample(str(corpus / "jsonl"), 5, seed=7)  # same documents, same order: same sample
+    assert [r["id"] for r in a] == [r["id"] for r in b]
