@@ -37,6 +37,14 @@ def _changed(params: Any) -> str:
     return " ".join(out) or "(defaults)"
 
 
+def _flat(v: Any) -> str:
+    if isinstance(v, dict):
+        return "  ".join(f"{k}={_flat(x)}" for k, x in v.items())
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
 def format_plan(runner: Any, plan: Any) -> str:
     o = runner.opts
     fmts = sorted({s.fmt for s in plan.shards})
@@ -67,6 +75,10 @@ def format_plan(runner: Any, plan: Any) -> str:
             scans += st.rounds
             extra = f", {st.rounds} scan round(s) over all shards, then applied"
         lines.append(f"  {s.index} {s.name:<11} ({kind}{extra})  {_changed(s.params)}")
+        names = {f.name for f in dataclasses.fields(s.params)}
+        for k, v in st.describe().items():  # resolved values a stage derives (e.g. dedup's LSH bands)
+            if k not in names:
+                lines.append(f"      {k}: {_flat(v)}")
     lines.append("")
     lines.append("passes (each reads every piece once)")
     for p in plan.passes:
