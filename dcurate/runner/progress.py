@@ -133,6 +133,7 @@ class PassProgress:
         self.n = len(tasks)
         self.skipped = skipped
         self.done = 0
+        self.finished_rows = 0
         self.t0 = time.perf_counter()
         self.mode = "off"
         if enabled and log.isEnabledFor(logging.INFO) and self.n:
@@ -179,10 +180,14 @@ class PassProgress:
         return Tracked(fn, self.path), list(enumerate(tasks))
 
     def docs(self) -> int:
-        return int(self.slots.sum()) if self.slots is not None else 0
+        """Documents read so far: the workers' live counts, or at least the finished tasks' rows
+        (where workers cannot reach the counter file, e.g. Ray on other nodes)."""
+        live = int(self.slots.sum()) if self.slots is not None else 0
+        return max(live, self.finished_rows)
 
     def task_done(self, result: Any = None) -> None:
         self.done += 1
+        self.finished_rows += int(getattr(result, "rows_read", 0) or 0)
         if self._bar is not None and not self.reads:
             self._bar.update(1)
 
