@@ -30,7 +30,7 @@ demo: setup
 	$(BIN)/dcurate train-lm --input data/demo/extra/target.jsonl --order 3 --out data/demo/models/wiki.arpa
 	$(BIN)/dcurate run configs/demo.yaml --workers $(WORKERS)
 	$(BIN)/dcurate run configs/demo-select.yaml --workers $(WORKERS)
-	$(BIN)/dcurate stats data/demo/out
+	$(BIN)/dcurate stats data/demo/out --by domain
 	@echo "reports: data/demo/out/.dcurate/report.html data/demo/selected/.dcurate/report.html (open in a browser)"
 
 # Peer tools for side-by-side benchmarks live in their own venv (datatrove needs xxhash<4).

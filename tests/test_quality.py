@@ -447,3 +447,20 @@ def test_shared_quality_auc(tmp_path):
     t = read_table([str(tmp_path / "o" / "test.jsonl.zst")])
     y = np.array(t["label"].to_pylist()) == "hq"
     assert ftu.roc_auc(np.asarray(t["quality_score"].to_pylist()), y) >= 0.95
+
+
+def test_train_quality_eval_scores_a_held_out_set(tmp_path):
+    from typer.testing import CliRunner
+
+    from dcurate.cli.app import app
+
+    pq.write_table(labelled(300), tmp_path / "train.parquet")
+    pq.write_table(labelled(100, seed=7, prefix="e"), tmp_path / "eval.parquet")
+    args = ["train-quality", "--input", str(tmp_path / "train.parquet"), "--out", str(tmp_path / "m.bin"),
+            "--epoch", "20", "--dim", "16", "--bucket", "5000", "--lr", "0.2", "--eval", str(tmp_path / "eval.parquet")]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    line = [x for x in r.output.splitlines() if x.startswith("eval ")][0]
+    assert "100 documents (50 positive)" in line
+    auc = float(line.split("ROC AUC ")[1].split(";")[0])
+    assert auc > 0.9  # the two classes have distinct vocabularies

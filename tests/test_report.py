@@ -173,18 +173,23 @@ def test_report_of_a_folder_without_a_run_is_one_line(tmp_path):
 
 
 @pytest.mark.report
-def test_run_writes_the_report_and_a_failure_is_one_warning(tmp_path, monkeypatch, capsys):
+def test_run_writes_the_report_and_a_failure_is_one_warning(tmp_path, monkeypatch, caplog):
+    import logging
+
     import dcurate.report.html as rh
+
+    caplog.set_level(logging.INFO, logger="dcurate")
 
     write_jsonl(tmp_path / "in" / "s.jsonl", docs(10))
     calls = []
     monkeypatch.setattr(rh, "write_report", lambda out, html=None: calls.append(out) or Path(out) / "r.html")
     curate(str(tmp_path / "in"), str(tmp_path / "o1"), stages=[], workers=1, progress=False)
     assert calls == [tmp_path / "o1"]
-    assert f"dcurate: report: {tmp_path / 'o1' / 'r.html'}" in capsys.readouterr().err
+    assert f"report: {tmp_path / 'o1' / 'r.html'}" in caplog.messages
+    caplog.clear()
     curate(str(tmp_path / "in"), str(tmp_path / "o2"), stages=[], workers=1, progress=False, report=False)
     assert calls == [tmp_path / "o1"]
-    assert "dcurate: report" not in capsys.readouterr().err
+    assert not [m for m in caplog.messages if m.startswith("report")]
 
     def boom(out, html=None):
         raise RuntimeError("no fonts")
@@ -192,8 +197,8 @@ def test_run_writes_the_report_and_a_failure_is_one_warning(tmp_path, monkeypatc
     monkeypatch.setattr(rh, "write_report", boom)
     stats = curate(str(tmp_path / "in"), str(tmp_path / "o3"), stages=[], workers=1, progress=False)
     assert stats["docs_out"] == 10
-    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("dcurate:")]
-    assert err == ["dcurate: warning: no report written (RuntimeError: no fonts)"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["no report written (RuntimeError: no fonts)"]
 
 
 def _chromium() -> str | None:

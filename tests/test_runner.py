@@ -164,7 +164,7 @@ def test_limit_dry_run_shard_size_and_rejected(corpus, tmp_path, capsys):
     run(str(corpus), str(tmp_path / "lim"), [], opts(limit=50))
     assert [r["id"] for r in rows(tmp_path / "lim")] == [r["id"] for r in rows(corpus)][:50]
     assert (tmp_path / "lim" / "s3.parquet").exists()  # shards past the limit are written empty
-    s = run(str(corpus), str(tmp_path / "dry"), [(ToyLen, LenParams(min_chars=5))], opts(dry_run=True))
+    s = run(str(corpus), str(tmp_path / "dry"), [(ToyLen, LenParams(min_chars=5))], opts(dry_run=True, plan_json=True))
     assert s["dry_run"] and not (tmp_path / "dry").exists()
     plan = json.loads(capsys.readouterr().out)
     assert plan["stages"][0]["params"]["min_chars"] == 5 and len(plan["inputs"]) == 4

@@ -12,21 +12,66 @@ import typing
 from typing import Any, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
+from dcurate.cli import logs
 from dcurate.core import params as P
 from dcurate.core.errors import DcurateError, RecipeError
 from dcurate.core.options import RunOptions
 from dcurate.core.stage import load_stage_modules, registry
 from dcurate.core.version import __version__
 
+
+class _Group(TyperGroup):
+    """The root command: takes the logging flags out of the arguments wherever they are, and
+    lists commands with their whole one-line summary."""
+
+    def main(self, args: Any = None, *a: Any, **kw: Any) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            argv, flags = logs.extract(argv)
+        except DcurateError as e:
+            typer.echo(f"dcurate: error: {e}", err=True)
+            sys.exit(2)
+        logs.configure(flags)
+        return super().main(argv, *a, **kw)
+
+
+_STAGE_FIELDS: dict[str, set[str]] = {}
+
+
+class _StageCommand(TyperCommand):
+    """A stage command whose help lists the stage's own options first and the run options shared
+    by every stage under their own heading."""
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        own: list[tuple[str, str]] = []
+        shared: list[tuple[str, str]] = []
+        run_names = {f.name for f in dataclasses.fields(RunOptions)} - _STAGE_FIELDS.get(self.name or "", set())
+        for param in self.get_params(ctx):
+            rec = param.get_help_record(ctx)
+            if rec is None:
+                continue
+            (shared if param.name in run_names else own).append(rec)
+        if own:
+            with formatter.section("Options"):
+                formatter.write_dl(own)
+        if shared:
+            with formatter.section("Run options (shared by every stage; also keys of a recipe)"):
+                formatter.write_dl(shared)
+
+
 app = typer.Typer(
     name="dcurate",
+    cls=_Group,
     help=(
         "Curate large text corpora for language-model training: dedup, quality, select, mix, filter.\n\n"
+        "-q/--quiet, -v/--verbose and --log-format text|json work anywhere on the line.\n\n"
         "Example: dcurate run configs/demo.yaml --workers 2"
     ),
+    context_settings={"help_option_names": ["-h", "--help"]},
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -41,13 +86,11 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more detail to stderr."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more detail to stderr (anywhere on the line)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors: no progress, no summary."),
+    log_format: str = typer.Option("text", "--log-format", help="text, or json: one JSON object per log line."),
 ) -> None:
-    import logging
-
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="dcurate: %(message)s", stream=sys.stderr
-    )
+    """Logging is set up by _Group.main, which takes these flags out of the line wherever they are."""
 
 
 def _cli_type(tp: Any, optional: bool) -> Any:
@@ -91,9 +134,25 @@ def option_parameters(cls: type, none_defaults: bool = False, skip: set[str] | N
 
 
 def _given(kwargs: dict[str, Any], cls: type) -> dict[str, Any]:
-    """The CLI values for ``cls``'s fields that differ from "not given"."""
+    """The CLI values for ``cls``'s fields that the user gave (flags left at their default are
+    not passed on, so that ``only_for`` checks see only what was asked for)."""
+    try:  # typer >= 0.20 carries its own copy of click
+        from typer._click.core import ParameterSource
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - older typer uses click itself
+        from click.core import ParameterSource  # type: ignore[assignment,no-redef]
+        from click.globals import get_current_context  # type: ignore[assignment,no-redef]
+
     names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in kwargs.items() if k in names and v is not None}
+    ctx = get_current_context(silent=True)
+
+    def given(k: str) -> bool:
+        if ctx is None:
+            return True
+        src = ctx.get_parameter_source(k)
+        return src is None or src not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+    return {k: v for k, v in kwargs.items() if k in names and v is not None and given(k)}
 
 
 def _make_stage_command(cls: type) -> None:
@@ -122,7 +181,8 @@ def _make_stage_command(cls: type) -> None:
     doc = (cls.__doc__ or cls.summary or "").strip()
     summary = cls.summary or doc.split("\n")[0]
     epilog = f"Example: {cls.example}" if cls.example else None
-    app.command(name=cls.name, help=doc or summary, short_help=summary, epilog=epilog)(command)
+    app.command(name=cls.name, help=doc or summary, short_help=summary, epilog=epilog, cls=_StageCommand)(command)
+    _STAGE_FIELDS[cls.name] = stage_fields  # type: ignore[attr-defined]
 
 
 def _make_run_command() -> None:
@@ -130,13 +190,20 @@ def _make_run_command() -> None:
         "recipe", inspect.Parameter.POSITIONAL_OR_KEYWORD,
         default=typer.Argument(..., help="YAML recipe: input, output, options and stages."), annotation=str,
     )
-    params = [recipe] + option_parameters(RunOptions, none_defaults=True)
+    io = [
+        inspect.Parameter("input", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[list[str]], default=typer.Option(
+            None, "--input", "-i", help="Input path(s) instead of the recipe's (repeatable; relative to here).")),
+        inspect.Parameter("output", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str], default=typer.Option(
+            None, "--output", "-o", help="Output folder instead of the recipe's (relative to here).")),
+    ]
+    params = [recipe] + io + option_parameters(RunOptions, none_defaults=True)
 
     def command(**kwargs: Any) -> None:
         from dcurate.runner.driver import run
         from dcurate.runner.recipe import load
 
-        r = load(kwargs.pop("recipe"), _given(kwargs, RunOptions))
+        inputs, output = kwargs.pop("input"), kwargs.pop("output")
+        r = load(kwargs.pop("recipe"), _given(kwargs, RunOptions), inputs=inputs or None, output=output)
         run(r.inputs, r.output, r.stages, r.options)
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
@@ -144,26 +211,31 @@ def _make_run_command() -> None:
     app.command(
         name="run",
         help="Run a YAML recipe: chained stages over sharded data, in parallel, resuming after a crash.\n\n"
-        "Flags given here override the recipe's values.",
+        "Paths in the recipe are relative to the recipe file. Flags given here override the recipe's values.",
+        short_help="Run a YAML recipe: chained stages over sharded data, in parallel, resuming after a crash.",
         epilog="Example: dcurate run configs/demo.yaml --workers 4 --dry-run",
     )(command)
 
 
-@app.command("stats", epilog="Example: dcurate stats data/demo/out --column domain")
+@app.command("stats", epilog="Example: dcurate stats data/demo/out --by domain")
 def stats_command(
     paths: list[str] = typer.Argument(..., help="Shard files, directories or globs."),
     column: str | None = typer.Option(None, "--column", help="Count the values of this column (default: domain, if present)."),
+    by: str | None = typer.Option(None, "--by", help="Break documents, bytes and lengths down per value of this column (e.g. domain)."),
+    top: int = typer.Option(20, "--top", min=0, help="Show only the N most frequent values of a column with more (0 = all)."),
+    tokenizer: str | None = typer.Option(
+        None, "--tokenizer", help="Hugging Face tokenizers JSON file: count tokens too (needs: pip install tokenizers)."),
     text_field: str = typer.Option("text", "--text-field", help="Column holding the text."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Summarise any shard set: documents, bytes, columns, value counts and numeric quantiles."""
+    """Summarise any shard set: documents, bytes, columns, document lengths, value counts, numeric quantiles."""
     from dcurate.report.stats import describe, format_description
 
-    d = describe(paths, text_field=text_field, column=column)
+    d = describe(paths, text_field=text_field, column=column, by=by, top=top, tokenizer=tokenizer)
     if as_json:
         import json
 
-        typer.echo(json.dumps(d, indent=2))
+        typer.echo(json.dumps(d, indent=2, default=str))
     else:
         typer.echo(format_description(d))
 
@@ -180,7 +252,66 @@ def report_command(
     typer.echo(str(write_report(out, html)))
 
 
-@app.command("reshard", epilog="Example: dcurate reshard big.jsonl.zst shards/ --shard-size 100000 --output-format parquet")
+def _look(paths: list[str], n: int, where: str | None, columns: str | None, text_field: str, max_chars: int,
+          as_json: bool, seed: int | None) -> None:
+    from dcurate.report import look
+
+    cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    if seed is None:
+        docs = look.head(paths, n, where, text_field, cols)
+    else:
+        docs = look.sample(paths, n, seed, where, text_field, cols)
+    if as_json:
+        import json
+
+        for d in docs:
+            d = {k: v for k, v in d.items() if not k.startswith("__") and (cols is None or k in cols or k == text_field)}
+            typer.echo(json.dumps(d, ensure_ascii=False, default=str))
+    else:
+        typer.echo(look.format_docs(docs, text_field, cols, max_chars))
+
+
+_LOOK_HELP = dict(
+    n=typer.Option(5, "-n", "--docs", min=0, help="How many documents."),
+    where=typer.Option(None, "--where", help="Only documents matching this expression (the --keep-if language), "
+                       "e.g. \"quality_score < 0.2 and domain == 'forum'\"."),
+    columns=typer.Option(None, "--columns", help="Comma-separated columns to show (default: every column)."),
+    text_field=typer.Option("text", "--text-field", help="Column holding the text."),
+    max_chars=typer.Option(600, "--max-chars", min=0, help="Cut each text after this many characters (0 = whole)."),
+    as_json=typer.Option(False, "--json", help="One JSON object per document instead of wrapped text."),
+)
+
+
+@app.command("head", epilog="Example: dcurate head data/demo/out -n 3 --where \"perplexity > 1000\"")
+def head_command(
+    paths: list[str] = typer.Argument(..., help="Shard files, directories or globs (an output, an input, a --rejected folder)."),
+    n: int = _LOOK_HELP["n"],
+    where: str | None = _LOOK_HELP["where"],
+    columns: str | None = _LOOK_HELP["columns"],
+    text_field: str = _LOOK_HELP["text_field"],
+    max_chars: int = _LOOK_HELP["max_chars"],
+    as_json: bool = _LOOK_HELP["as_json"],
+) -> None:
+    """Show the first documents of a shard set: text wrapped and truncated, with their columns."""
+    _look(paths, n, where, columns, text_field, max_chars, as_json, None)
+
+
+@app.command("sample", epilog="Example: dcurate sample data/demo/out -n 5 --seed 1")
+def sample_command(
+    paths: list[str] = typer.Argument(..., help="Shard files, directories or globs (an output, an input, a --rejected folder)."),
+    n: int = _LOOK_HELP["n"],
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed and data => same documents)."),
+    where: str | None = _LOOK_HELP["where"],
+    columns: str | None = _LOOK_HELP["columns"],
+    text_field: str = _LOOK_HELP["text_field"],
+    max_chars: int = _LOOK_HELP["max_chars"],
+    as_json: bool = _LOOK_HELP["as_json"],
+) -> None:
+    """Show a uniform random sample of documents (one streaming pass), in shard order."""
+    _look(paths, n, where, columns, text_field, max_chars, as_json, seed)
+
+
+@app.command("reshard", epilog="Example: dcurate reshard data/demo/corpus data/demo/shards --shard-size 1000 --output-format parquet")
 def reshard_command(
     paths: list[str] = typer.Argument(..., metavar="IN... OUT", help="Inputs followed by the output directory."),
     shard_size: int = typer.Option(..., "--shard-size", help="Documents per output shard.", min=1),
@@ -222,16 +353,30 @@ def _friendly(fn):
     return wrapper
 
 
+def _short_help(info: Any) -> str | None:
+    """The first paragraph of a command's help, whole (click cuts it at 45 characters or at the
+    first full stop, e.g. "Cut inputs (e.g.")."""
+    text = info.help or (info.callback.__doc__ if info.callback is not None else None)
+    if not text:
+        return None
+    return " ".join(inspect.cleandoc(text).split("\n\n")[0].split())
+
+
 def _build_app() -> None:
     mods = load_stage_modules()
+    first = list(app.registered_commands)  # look/stats/reshard, defined above
+    app.registered_commands.clear()
+    _make_run_command()
     for cls in sorted(registry().values(), key=lambda c: c.name):
         _make_stage_command(cls)
-    _make_run_command()
+    app.registered_commands.extend(first)
     for m in mods:
         hook = getattr(m, "register_cli", None)
         if hook is not None:
             hook(app)
     for info in app.registered_commands:
+        if info.short_help is None:
+            info.short_help = _short_help(info)
         if info.callback is not None and not getattr(info.callback, "_dcurate_friendly", False):
             info.callback = _friendly(info.callback)
             info.callback._dcurate_friendly = True  # type: ignore[attr-defined]

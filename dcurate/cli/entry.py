@@ -35,7 +35,7 @@ def _input_bytes(argv: list[str], limit: int) -> int:
 
 
 def _wants_pool(argv: list[str]) -> bool:
-    if len(argv) < 2 or argv[1] not in _DATA_COMMANDS or "--help" in argv or "--dry-run" in argv:
+    if len(argv) < 2 or argv[1] not in _DATA_COMMANDS or {"--help", "-h", "--dry-run"} & set(argv):
         return False
     if argv[1] != "run" and "--workers" not in argv and _input_bytes(argv[:-1], SMALL_INPUT_BYTES) < SMALL_INPUT_BYTES:
         return False

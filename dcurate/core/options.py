@@ -29,19 +29,28 @@ class RunOptions:
         None, "Re-shard the output into shards of N documents named part-00000... (default: one output shard per input shard).",
         min=1,
     )
-    rejected: str | None = param(None, "Write dropped documents here, with a 'dcurate_reason' column.")
+    rejected: str | None = param(None, "Write dropped documents here, with a 'dcurate_reason' column.", path=True)
     on_bad_record: str = param(
         "error", "What to do with a malformed record (bad JSON, invalid UTF-8, null text): stop with an error, or skip and count it.",
         choices=["error", "skip"],
     )
-    workdir: str | None = param(None, "Folder for markers, plans and work files (default: OUT/_dcurate).")
+    workdir: str | None = param(None, "Folder for markers, plans and work files (default: OUT/_dcurate).", path=True)
     executor: str = param("local", "Where tasks run: a local process pool, or a Ray cluster.", choices=["local", "ray"])
     split_size: int = param(
         256 * 1024 * 1024,
         "Cut plain JSONL files and Parquet files larger than this many bytes into pieces processed in parallel (0 = never).",
         min=0,
     )
+    overwrite_column: bool = param(
+        False, "Let a stage replace a column that is already there (e.g. re-scoring quality) without a warning.",
+    )
     force: bool = param(False, "Recompute everything instead of resuming completed work.")
-    dry_run: bool = param(False, "Validate and print the resolved plan (shards, stages, parameters) without running.")
-    progress: bool = param(True, "Show progress bars on a terminal.")
+    dry_run: bool = param(
+        False, "Validate (recipe against the input's columns too) and print the plan: stages, passes, shards, "
+        "estimated work; nothing runs.",
+    )
+    plan_json: bool = param(False, "With --dry-run: print the plan as JSON instead of text.", flag="--json")
+    progress: bool = param(
+        True, "Show progress: document-counting bars on a terminal, a log line every 10 s elsewhere.",
+    )
     report: bool = param(True, "Write the HTML run report OUT/.dcurate/report.html at the end (see `dcurate report`).")

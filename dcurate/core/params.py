@@ -37,13 +37,19 @@ def param(
     max: float | None = None,
     flag: str | None = None,
     cli: bool = True,
+    only_for: dict[str, list[Any]] | None = None,
+    path: bool = False,
 ) -> Any:
     """A dataclass field carrying help text and validation rules.
 
     ``flag`` overrides the CLI flag (default ``--field-name``); ``cli=False`` keeps a key
-    recipe-only (e.g. structured mappings that have no sensible flag form).
+    recipe-only (e.g. structured mappings that have no sensible flag form). ``only_for``
+    (``{"method": ["minhash"]}``) says the key does something only when other keys have one of
+    those values: giving it otherwise is an error. ``path=True`` marks a file/folder path (a
+    recipe resolves it relative to the recipe file).
     """
-    meta = {"help": help, "choices": choices, "min": min, "max": max, "flag": flag, "cli": cli}
+    meta = {"help": help, "choices": choices, "min": min, "max": max, "flag": flag, "cli": cli,
+            "only_for": only_for, "path": path}
     if isinstance(default, (list, dict)):
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata=meta)
@@ -128,29 +134,56 @@ def coerce(value: Any, tp: Any, optional: bool, where: str) -> Any:
     raise RecipeError(f"{where}: unsupported parameter type {tp!r}")
 
 
+def did_you_mean(word: str, options: typing.Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest option, or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word).replace("-", "_"), [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def build(cls: type, mapping: dict[str, Any], where: str) -> Any:
     """Validate ``mapping`` against the dataclass ``cls`` and return an instance.
 
     Keys may use ``snake_case`` or ``kebab-case``. Unknown keys, ill-typed values, values outside
-    ``choices`` or ``[min, max]`` raise :class:`RecipeError` naming ``where`` and the key.
+    ``choices`` or ``[min, max]``, keys that do nothing with the other values (``only_for``) raise
+    one :class:`RecipeError` listing every problem, each naming ``where`` and the key.
     """
     ftypes = field_types(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
+    errors: list[str] = []
     for raw_key, value in mapping.items():
         key = str(raw_key).replace("-", "_")
         if key not in fields:
             allowed = ", ".join(sorted(fields)) or "(none)"
-            raise RecipeError(f"{where}: unknown parameter '{raw_key}'; allowed: {allowed}")
+            errors.append(f"{where}: unknown parameter '{raw_key}'{did_you_mean(key, fields)}; allowed: {allowed}")
+            continue
         tp, optional = ftypes[key]
-        kwargs[key] = check(fields[key], coerce(value, tp, optional, f"{where}: parameter '{key}'"), where)
+        try:
+            kwargs[key] = check(fields[key], coerce(value, tp, optional, f"{where}: parameter '{key}'"), where)
+        except RecipeError as e:
+            errors.append(str(e))
     for name, f in fields.items():
-        if name not in kwargs and f.default is _MISSING and f.default_factory is _MISSING:
-            raise RecipeError(f"{where}: missing required parameter '{name}'")
+        if name not in kwargs and f.default is _MISSING and f.default_factory is _MISSING and name not in mapping:
+            errors.append(f"{where}: missing required parameter '{name}'")
+    if errors:
+        raise RecipeError("\n".join(errors))
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise RecipeError(f"{where}: {e}") from None
+    for key in kwargs:
+        only = fields[key].metadata.get("only_for")
+        for other, values in (only or {}).items():
+            if getattr(obj, other) not in values:
+                flag = fields[key].metadata.get("flag") or key
+                errors.append(
+                    f"{where}: parameter '{flag}' does nothing with {other} {getattr(obj, other)!r}; "
+                    f"it applies only with {other} {' or '.join(map(repr, values))}"
+                )
+    if errors:
+        raise RecipeError("\n".join(errors))
     validate = getattr(obj, "validate", None)
     if validate is not None:
         try:

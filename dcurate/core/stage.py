@@ -174,6 +174,16 @@ class Stage:
         """Resolved parameters shown by ``--dry-run`` and written to the manifest."""
         return dataclasses.asdict(self.params)
 
+    def columns_read(self) -> set[str]:
+        """Columns this stage needs in its input besides the text (checked against the input's
+        columns before any work, e.g. the columns of a ``keep_if`` expression)."""
+        return set()
+
+    def columns_added(self) -> set[str] | None:
+        """Columns this stage adds to the documents; None when it cannot say (then columns read
+        by later stages are not checked)."""
+        return None
+
     def fingerprint(self) -> Any:
         """Extra JSON-able state that must invalidate completed work when it changes (e.g. a
         model file's size and mtime). Parameters are always included."""
@@ -253,5 +263,10 @@ def get_stage(name: str, where: str = "") -> type[Stage]:
         return _REGISTRY[name]
     reg = registry()
     if name not in reg:
-        raise RecipeError(f"{where + ': ' if where else ''}unknown stage '{name}'; available: {', '.join(sorted(reg))}")
+        from dcurate.core.params import did_you_mean
+
+        raise RecipeError(
+            f"{where + ': ' if where else ''}unknown stage '{name}'{did_you_mean(name, set(reg))}; "
+            f"available: {', '.join(sorted(reg))}"
+        )
     return reg[name]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -444,7 +444,7 @@ def report_after_run(out: str | os.PathLike) -> Path | None:
     try:
         path = write_report(out)
     except Exception as e:  # noqa: BLE001 - the run's outputs are complete; the report is a bonus
-        print(f"dcurate: warning: no report written ({type(e).__name__}: {e})", file=sys.stderr)
+        logging.getLogger("dcurate").warning("no report written (%s: %s)", type(e).__name__, e)
         return None
-    print(f"dcurate: report: {path}", file=sys.stderr)
+    logging.getLogger("dcurate").info("report: %s", path)
     return path

@@ -53,6 +53,8 @@ from dcurate.io import (
     plan_pieces,
     spool_stdin,
 )
+from dcurate.report import summary as summary_table
+from dcurate.runner import planview, progress, validate
 from dcurate.runner.executor import LocalExecutor, make_executor
 
 log = logging.getLogger("dcurate")
@@ -242,6 +244,7 @@ def run_pass_task(task: PassTask) -> TaskResult:
     def produce():
         for batch in reader:
             result.rows_read += batch.num_rows
+            progress.tick(batch.num_rows)
             dropped: list[pa.RecordBatch] = []
             for i, stage in zip(order, ([apply_stage] if apply_stage else []) + maps, strict=True):
                 st = stats[i]
@@ -327,7 +330,9 @@ def run_scan_task(task: ScanTask) -> TaskResult:
     t0 = time.perf_counter()
 
     def batches():
-        yield from reader
+        for b in reader:
+            progress.tick(b.num_rows)
+            yield b
 
     # The batches are read lazily: a round that needs nothing from the data (its work files
     # already hold what it needs) does not read the shard at all.
@@ -422,6 +427,8 @@ class Runner:
         self.extra: dict[int, dict] = {}
         self.bad_records = 0
         self.peak_rss = 0
+        self.tasks_run = 0  # tasks executed / skipped because complete (a fully resumed run runs none)
+        self.tasks_resumed = 0
 
     # .. planning ..............................................................................
     def _check_paths(self, shards: list[Shard]) -> None:
@@ -568,6 +575,7 @@ class Runner:
         if opts.force and self.workdir.exists():
             shutil.rmtree(self.workdir)
         plan = self.plan()
+        validate.check_run(self, plan)  # the recipe against the input's columns, before any work
         if not opts.dry_run:
             self._remove_stale_temp_files()
         if opts.dry_run:
@@ -604,7 +612,6 @@ class Runner:
         summary = self._summary(plan, time.time() - t_start)
         if not self.to_stdout:
             self._write_json(self.out_dir / "stats.json", summary)
-        self._print_summary(summary)
         if self.to_stdout:
             self._emit_stdout(plan)
         self._cleanup(plan)
@@ -612,6 +619,7 @@ class Runner:
             from dcurate.report.html import report_after_run
 
             report_after_run(self.out_dir)
+        self._print_summary(summary)  # last, so the run's final line is its summary
         return summary
 
     def _remove_stale_temp_files(self) -> None:
@@ -655,28 +663,19 @@ class Runner:
                     results[i] = r
         todo = [i for i, r in enumerate(results) if r is None]
         skipped = len(tasks) - len(todo)
-        bar = self._bar(len(tasks), desc, skipped)
-        docs = 0
+        self.tasks_run, self.tasks_resumed = self.tasks_run + len(todo), self.tasks_resumed + skipped
+        prog = progress.PassProgress(desc, [tasks[i] for i in todo], skipped, self.workdir, self.opts.progress)
+        ok = False
         try:
-            for j, r in self.executor.imap_unordered(fn, [tasks[i] for i in todo]):
+            for j, r in self.executor.imap_unordered(*prog.wrap(fn, [tasks[i] for i in todo])):
                 results[todo[j]] = r
-                if bar is not None:
-                    docs += r.rows_read
-                    bar.set_postfix(docs=f"{docs:,}", refresh=False)
-                    bar.update(1)
+                prog.task_done(r)
+            ok = True
         finally:
-            if bar is not None:
-                bar.close()
+            prog.close(ok)
         if skipped:
             log.info("%s: %d of %d tasks already complete (resumed)", desc, skipped, len(tasks))
         return results  # type: ignore[return-value]
-
-    def _bar(self, total: int, desc: str, done: int):
-        if not self.opts.progress or not sys.stderr.isatty():
-            return None
-        from tqdm import tqdm
-
-        return tqdm(total=total, initial=done, desc=desc, unit="shard", file=sys.stderr, leave=False)
 
     def _run_global(self, plan: RunPlan, stages: dict[int, Stage], gi: int) -> str:
         spec = plan.stages[gi]
@@ -826,6 +825,7 @@ class Runner:
             "shards_out": -(-docs_out // self.opts.shard_size) or 1 if self.opts.shard_size else len(plan.shards),
             "docs_out": docs_out,
             "bad_records_skipped": self.bad_records,
+            "resumed": bool(self.tasks_resumed and not self.tasks_run),  # nothing left to do: all work was done before
             "stages": stages,
             "seconds": round(seconds, 3),
             "workers": self.workers,
@@ -833,24 +833,12 @@ class Runner:
         }
 
     def _print_summary(self, summary: dict[str, Any]) -> None:
-        lines = [f"{'stage':<22}{'docs in':>12}{'docs out':>12}{'removed':>10}{'MB in':>10}{'MB out':>10}{'s':>9}"]
-        for s in summary["stages"]:
-            removed = s["docs_in"] - s["docs_out"]
-            lines.append(
-                f"{str(s['index']) + ' ' + s['stage']:<22}{s['docs_in']:>12,}{s['docs_out']:>12,}{removed:>10,}"
-                f"{s['bytes_in'] / 1e6:>10.2f}{s['bytes_out'] / 1e6:>10.2f}{s['seconds']:>9.2f}"
-            )
-            for reason, n in s["removed"].items():
-                lines.append(f"    {reason:<40}{n:>12,}")
-        lines.append(
-            f"{summary['docs_out']:,} documents written to {self.output} ({summary['shards_out']} shards) "
-            f"in {summary['seconds']:.1f} s with {summary['workers']} worker(s)"
-        )
-        if summary["bad_records_skipped"]:
-            lines.append(f"{summary['bad_records_skipped']:,} malformed records skipped")
-        print("\n".join(lines), file=sys.stderr)
+        summary_table.print_summary(summary, self.output)
 
     def _print_plan(self, plan: RunPlan) -> None:
+        if not self.opts.plan_json:
+            print(planview.format_plan(self, plan))
+            return
         out = {
             "inputs": [{"path": s.path, "format": s.fmt, "stem": s.stem, "bytes": s.size} for s in plan.shards],
             "pieces": len(plan.pieces),

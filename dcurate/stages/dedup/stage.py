@@ -54,6 +54,9 @@ KEYS_PER_TASK = 8_000_000
 PAIRS_PER_TASK = 200_000
 
 
+MINHASH_ONLY = {"method": ["minhash"]}  # keys that do nothing for exact/paragraphs (refused there)
+
+
 @dataclass
 class Params:
     method: str = param(
@@ -69,30 +72,35 @@ class Params:
         "datasketch MinHashLSH's default is 0.9).",
         min=0.0,
         max=1.0,
+        only_for=MINHASH_ONLY,
     )
     ngram: int = param(
-        5, "Words per shingle (default 5, as datatrove/FineWeb and the dedup ground truth).", min=1
+        5, "Words per shingle (default 5, as datatrove/FineWeb and the dedup ground truth).", min=1,
+        only_for=MINHASH_ONLY,
     )
-    num_perm: int = param(128, "MinHash permutations (default 128, datasketch's default).", min=2, max=4096)
+    num_perm: int = param(128, "MinHash permutations (default 128, datasketch's default).", min=2, max=4096, only_for=MINHASH_ONLY)
     bands: int | None = param(
         None,
         "LSH bands b (with --rows; default: chosen for P(candidate | J = threshold) >= 0.95 at "
         "the fewest candidates; datatrove/FineWeb use 14 x 8).",
         min=1,
+        only_for=MINHASH_ONLY,
     )
-    rows: int | None = param(None, "LSH rows per band r (with --bands).", min=1)
+    rows: int | None = param(None, "LSH rows per band r (with --bands).", min=1, only_for=MINHASH_ONLY)
     scheme: str = param(
         "affine32",
         "MinHash permutation scheme as in datasketch: affine32 (datasketch >= 2 default) or "
         "legacy (Mersenne-prime, datasketch < 2 and datatrove).",
         choices=["affine32", "legacy"],
+        only_for=MINHASH_ONLY,
     )
-    hash_seed: int = param(1, "Seed of the MinHash permutations (default 1, datasketch's default).", min=0)
+    hash_seed: int = param(1, "Seed of the MinHash permutations (default 1, datasketch's default).", min=0, only_for=MINHASH_ONLY)
     verify: str = param(
         "exact",
         "Check candidate pairs before joining them: exact (shingle Jaccard of the pair), "
         "signature (MinHash estimate) or none (every LSH candidate is a duplicate).",
         choices=["exact", "signature", "none"],
+        only_for=MINHASH_ONLY,
     )
     keep: str = param(
         "first",
@@ -100,15 +108,17 @@ class Params:
         "max:COLUMN (highest numeric value, e.g. max:quality); ties go to the first.",
     )
     annotate: bool = param(
-        False, "Keep every document and add dup_cluster / dup_cluster_size columns instead of removing."
+        False,
+        "Keep every document and add dup_cluster, dup_cluster_size and dup_kept (true for the member of "
+        "its cluster that dedup keeps) columns instead of removing.",
     )
     against: str | None = param(
         None,
         "Reference shard set (file, folder or glob): remove documents that have a duplicate in it "
-        "(decontamination); the reference itself is not deduplicated or written.",
+        "(decontamination); the reference itself is not deduplicated or written.", path=True,
     )
     clusters: str | None = param(
-        None, "Where to write the cluster table (default OUT/_dcurate/clusters.parquet)."
+        None, "Where to write the cluster table (default OUT/_dcurate/clusters.parquet).", path=True
     )
     max_cluster_size: int = param(
         1000, "Warn about clusters larger than this (usually a chain of false matches).", min=2
@@ -117,6 +127,7 @@ class Params:
         True,
         "Treat each Han/Kana/Thai/Lao/Khmer/Myanmar character as a word, so text written without "
         "spaces gets character n-gram shingles; no effect on other scripts.",
+        only_for=MINHASH_ONLY,
     )
 
     def validate(self) -> None:
@@ -158,7 +169,7 @@ class Dedup(Stage):
     name = "dedup"
     Params = Params
     summary = "Remove exact, near-duplicate (MinHash LSH) or repeated-paragraph content across all shards."
-    example = "dcurate dedup data/ out/ --threshold 0.8 --keep longest"
+    example = "dcurate dedup data/demo/corpus data/demo/dedup --threshold 0.8 --keep longest"
     kind = "global"
 
     def __init__(self, params: Params, ctx):
@@ -690,6 +701,12 @@ class Dedup(Stage):
                 self._cache = {path: {k: z[k] for k in z.files}}  # one piece at a time
         return self._cache[path]
 
+    def columns_read(self) -> set[str]:
+        return {self.params.keep[4:]} if self.params.keep.startswith("max:") else set()
+
+    def columns_added(self) -> set[str] | None:
+        return {"dup_cluster", "dup_cluster_size", "dup_kept"} if self.params.annotate else set()
+
     def apply(self, batch: pa.RecordBatch, shard: ShardInfo, pos: int, plan: Any) -> Result:
         p = self.params
         n = batch.num_rows
@@ -704,12 +721,15 @@ class Dedup(Stage):
         if p.annotate:
             cluster = np.full(n, -1, dtype=np.int64)
             size = np.ones(n, dtype=np.int64)
+            kept = np.ones(n, dtype=bool)  # the member of its cluster that dedup would keep
             if piece is not None:
                 r = piece["rows"][lo:hi] - pos
                 cluster[r] = piece["cluster"][lo:hi]
                 size[r] = piece["size"][lo:hi]
+                kept[r[piece["drop"][lo:hi]]] = False
             batch = with_column(batch, "dup_cluster", pa.array(cluster, mask=cluster < 0))
             batch = with_column(batch, "dup_cluster_size", pa.array(size))
+            batch = with_column(batch, "dup_kept", pa.array(kept))
             return Result(batch)
         if piece is None or hi == lo:
             return Result(batch)
@@ -745,7 +765,8 @@ class Dedup(Stage):
         empty = (merged.str.strip_chars().str.len_bytes() == 0).to_numpy() & (idx >= 0)
         field_type = batch.schema.field(self.ctx.text_field).type
         batch = with_column(batch, self.ctx.text_field, merged.to_arrow().cast(field_type))
-        return Result.keep_where(batch, ~empty, self.reason("paragraphs"))
+        changed = {"docs_changed": int(((idx >= 0) & ~empty).sum()), "lines_removed": len(rows)}
+        return Result.keep_where(batch, ~empty, self.reason("paragraphs"), changed)
 
     # -- finish ---------------------------------------------------------------------------------
     def finish(self, plan: Any) -> dict[str, Any]:

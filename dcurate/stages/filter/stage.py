@@ -79,7 +79,7 @@ class Filter(Stage):
     name = "filter"
     Params = FilterParams
     summary = "Drop documents by Gopher quality/repetition and C4 rules, or by an expression over columns."
-    example = "dcurate filter data/ out/ --preset gopher+c4 --min-words 100 --keep-if 'quality_score >= 0.5'"
+    example = "dcurate filter data/demo/corpus data/demo/filtered --preset gopher+c4 --keep-if \"domain != 'forum'\""
     kind = "map"
 
     def __init__(self, params: FilterParams, ctx):
@@ -90,6 +90,12 @@ class Filter(Stage):
 
     def preload_modules(self) -> list[str]:
         return [__name__] + (["dcurate.stages.filter.rules"] if self.active else [])
+
+    def columns_read(self) -> set[str]:
+        return set(self._keep_if.columns()) if self._keep_if is not None else set()
+
+    def columns_added(self) -> set[str] | None:
+        return set()
 
     def describe(self) -> dict[str, Any]:
         d = dataclasses.asdict(self.params)

@@ -18,6 +18,7 @@ Everything is seeded: the same inputs and seed give byte-identical weights files
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -463,3 +464,16 @@ def write_mixtures(path: str | Path, domains: Sequence[str], mixtures: np.ndarra
         {"index": np.arange(1, len(mixtures) + 1), **{d: mixtures[:, j] for j, d in enumerate(domains)}}
     )
     df.write_csv(p)
+
+
+def domain_names(weights: dict[str, float]) -> dict[str, float]:
+    """``weights`` keyed by domain names as they appear in data: without the prefix every column
+    shares (up to an underscore), e.g. RegMix's ``train_the_pile_pile_cc`` -> ``pile_cc``."""
+    names = list(weights)
+    if len(names) < 2:
+        return weights
+    prefix = os.path.commonprefix(names)
+    prefix = prefix[: prefix.rfind("_") + 1]
+    if not prefix or any(len(n) == len(prefix) for n in names):
+        return weights
+    return {n[len(prefix):]: w for n, w in weights.items()}

@@ -59,11 +59,11 @@ class MixParams:
         {},
         "Target share per domain, e.g. web=0.5,code=0.2,wiki=0.3 (recipe: a mapping). Domains present "
         "but not named get 0 and are dropped. Weights not summing to 1 are normalised with a warning "
-        "(an error with --strict).",
+        "(an error with --strict).", path=True,
     )
     weights_file: str | None = param(
         None,
-        "YAML/JSON file of weights: a mapping domain: weight or a 'weights:' mapping (what `dcurate mix-fit` writes).",
+        "YAML/JSON file of weights: a mapping domain: weight or a 'weights:' mapping (what `dcurate mix-fit` writes).", path=True,
     )
     temperature: float | None = param(
         None,
@@ -107,10 +107,10 @@ class MixParams:
         "first glob matching a shard's path wins (a relative glob also matches at any depth).",
     )
     domain_model: str | None = param(
-        None, "fastText classifier whose top label (without __label__) is the domain of each document."
+        None, "fastText classifier whose top label (without __label__) is the domain of each document.", path=True
     )
     tokenizer: str | None = param(
-        None, "A Hugging Face `tokenizers` JSON file to count tokens exactly (needs: pip install tokenizers)."
+        None, "A Hugging Face `tokenizers` JSON file to count tokens exactly (needs: pip install tokenizers).", path=True
     )
     strict: bool = param(False, "Fail on weights that do not sum to 1 instead of normalising them.")
 
@@ -369,7 +369,7 @@ class Mix(Stage):
     name = "mix"
     Params = MixParams
     summary = "Rebalance domains to target weights / temperature / UniMax with exact counts."
-    example = "dcurate mix data/in data/out --weights wiki=0.5,forum=0.3,code=0.2 --docs 4000"
+    example = "dcurate mix data/demo/out data/demo/mixed --weights wiki=0.5,forum=0.3,code=0.2 --docs 1000"
     kind = "global"
     rounds = 2
 
@@ -1028,6 +1028,11 @@ def register_cli(app: Any) -> None:
             31, "--num-leaves", min=2, help="LightGBM leaves per tree (LightGBM default, as RegMix)."
         ),
         seed: int = typer.Option(0, "--seed", help="Seed of the model and of the simulated mixtures."),
+        keep_names: bool = typer.Option(
+            False, "--keep-names",
+            help="Write the runs' column names as they are (default: without their common prefix, e.g. "
+            "RegMix's train_the_pile_pile_cc becomes pile_cc, the domain value `mix` matches).",
+        ),
     ) -> None:
         import sys
 
@@ -1112,8 +1117,11 @@ def register_cli(app: Any) -> None:
                 "prior": "given" if prior else "mean of the training mixtures",
             }
         )
-        mf.write_weights_file(out, sim.weights, meta)
-        best = sorted(sim.weights.items(), key=lambda kv: -kv[1])[:8]
+        weights = sim.weights if keep_names else mf.domain_names(sim.weights)
+        if weights is not sim.weights:
+            meta["columns"] = list(sim.weights)  # the weight columns of the runs, as named there
+        mf.write_weights_file(out, weights, meta)
+        best = sorted(weights.items(), key=lambda kv: -kv[1])[:8]
         say(
             f"mix-fit: predicted {target}: {sim.predicted:.4f} for the fitted mixture vs {sim.prior_predicted:.4f} for the prior"
         )

@@ -26,12 +26,15 @@ give the same numbers (relative difference < 1e-4). ``auto`` picks kenlm when in
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import os
 import pickle
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +69,7 @@ def _floats(values: list[str], what: str) -> list[float]:
 class PerplexityParams:
     lm: str = param(
         help="Language model: an ARPA file (dcurate train-lm, KenLM lmplz, SRILM) or, with the kenlm "
-        "backend, a KenLM binary (e.g. CCNet's en.arpa.bin)."
+        "backend, a KenLM binary (e.g. CCNet's en.arpa.bin).", path=True
     )
     backend: str = param(
         "auto",
@@ -77,7 +80,7 @@ class PerplexityParams:
     sentencepiece: str | None = param(
         None,
         "Sentencepiece model to tokenise lines with (as CCNet); default: the one recorded in the "
-        "LM's .json sidecar, else dcurate words (NFKC + lower-case + \\w+).",
+        "LM's .json sidecar, else dcurate words (NFKC + lower-case + \\w+).", path=True,
     )
     column: str = param(
         "perplexity", "Output column (float, not rounded; null for documents without tokens)."
@@ -173,6 +176,20 @@ def kenlm_available() -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _quiet_fd2() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the duration (native code's stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def load_kenlm(path: str):
     try:
         import kenlm
@@ -183,7 +200,8 @@ def load_kenlm(path: str):
     if not Path(path).is_file():
         raise ModelError(f"{path}: language model file not found")
     try:
-        return kenlm.Model(str(path))
+        with _quiet_fd2():  # KenLM prints a loading banner and progress bar on fd 2 (C++ stderr)
+            return kenlm.Model(str(path))
     except (OSError, RuntimeError) as e:
         msg = str(e).split("\n")[0][:300]
         raise ModelError(f"{path}: KenLM cannot load this model ({msg})") from None
@@ -203,7 +221,7 @@ class Perplexity(Stage):
     name = "perplexity"
     Params = PerplexityParams
     summary = "CCNet-style n-gram LM perplexity per document (column, buckets, threshold or top fraction)."
-    example = "dcurate perplexity data/ out/ --lm wiki.arpa --buckets head,middle,tail"
+    example = "dcurate perplexity data/demo/corpus data/demo/ppl --lm data/demo/models/wiki.arpa --buckets head,middle,tail"
 
     def __init__(self, params: PerplexityParams, ctx: StageContext):
         super().__init__(params, ctx)
@@ -295,6 +313,9 @@ class Perplexity(Stage):
         return self._scorer.perplexity(self.texts(batch))
 
     # -- columns and decisions ---------------------------------------------------------------------
+    def columns_added(self) -> set[str] | None:
+        return {self.params.column} | ({self.bucket_column} if self.params.buckets else set())
+
     def _annotate(
         self, batch: pa.RecordBatch, ppl: np.ndarray, cutoffs: list[float] | None
     ) -> pa.RecordBatch:
@@ -540,7 +561,7 @@ def register_cli(app) -> None:
     ) -> None:
         """Train a word n-gram LM (interpolated modified Kneser-Ney, as KenLM lmplz) and write ARPA.
 
-        Example: dcurate train-lm --input wiki/ --order 5 --out wiki.arpa --prune 0,0,1
+        Example: dcurate train-lm --input data/demo/extra/target.jsonl --order 3 --out data/demo/models/wiki.arpa
         """
         info = train_lm(input, out, order, prune, sentencepiece, text_field, discount_fallback, limit)
         counts = " ".join(f"{n + 1}-grams={c}" for n, c in enumerate(info["counts"]))

@@ -271,3 +271,35 @@ def calibrate_threshold(scores: np.ndarray, positive: np.ndarray, objective: str
     hi = ss[last[best]]
     lo = ss[last[best] + 1] if last[best] + 1 < len(ss) else hi - 1e-6
     return float((hi + lo) / 2.0)
+
+
+def evaluate(model_path: str, texts: Any, labels: list[str], pos: str, mode: str = "dclm",
+             threshold: float | None = None) -> dict[str, Any]:
+    """``train-quality --eval``: score a labelled held-out set (``labels`` as ``__label__x``) with
+    the model: top-label accuracy, ROC AUC of P(``pos``), metrics at ``threshold``."""
+    model = load_model(model_path)
+    names = list(model.get_labels())
+    probs = predict_many(model, preprocess(texts, mode), names)
+    y = np.array(labels, dtype=object)
+    is_pos = y == pos
+    p_pos = probs[:, names.index(pos)] if pos in names else np.zeros(len(y), np.float32)
+    top = np.array(names, dtype=object)[np.argmax(probs, axis=1)]
+    out: dict[str, Any] = {
+        "documents": int(len(y)),
+        "positive": int(is_pos.sum()),
+        "accuracy": float((top == y).mean()),
+        "roc_auc": roc_auc(p_pos, is_pos) if 0 < is_pos.sum() < len(y) else None,
+    }
+    if threshold is not None:
+        out["at_threshold"] = binary_metrics(p_pos, is_pos, threshold)
+    return out
+
+
+def format_eval(e: dict[str, Any], where: str) -> str:
+    auc = f"{e['roc_auc']:.4f}" if e["roc_auc"] is not None else "n/a (one class only)"
+    line = (f"eval {where}: {e['documents']:,} documents ({e['positive']:,} positive): top-label accuracy "
+            f"{e['accuracy']:.4f}, ROC AUC {auc}")
+    a = e.get("at_threshold")
+    if a:
+        line += f"; at the calibrated threshold: precision {a['precision']:.4f}, recall {a['recall']:.4f}, F1 {a['f1']:.4f}"
+    return line

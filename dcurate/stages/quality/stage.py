@@ -53,7 +53,7 @@ class QualityParams:
     model: list[str] = param(
         [],
         "fastText supervised model file(s) (.bin), e.g. DCLM's published classifier or lid.176.bin. "
-        "Several: comma-separated, one per label (or one model for all labels). Required.",
+        "Several: comma-separated, one per label (or one model for all labels). Required.", path=True,
     )
     label: list[str] = param(
         [DEFAULT_LABEL],
@@ -141,7 +141,7 @@ class Quality(Stage):
     name = "quality"
     Params = QualityParams
     summary = "fastText classifier scores as columns; --threshold or --keep-top to filter."
-    example = "dcurate quality data/ out/ --model model.bin --label __label__hq --keep-top 0.1"
+    example = "dcurate quality data/demo/corpus data/demo/scored --model data/demo/models/quality.bin --keep-top 0.5"
 
     def __init__(self, params: QualityParams, ctx):
         super().__init__(params, ctx)
@@ -240,6 +240,9 @@ class Quality(Stage):
                 self._models[path], prepared[mode], [triples[j][1] for j in idx], self.params.top_k
             )
         return out
+
+    def columns_added(self) -> set[str] | None:
+        return set(self.params.columns())
 
     def _annotate(self, batch: pa.RecordBatch, scores: np.ndarray) -> pa.RecordBatch:
         for j, (_, _, col) in enumerate(self.params.triples()):
@@ -666,8 +669,8 @@ def register_cli(app: Any) -> None:
 
     @app.command(
         "train-quality",
-        epilog="Example: dcurate train-quality --input ../shared/corpus/quality/train.jsonl.zst "
-        "--label-field label --out model.bin",
+        epilog="Example: dcurate train-quality --input data/demo/extra/quality_train.jsonl "
+        "--label-field label --out data/demo/models/quality.bin",
     )
     def train_quality_command(
         out: str = typer.Option(
@@ -729,6 +732,9 @@ def register_cli(app: Any) -> None:
         loss: str = typer.Option(
             d["loss"], "--loss", help="softmax, hs, ova or ns (fastText default softmax)."
         ),
+        eval_: list[str] | None = typer.Option(
+            None, "--eval", help="Labelled held-out shard set (--label-field) to score after training: AUC, accuracy."
+        ),
     ) -> None:
         """Train a fastText quality classifier, hold out a split, report metrics and a calibrated threshold."""
         side = train_quality(
@@ -739,3 +745,10 @@ def register_cli(app: Any) -> None:
             min_count=min_count, bucket=bucket, loss=loss,
         )  # fmt: skip
         typer.echo(format_report(side, out))
+        if eval_:
+            _, texts, labels = _load_labelled(None, None, eval_, label_field, positive_label, negative_label,
+                                              text_field, id_field)
+            if not labels:
+                raise InputError(f"--eval {', '.join(eval_)}: no labelled documents")
+            e = ftu.evaluate(out, texts, labels, _label_name(positive_label), preprocess, side["threshold"])
+            typer.echo(ftu.format_eval(e, ", ".join(eval_)))

@@ -54,7 +54,7 @@ class SelectParams:
         choices=["dsir", "zipfit"],
     )
     target: str | None = param(
-        None, "Target documents (file, folder or glob; any supported format). Required."
+        None, "Target documents (file, folder or glob; any supported format). Required.", path=True
     )
     k: int | None = param(None, "Select exactly this many documents (one of --k/--fraction/--tokens).", min=0)
     fraction: float | None = param(
@@ -301,7 +301,7 @@ class Select(Stage):
     name = "select"
     Params = SelectParams
     summary = "Select the pool documents closest to a target set (DSIR importance resampling or ZIP-FIT)."
-    example = "dcurate select pool/ picked/ --method dsir --target target.jsonl --k 100000"
+    example = "dcurate select data/demo/corpus data/demo/picked --method dsir --target data/demo/extra/target.jsonl --k 500"
     kind = "global"
 
     def __init__(self, params: SelectParams, ctx):
