@@ -42,6 +42,7 @@ from numba import njit
 from dcurate.core.errors import InputError, ModelError, PlanError, RecipeError
 from dcurate.core.params import param
 from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
+from dcurate.io.atomic import write_bytes
 
 log = logging.getLogger("dcurate")
 
@@ -929,11 +930,7 @@ class Mix(Stage):
             "notes": plan.notes,
             "domains": plan.rows(),
         }
-        base = self.ctx.out_dir / "_dcurate" if self.ctx.out_dir is not None else self.ctx.workdir
-        base.mkdir(parents=True, exist_ok=True)
-        tmp = base / "mix_plan.json.tmp"
-        tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(base / "mix_plan.json")
+        write_bytes(str(self.ctx.report_dir / "mix_plan.json"), (json.dumps(report, indent=2) + "\n").encode())
         return {
             "mix": {
                 r["domain"]: {"docs": r["selected_docs"], "share": r["realized_share"], "epochs": r["epochs"]}
