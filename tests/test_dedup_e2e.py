@@ -48,7 +48,7 @@ def tree_digest(out: Path) -> str:
     h = hashlib.sha256()
     for p in sorted(out.rglob("*")):
         rel = p.relative_to(out)
-        if p.is_file() and not rel.parts[0].startswith("_") and rel.name != "stats.json":
+        if p.is_file() and not rel.parts[0].startswith(("_", ".")):
             h.update(str(rel).encode() + p.read_bytes())
     return h.hexdigest()
 
@@ -61,7 +61,7 @@ def kept_ids(out: Path) -> list[str]:
 
 
 def clusters(out: Path) -> pa.Table:
-    return pq.read_table(out / "_dcurate" / "clusters.parquet")
+    return pa.ipc.open_file(out / ".dcurate" / "clusters.arrow").read_all()
 
 
 def test_minhash_through_the_runner_with_one_and_two_workers(tmp_path):

@@ -42,6 +42,7 @@ from numba import njit
 from dcurate.core.errors import InputError, ModelError, PlanError, RecipeError
 from dcurate.core.params import param
 from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
+from dcurate.core.workfile import work_type
 from dcurate.io.atomic import write_bytes
 
 log = logging.getLogger("dcurate")
@@ -238,6 +239,7 @@ def temperature_shares(sizes: np.ndarray, temperature: float) -> np.ndarray:
 # -- plan -------------------------------------------------------------------------------------------
 
 
+@work_type
 @dataclass
 class MixPlan:
     """The global plan; per-domain arrays are indexed like ``domains`` (sorted names)."""
