@@ -180,6 +180,11 @@ class Stage:
         """Resolved parameters shown by ``--dry-run`` and written to the manifest."""
         return dataclasses.asdict(self.params)
 
+    def input_paths(self) -> list[str]:
+        """Files or folders this stage reads besides the run's input (reference sets): nothing
+        the run writes may overlap them either."""
+        return []
+
     def output_paths(self) -> dict[str, str]:
         """Files this stage writes outside the run's folders, by option name
         (``{"--clusters": path}``): the runner refuses them when they overlap an input."""

@@ -129,12 +129,19 @@ class Runner:
 
     def _check_stage_paths(self, plan: RunPlan) -> None:
         writes: dict[str, Any] = {}
+        reads = list(self.inputs)
         for s in plan.stages:
-            for label, path in s.build().output_paths().items():
+            built = s.build()
+            reads += built.input_paths()
+            for label, path in built.output_paths().items():
                 writes[f"{label} of stage {s.index} ({s.name})"] = path
                 if not self.to_stdout:
                     safe_paths.check_not_inside(label, path, "the output", self.output)
-        safe_paths.check_writes(self.inputs, writes)
+        if len(reads) > len(self.inputs):
+            o = self.opts
+            writes.update({"the output": None if self.to_stdout else self.output, "--workdir": o.workdir,
+                           "--rejected": o.rejected})
+        safe_paths.check_writes(reads, writes)
 
     def plan(self) -> RunPlan:
         opts = self.opts
@@ -283,6 +290,9 @@ class Runner:
         if not self.to_stdout:
             self.outdir = OutDir(self.out_dir, self.workdir, opts.allow_foreign)
             self.outdir.check_foreign()
+        if opts.force and (self.workdir / WORK_TAG).is_file():
+            for name in WORK_ENTRIES:  # only the folders dcurate creates in its own work folder
+                shutil.rmtree(self.workdir / name, ignore_errors=True)
         os.makedirs(self.workdir, exist_ok=True)
         (self.workdir / WORK_TAG).touch()
         self._remove_stale_temp_files()

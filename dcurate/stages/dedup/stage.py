@@ -214,6 +214,9 @@ class Dedup(Stage):
             with open(self.ctx.workdir / "ref.json", "w") as f:
                 json.dump([c.to_json() for c in chunks], f)
 
+    def input_paths(self) -> list[str]:
+        return [self.params.against] if self.params.against else []
+
     def output_paths(self) -> dict[str, str]:
         return {"--clusters": self.params.clusters} if self.params.clusters else {}
 

@@ -41,6 +41,7 @@ from numba import njit
 
 from dcurate.core.errors import InputError, ModelError, PlanError, RecipeError
 from dcurate.core.params import param
+from dcurate.core.paths import check_writes
 from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
 from dcurate.core.workfile import work_type
 from dcurate.io.atomic import write_bytes
@@ -1035,6 +1036,7 @@ def register_cli(app: Any) -> None:
         def say(msg: str) -> None:
             print(msg, file=sys.stderr)
 
+        check_writes([x for x in (runs, mixtures, metrics, test_mixtures, test_metrics, test_runs, prior) if x], {"--out": out})
         dom_list = [d.strip() for d in domains.split(",") if d.strip()] if domains else None
         have_runs = runs is not None or mixtures is not None
         if propose is not None:
