@@ -180,9 +180,9 @@ def test_rejected_outside_out_and_nothing_of_ours_looks_like_data(tmp_path):
 
 
 def test_readers_see_the_data_only(tmp_path):
-    from dcurate.stages.dedup.stage import Params as DedupParams
-
     import random
+
+    from dcurate.stages.dedup.stage import Params as DedupParams
 
     rng = random.Random(0)
     words = [f"w{i}" for i in range(5000)]

@@ -121,7 +121,9 @@ def dumps(obj: Any) -> bytes:
     if not arrays:
         return tree
     buf = io.BytesIO()
-    np.savez(buf, __tree__=np.frombuffer(tree, dtype=np.uint8), **{f"a{i}": a for i, a in enumerate(arrays)})
+    named: dict[str, Any] = {f"a{i}": a for i, a in enumerate(arrays)}
+    named["__tree__"] = np.frombuffer(tree, dtype=np.uint8)
+    np.savez(buf, **named)
     return buf.getvalue()
 
 

@@ -8,6 +8,7 @@ import gzip
 import os
 import shutil
 import sys
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -59,8 +60,8 @@ class ShardWriter:
         self._pending: list[pa.RecordBatch] = []
         self._pending_bytes = 0
         self._pending_rows = 0
-        self._file = None
-        self._stream = None
+        self._file: Any = None
+        self._stream: Any = None
         if fmt != "parquet":
             self._file = open(self.tmp, "wb")
             if fmt == "jsonl.zst":

@@ -392,6 +392,7 @@ class Runner:
         skipped = len(tasks) - len(todo)
         bar = self._bar(len(tasks), desc, skipped)
         docs = 0
+        assert self.executor is not None
         try:
             for j, r in self.executor.imap_unordered(fn, [tasks[i] for i in todo]):
                 results[todo[j]] = r
@@ -430,8 +431,9 @@ class Runner:
             if r == 0 and gi in plan.fused:
                 p = plan.passes[plan.fused[gi]]
                 markers = [self._pass_marker(p, pc_) for pc_ in plan.pieces]
-                results = [_load_marker(m) for m in markers]
-                if any(x is None for x in results):
+                loaded = [_load_marker(m) for m in markers]
+                results = [x for x in loaded if x is not None]
+                if len(results) != len(loaded):
                     raise DcurateError(f"internal: scan partials of stage {spec.name} missing")
             else:
                 sources = self._source_specs(plan, plan.global_source[gi])
@@ -444,6 +446,7 @@ class Runner:
                 for i, st in res.stats.items():
                     self.stats.setdefault(i, StageStats()).seconds += st.seconds
             t0 = time.perf_counter()
+            assert self.executor is not None
             spec.ctx.mapper = self.executor.map
             stage.ctx = spec.ctx
             new_plan = stage.reduce(partials, r, prev_plan)
@@ -533,6 +536,7 @@ class Runner:
             files.append((self._sink_path(p, sh.stem, fmt), fmt, rows))
         total = sum(f[2] for f in files)
         size = o.shard_size
+        assert size is not None
         n_out = max(1, -(-total // size))
         out_fmt = self._out_fmt(plan.shards[0])
         tasks, markers = [], []

@@ -55,7 +55,7 @@ def file_checksum(path: str) -> str:
 def data_files(out: str | Path) -> list[str]:
     """Data files under ``out`` (relative, sorted): no path component starts with '_' or '.'."""
     root = str(out)
-    found = []
+    found: list[str] = []
     if not os.path.isdir(root):
         return found
     for dirpath, dirs, names in os.walk(root):
