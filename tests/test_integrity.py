@@ -162,6 +162,11 @@ def test_foreign_data_files_are_refused_unless_allowed(tmp_path):
     run(str(inp), str(out), none_filter(), opts(allow_foreign=True))
     assert sorted(data_files(out)) == ["p0.jsonl", "theirs.jsonl"]
     assert len((out / "theirs.jsonl").read_text().splitlines()) == 3
+    clash = tmp_path / "o2"
+    write_jsonl(clash / "p0.jsonl", docs(2))
+    with pytest.raises(InputError, match="would overwrite a data file"):
+        run(str(inp), str(clash), none_filter(), opts(allow_foreign=True))
+    assert len((clash / "p0.jsonl").read_text().splitlines()) == 2
 
 
 def test_rejected_outside_out_and_nothing_of_ours_looks_like_data(tmp_path):

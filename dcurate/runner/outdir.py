@@ -197,6 +197,9 @@ class OutDir:
     def claim(self, paths: list[str], manifest: dict[str, Any]) -> None:
         """Record ``paths`` as dcurate's own before writing them (so a crash leaves them known)."""
         new = {self.rel(p) for p in paths} - self.owned
+        clash = sorted(new & set(self.foreign))
+        if clash:
+            raise InputError(f"{self.out / clash[0]}: this run would overwrite a data file dcurate did not write")
         if new or not (self.own / MANIFEST).exists():
             self.owned |= new
             self.write_manifest(dict(manifest, status="running", shards=[]))
