@@ -169,6 +169,22 @@ def test_foreign_data_files_are_refused_unless_allowed(tmp_path):
     assert len((clash / "p0.jsonl").read_text().splitlines()) == 2
 
 
+def test_a_tampered_manifest_cannot_delete_outside_out(tmp_path):
+    inp = make_inputs(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    run(str(inp), str(out), none_filter(), opts())
+    victim = tmp_path / "victim.jsonl"
+    victim.write_text("precious")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "x.jsonl").write_text("precious")
+    (out / "link").symlink_to(tmp_path / "elsewhere")
+    m = read_manifest(out)
+    m["owned"] += [str(victim), "../victim.jsonl", "link/x.jsonl"]
+    (out / ".dcurate" / "manifest.json").write_text(json.dumps(m))
+    run(str(inp), str(out), none_filter(), opts(allow_foreign=True))
+    assert victim.read_text() == "precious" and (tmp_path / "elsewhere" / "x.jsonl").read_text() == "precious"
+
+
 def test_rejected_outside_out_and_nothing_of_ours_looks_like_data(tmp_path):
     from dcurate.stages.dedup.stage import Params as DedupParams
 

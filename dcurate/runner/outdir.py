@@ -178,7 +178,8 @@ class OutDir:
         self.workdir = workdir
         self.allow_foreign = allow_foreign
         self.prev = read_manifest(out) or {}
-        self.owned: set[str] = set(self.prev.get("owned", [])) | {s["path"] for s in self.prev.get("shards", [])}
+        prev_shards = [s.get("path") for s in self.prev.get("shards", []) if isinstance(s, dict)]
+        self.owned: set[str] = {r for r in [*self.prev.get("owned", []), *prev_shards] if _is_data_rel(r)}
         self.foreign: list[str] = []
 
     def check_foreign(self) -> None:
@@ -212,18 +213,23 @@ class OutDir:
     def finish(self, shards: list[dict[str, Any]], manifest: dict[str, Any]) -> None:
         """Remove shards of earlier runs, then record exactly this run's shards."""
         current = {s["path"] for s in shards}
+        root = self.out.resolve()
         for rel in sorted(self.owned - current):
+            if not _is_data_rel(rel):
+                continue
             p = self.out / rel
-            if p.is_file() and rel in data_files_set(self.out, rel):
+            if p.is_file() and not p.is_symlink() and root in p.resolve().parents:
                 p.unlink()
                 _prune_empty(p.parent, self.out)
         self.owned = set(current)
         self.write_manifest(dict(manifest, status="complete", shards=shards))
 
 
-def data_files_set(out: Path, rel: str) -> set[str]:
-    parts = Path(rel).parts
-    return {rel} if parts and not any(x.startswith(("_", ".")) for x in parts) else set()
+def _is_data_rel(rel: object) -> bool:
+    """A relative path to a data file under OUT (never absolute, never through '..')."""
+    if not isinstance(rel, str) or not rel or os.path.isabs(rel):
+        return False
+    return not any(x.startswith(("_", ".")) for x in Path(rel).parts)
 
 
 def _prune_empty(folder: Path, stop: Path) -> None:
