@@ -388,6 +388,21 @@ def test_changing_only_the_last_stage_reruns_only_it(tmp_path):
         assert len(list((out / ".dcurate" / "work" / name).iterdir())) == {"passes": 1, "stages": 3}[name]
 
 
+def test_changing_a_last_global_stage_reuses_the_pass_before_it(tmp_path):
+    inp = make_inputs(tmp_path / "in", 3, rows=20)
+    calls = tmp_path / "calls"
+
+    def stages(k):
+        return [(ToyLen, LenParams(min_chars=10, calls_dir=str(calls))), (ToyTopK, TopParams(k=k))]
+
+    out = tmp_path / "out"
+    run(str(inp), str(out), stages(5), opts())
+    run(str(inp), str(out), stages(12), opts())
+    assert len((calls / "calls.txt").read_text().split()) == 3  # the filter pass ran once
+    run(str(inp), str(tmp_path / "fresh"), stages(12), opts())
+    assert tree_digest(out) == tree_digest(tmp_path / "fresh") and out_rows(out) == 12
+
+
 # -- fault injection: kill -9 of the driver, then resume == uninterrupted run --------------------------
 
 KILL_GLOBAL = """

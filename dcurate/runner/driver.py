@@ -189,7 +189,9 @@ class Runner:
             if pending_apply is None and not chain:
                 global_source[s.index] = source
             else:
-                pkey = digest(last_key if not chain else specs[chain[-1]].key, "intermediate", s.key)
+                # The intermediate does not depend on the stage it feeds: changing that stage
+                # reuses it (the stage then scans it on its own instead of inside the pass).
+                pkey = digest(last_key if not chain else specs[chain[-1]].key, "intermediate")
                 sink_dir = str(self.workdir / "passes" / f"{len(passes):02d}-{pkey}")
                 p = PassSpec(len(passes), pkey, self._label(specs, pending_apply, chain), source, pending_apply,
                              chain, "intermediate", sink_dir, fused_scan=s.index)
@@ -428,13 +430,9 @@ class Runner:
                 except BadWorkFile as e:
                     log.warning("%s; computing the plan again", e)
                     forget_plan(path)
-            if r == 0 and gi in plan.fused:
-                p = plan.passes[plan.fused[gi]]
-                markers = [self._pass_marker(p, pc_) for pc_ in plan.pieces]
-                loaded = [_load_marker(m) for m in markers]
-                results = [x for x in loaded if x is not None]
-                if len(results) != len(loaded):
-                    raise DcurateError(f"internal: scan partials of stage {spec.name} missing")
+            fused_results = self._fused_partials(plan, gi) if r == 0 and gi in plan.fused else None
+            if fused_results is not None:
+                results = fused_results
             else:
                 sources = self._source_specs(plan, plan.global_source[gi])
                 mdir = spec.ctx.workdir / f"scan-round{r}"
@@ -458,6 +456,18 @@ class Runner:
             plan_path, prev_plan = path, new_plan
         assert plan_path is not None
         return plan_path
+
+    def _fused_partials(self, plan: RunPlan, gi: int) -> list[TaskResult] | None:
+        """Round-0 partials computed inside the pass feeding stage ``gi``, when that pass ran with
+        this stage's current parameters (None otherwise: the stage scans the kept intermediate)."""
+        p = plan.passes[plan.fused[gi]]
+        loaded = [_load_marker(self._pass_marker(p, piece)) for piece in plan.pieces]
+        results = [x for x in loaded if x is not None]
+        if len(results) != len(loaded):
+            raise DcurateError(f"internal: scan partials of stage {plan.stages[gi].name} missing")
+        if any(x.partial_key != plan.stages[gi].key for x in results):
+            return None
+        return results
 
     def _pass_marker(self, p: PassSpec, piece: Piece) -> str:
         return str(self.workdir / "markers" / f"pass{p.index:02d}-{p.key}" / f"{piece.shard.index:06d}-{piece.index:04d}.done")

@@ -81,6 +81,7 @@ class StageStats:
 class TaskResult:
     stats: dict[int, StageStats] = field(default_factory=dict)
     partial: Any = None
+    partial_key: str = ""  # key of the global stage whose fused scan produced ``partial``
     rows_out: int = 0
     bad_records: int = 0
     rows_read: int = 0

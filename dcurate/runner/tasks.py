@@ -141,6 +141,7 @@ def run_pass_task(task: PassTask) -> TaskResult:
             gen = produce()
             t0 = time.perf_counter()
             result.partial = scanner.scan(gen, info, 0, None)
+            result.partial_key = stages[spec.fused_scan].key
             for _ in gen:  # a scan that stopped early must not truncate the output
                 pass
             scan_st = result.stats.setdefault(spec.fused_scan, StageStats())
