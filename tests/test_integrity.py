@@ -77,6 +77,12 @@ def test_written_paths_may_not_overlap_inputs(tmp_path):
             run(str(inp), out, none_filter(), opts(**case))
         assert snapshot(inp) == before, case
     assert not (tmp_path / "out").exists()
+    theirs = tmp_path / "theirs"
+    (theirs / "markers").mkdir(parents=True)
+    (theirs / "markers" / "keep").write_text("not dcurate's")
+    with pytest.raises(InputError, match="not a dcurate work folder"):
+        run(str(inp), str(tmp_path / "o"), none_filter(), opts(workdir=str(theirs)))
+    assert (theirs / "markers" / "keep").exists()
 
 
 def test_symlinks_and_globs_are_resolved(tmp_path):

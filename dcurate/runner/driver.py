@@ -126,6 +126,10 @@ class Runner:
             inside = r in w.parents and not any(x.startswith((".", "_")) for x in w.relative_to(r).parts)
             if w == r or w in r.parents or inside:
                 raise InputError(f"refusing --workdir {o.workdir}: work files would mix with the data in {out}")
+        if o.workdir and os.path.isdir(o.workdir) and not (self.workdir / WORK_TAG).is_file():
+            if any(n not in (".dcurate-lock",) for n in os.listdir(o.workdir)):
+                raise InputError(f"refusing --workdir {o.workdir}: it is not empty and not a dcurate work folder; "
+                                 "give a new or empty folder")
 
     def _check_stage_paths(self, plan: RunPlan) -> None:
         writes: dict[str, Any] = {}
