@@ -191,6 +191,17 @@ def test_a_tampered_manifest_cannot_delete_outside_out(tmp_path):
     assert victim.read_text() == "precious" and (tmp_path / "elsewhere" / "x.jsonl").read_text() == "precious"
 
 
+def test_an_output_of_the_old_layout_is_adopted(tmp_path):
+    inp = make_inputs(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    write_jsonl(out / "old-shard.jsonl", docs(2))
+    (out / "stats.json").write_text("{}")
+    (out / "_dcurate").mkdir()
+    (out / "_dcurate" / "manifest.json").write_text("{}")
+    run(str(inp), str(out), none_filter(), opts())
+    assert data_files(out) == ["p0.jsonl"]
+
+
 def test_rejected_outside_out_and_nothing_of_ours_looks_like_data(tmp_path):
     from dcurate.stages.dedup.stage import Params as DedupParams
 

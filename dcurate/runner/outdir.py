@@ -181,6 +181,12 @@ class OutDir:
         prev_shards = [s.get("path") for s in self.prev.get("shards", []) if isinstance(s, dict)]
         self.owned: set[str] = {r for r in [*self.prev.get("owned", []), *prev_shards] if _is_data_rel(r)}
         self.foreign: list[str] = []
+        if not self.prev and (out / "_dcurate" / MANIFEST).is_file():
+            # An output of dcurate before OUT/.dcurate existed: its data files (and stats.json)
+            # are dcurate's; they are replaced like any earlier run's shards.
+            self.owned = set(data_files(out))
+            log.info("%s was written by an older dcurate (OUT/_dcurate); its shards are replaced, and "
+                     "%s/_dcurate can be deleted", out, out)
 
     def check_foreign(self) -> None:
         """Refuse data files dcurate did not write (unless --allow-foreign)."""
