@@ -418,6 +418,25 @@ def test_changing_a_last_global_stage_reuses_the_pass_before_it(tmp_path):
     assert len((calls / "calls.txt").read_text().split()) == 3  # the filter pass ran once
     run(str(inp), str(tmp_path / "fresh"), stages(12), opts())
     assert tree_digest(out) == tree_digest(tmp_path / "fresh") and out_rows(out) == 12
+    run(str(inp), str(out), stages(12), opts())  # a third run still reuses the pass
+    assert len((calls / "calls.txt").read_text().split()) == 6  # 3 of them by the fresh run
+
+
+def test_a_deleted_stage_work_file_is_recomputed(tmp_path):
+    inp = make_inputs(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    stages = [(ToyTopK, TopParams(k=4))]  # scans the input directly: scan tasks of its own
+    run(str(inp), str(out), stages, opts())
+    first = tree_digest(out)
+    work = out / ".dcurate" / "work" / "stages"
+    counts = sorted(work.rglob("*.count"))
+    assert len(counts) == 3
+    counts[1].unlink()
+    for p in work.rglob("plan-round*.plan"):
+        p.unlink()
+    (out / "p1.jsonl").unlink()
+    run(str(inp), str(out), stages, opts())
+    assert tree_digest(out) == first and counts[1].exists()
 
 
 # -- fault injection: kill -9 of the driver, then resume == uninterrupted run --------------------------

@@ -50,7 +50,7 @@ from dcurate.io import (
 )
 from dcurate.io.atomic import write_json
 from dcurate.runner.executor import LocalExecutor, make_executor
-from dcurate.runner.markers import load_marker, write_plan
+from dcurate.runner.markers import load_marker, outputs_hold, write_plan
 from dcurate.runner.outdir import WORK_ENTRIES, WORK_TAG, Lock, OutDir, own_dir, sweep_temp_files
 from dcurate.runner.plan import (
     INTERMEDIATE_EXT,
@@ -469,7 +469,7 @@ class Runner:
         results = [x for x in loaded if x is not None]
         if len(results) != len(loaded):
             raise DcurateError(f"internal: scan partials of stage {plan.stages[gi].name} missing")
-        if any(x.partial_key != plan.stages[gi].key for x in results):
+        if any(x.partial_key != plan.stages[gi].key or not outputs_hold(x.scan_outputs) for x in results):
             return None
         return results
 

@@ -38,14 +38,20 @@ def load_marker(path: str) -> tuple[Any, list[list[Any]]] | None:
     if not isinstance(rec, dict) or "result" not in rec or not isinstance(rec.get("outputs"), list):
         log.warning("ignoring %s (not a marker); the task runs again", path)
         return None
-    for o in rec["outputs"]:
-        try:
-            p, size = str(o[0]), int(o[1])
-            if os.path.getsize(p) != size:
-                return None
-        except (OSError, TypeError, ValueError, IndexError):
-            return None
+    if not outputs_hold(rec["outputs"]):
+        return None
     return rec["result"], rec["outputs"]
+
+
+def outputs_hold(outputs: list) -> bool:
+    """Whether every [path, size, ...] record still names a file of that size."""
+    for o in outputs:
+        try:
+            if os.path.getsize(str(o[0])) != int(o[1]):
+                return False
+        except (OSError, TypeError, ValueError, IndexError):
+            return False
+    return True
 
 
 def write_plan(path: str, plan: Any) -> None:

@@ -82,6 +82,7 @@ class TaskResult:
     stats: dict[int, StageStats] = field(default_factory=dict)
     partial: Any = None
     partial_key: str = ""  # key of the global stage whose fused scan produced ``partial``
+    scan_outputs: list = field(default_factory=list)  # [path, size, None] of that scan's work files
     rows_out: int = 0
     bad_records: int = 0
     rows_read: int = 0

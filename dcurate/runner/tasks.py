@@ -3,6 +3,7 @@ slice. Each writes its outputs atomically, then a marker (dcurate.runner.markers
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ import pyarrow.parquet as pq
 
 from dcurate.core.stage import REASON_COLUMN, Result, Stage
 from dcurate.io import BatchReader, Piece, ShardWriter, merge_parts
+from dcurate.io.atomic import is_temp_name
 from dcurate.runner.markers import output_record, read_plan, write_marker
 from dcurate.runner.plan import PassSpec, StageSpec, StageStats, TaskResult, _peak_rss, shard_info
 
@@ -168,6 +170,8 @@ def run_pass_task(task: PassTask) -> TaskResult:
         result.stats.setdefault(i, StageStats()).add(st)
     result.max_rss = _peak_rss()
     result.outputs = [output_record(task.out_path, task.final)]
+    if spec.fused_scan is not None:
+        result.scan_outputs = stage_files(_stage(stages[spec.fused_scan]), info.key)
     if task.rejected_path:
         result.outputs.append(output_record(task.rejected_path))
     write_marker(task.marker, result, result.outputs)
@@ -191,6 +195,25 @@ class ScanTask:
     marker: str
 
 
+def stage_files(stage: Stage, key: str) -> list[list[Any]]:
+    """[path, size, None] of the work files a stage wrote for one piece: entries of its work folder
+    named with the piece's key (files, or every file of such a folder). The task's marker names
+    them, so that it stops counting when one is gone."""
+    out: list[list[Any]] = []
+    folder = str(stage.ctx.workdir)
+    try:
+        entries = [e for e in os.scandir(folder) if key in e.name and not is_temp_name(e.name)]
+    except FileNotFoundError:
+        return out
+    for e in sorted(entries, key=lambda e: e.name):
+        if e.is_file(follow_symlinks=False):
+            out.append(output_record(e.path))
+        elif e.is_dir(follow_symlinks=False):
+            for root, _dirs, names in os.walk(e.path):
+                out.extend(output_record(os.path.join(root, n)) for n in sorted(names) if not is_temp_name(n))
+    return out
+
+
 def run_scan_task(task: ScanTask) -> TaskResult:
     stage = _stage(task.stage)
     plan = load_plan(task.plan)
@@ -205,7 +228,8 @@ def run_scan_task(task: ScanTask) -> TaskResult:
     partial = stage.scan(batches(), shard_info(task.source.piece), task.round, plan)
     res = TaskResult(partial=partial, bad_records=reader.bad_records, rows_read=reader.rows, max_rss=_peak_rss())
     res.stats[task.stage.index] = StageStats(seconds=time.perf_counter() - t0)
-    write_marker(task.marker, res, [])
+    res.outputs = stage_files(stage, shard_info(task.source.piece).key)
+    write_marker(task.marker, res, res.outputs)
     return res
 
 
