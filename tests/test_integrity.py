@@ -484,3 +484,23 @@ def test_kill_9_of_the_driver_then_resume_is_identical(tmp_path, phase, sleep, w
     subprocess.run([sys.executable, str(script)], check=True, cwd=ROOT)
     assert tree_digest(out) == tree_digest(clean)
     assert cli.invoke(app, ["verify", str(out)]).exit_code == 0
+
+
+@pytest.mark.slow
+def test_a_second_run_on_a_busy_out_fails_at_once_naming_the_first(tmp_path):
+    inp = make_inputs(tmp_path / "in", 4, rows=15)
+    out = tmp_path / "out"
+    script = tmp_path / "job.py"
+    script.write_text(KILL_GLOBAL.format(tests=str(Path(__file__).parent), inp=str(inp), out=str(out), sleep=0.5))
+    proc = subprocess.Popen([sys.executable, str(script)], start_new_session=True, cwd=ROOT)
+    try:
+        lock = out / ".dcurate" / "lock"
+        while proc.poll() is None and not lock.exists():
+            time.sleep(0.02)
+        with pytest.raises(DcurateError, match=rf"pid {proc.pid} on "):
+            run(str(inp), str(out), none_filter(), opts())
+        assert proc.poll() is None  # the first run goes on
+    finally:
+        proc.wait()
+    assert proc.returncode == 0
+    assert cli.invoke(app, ["verify", str(out)]).exit_code == 0
