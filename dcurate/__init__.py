@@ -13,6 +13,7 @@ from dcurate.core.version import __version__
 
 __all__ = [
     "__version__",
+    "clean",
     "curate",
     "dedup",
     "filter",
@@ -26,6 +27,7 @@ __all__ = [
     "stats",
     "train_lm",
     "train_quality",
+    "verify",
     "DcurateError",
     "InputError",
     "RecipeError",

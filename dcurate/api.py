@@ -18,6 +18,7 @@ from typing import Any
 from dcurate.core import params as P
 from dcurate.core.options import RunOptions
 from dcurate.core.stage import get_stage
+from dcurate.runner import outdir
 from dcurate.runner.driver import run
 from dcurate.runner.recipe import load, parse_stages
 
@@ -109,3 +110,15 @@ def train_lm(inputs: str | list[str], out: str, **kwargs: Any) -> dict[str, Any]
     from dcurate.stages.perplexity.stage import train_lm as _train
 
     return _train(inputs, out, **kwargs)
+def verify(output: str) -> list[str]:
+    """Problems with the output folder ``output`` (an empty list when it is complete and
+    consistent: every manifest shard present with its size and checksum, row counts equal to the
+    stats, no foreign or stale data files). Raises :class:`dcurate.runner.outdir.NotAnOutput` when
+    it is not a dcurate output or its manifest is unreadable."""
+    return outdir.verify(output)
+
+
+def clean(output: str) -> list[str]:
+    """Remove the work files (markers, plans, intermediates) of the output folder ``output``;
+    return the folders removed. The data shards and ``OUT/.dcurate`` reports stay."""
+    return outdir.clean(output)

@@ -136,7 +136,7 @@ def child_dcurate(a) -> dict:
     c0, t0 = _usage(), time.perf_counter()
     stats = curate(a.input, a.out, stages=[{"stage": "dedup", "threshold": a.threshold}], workers=a.workers)
     res = {"total_s": time.perf_counter() - t0, "total_cpu": _usage() - c0}
-    work = Path(a.out) / "_dcurate" / "stages"
+    work = Path(a.out) / ".dcurate" / "work" / "stages"
     res["work_bytes"] = sum(f.stat().st_size for f in work.rglob("*") if f.is_file()) if work.exists() else 0
     res["docs_out"] = stats.get("docs_out") if isinstance(stats, dict) else None
     return res

@@ -101,7 +101,7 @@ def realized(out: Path) -> tuple[Counter, Counter]:
 
 def check_mixture(out: Path, longest: int) -> dict:
     """Realized vs planned mixture of one output folder."""
-    plan = json.loads((out / "_dcurate" / "mix_plan.json").read_text())
+    plan = json.loads((out / ".dcurate" / "mix_plan.json").read_text())
     docs, tokens = realized(out)
     unit = plan["unit"]
     got = docs if unit == "docs" else tokens
@@ -175,7 +175,7 @@ def main() -> None:
             }
             if a.workers != 1:
                 line["median_cpu_s"] = line["cpu_vs_passthrough"] = None
-            if (outs[name] / "_dcurate" / "mix_plan.json").exists():
+            if (outs[name] / ".dcurate" / "mix_plan.json").exists():
                 line.update(check_mixture(outs[name], longest))
             rows.append(line)
             print(json.dumps(line))

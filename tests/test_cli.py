@@ -48,7 +48,7 @@ def test_stage_flags_match_recipe_keys(corpus, tmp_path):
     # CLI flags override the recipe
     res = runner.invoke(app, ["run", str(recipe), "--limit", "10"])
     assert res.exit_code == 0
-    assert json.loads((tmp_path / "rec" / "stats.json").read_text())["stages"][0]["docs_in"] == 10
+    assert json.loads((tmp_path / "rec" / ".dcurate" / "stats.json").read_text())["stages"][0]["docs_in"] == 10
 
 
 @pytest.mark.slow

@@ -153,7 +153,7 @@ def test_fully_resumed_run_says_so(data, tmp_path):
     assert "fully resumed" not in first.output
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "fully resumed" in again.output
-    assert json.loads((tmp_path / "o" / "stats.json").read_text())["resumed"] is True
+    assert json.loads((tmp_path / "o" / ".dcurate" / "stats.json").read_text())["resumed"] is True
 
 
 @pytest.mark.slow

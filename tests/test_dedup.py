@@ -8,7 +8,6 @@ import re
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from dcurate.core.errors import InputError, RecipeError
@@ -85,7 +84,7 @@ def run(shards: list[list[tuple[str, str]] | pa.Table], tmp_path, batch_rows: in
             if r.dropped is not None:
                 dropped.append(r.dropped)
     stats = st.finish(plan)
-    clusters = pq.read_table(stats["clusters_file"]) if stats.get("clusters_file") else None
+    clusters = pa.ipc.open_file(stats["clusters_file"]).read_all() if stats.get("clusters_file") else None
     kept_t = pa.Table.from_batches(kept) if kept else None
     drop_t = pa.Table.from_batches(dropped) if dropped else None
     return kept_t, drop_t, stats, clusters

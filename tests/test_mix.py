@@ -138,7 +138,7 @@ def test_exact_counts_downsampling(tmp_path):
     assert dropped == 100 - 20
     assert set(out.column(EPOCH_COLUMN).to_pylist()) == {0}
     assert len(set(out.column("id").to_pylist())) == 20
-    report = json.loads((tmp_path / "out" / "_dcurate" / "mix_plan.json").read_text())
+    report = json.loads((tmp_path / "out" / ".dcurate" / "mix_plan.json").read_text())
     by = {r["domain"]: r for r in report["domains"]}
     assert by["a"]["selected_docs"] == 10 and by["d"]["selected_docs"] == 0
     assert by["c"]["available_docs"] == 10 and by["c"]["target_share"] == 0.2
@@ -355,7 +355,7 @@ def test_curate_end_to_end_worker_invariant(tmp_path):
     assert t1.equals(t2)
     for p in sorted((tmp_path / "o1").glob("*.parquet")):
         assert p.read_bytes() == (tmp_path / "o2" / p.name).read_bytes()
-    plan = json.loads((tmp_path / "o1" / "_dcurate" / "mix_plan.json").read_text())
+    plan = json.loads((tmp_path / "o1" / ".dcurate" / "mix_plan.json").read_text())
     assert {r["domain"]: r["selected_docs"] for r in plan["domains"]} == {"a": 12, "b": 12, "c": 0, "d": 6}
 
 

@@ -38,15 +38,15 @@ def test_output_mirrors_input_shards_formats_and_columns(corpus, tmp_path):
     out = tmp_path / "out"
     stats = run(str(corpus), str(out), [(ToyLen, LenParams(min_chars=60))], opts())
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["_dcurate", "s0.jsonl", "s1.jsonl.gz", "s2.jsonl.zst", "s3.parquet", "stats.json"]
+    assert names == [".dcurate", "s0.jsonl", "s1.jsonl.gz", "s2.jsonl.zst", "s3.parquet"]
     kept = rows(out)
     expect = [r for r in rows(corpus) if len(r["text"]) >= 60]
     assert [r["id"] for r in kept] == [r["id"] for r in expect]
     assert set(kept[0]) == {"id", "text", "domain", "score", "n_chars"}
     assert stats["stages"][0]["removed"] == {"toy_len.short": 180 - len(expect)}
-    saved = json.loads((out / "stats.json").read_text())
+    saved = json.loads((out / ".dcurate" / "stats.json").read_text())
     assert saved["docs_out"] == len(expect)
-    manifest = json.loads((out / "_dcurate" / "manifest.json").read_text())
+    manifest = json.loads((out / ".dcurate" / "manifest.json").read_text())
     assert manifest["stages"][0]["params"]["min_chars"] == 60 and len(manifest["inputs"]) == 4
 
 
@@ -81,7 +81,8 @@ def test_global_stage_fused_after_map_and_first(corpus, tmp_path):
     s = run(str(corpus), str(tmp_path / "h"), [(ToyLen, LenParams(min_chars=100)), (ToyTopK, TopParams(k=5))], opts())
     got = rows(tmp_path / "h")
     assert {r["total_docs"] for r in got} == {sum(len(r["text"]) >= 100 for r in allrows)}
-    assert not (tmp_path / "h" / "_dcurate" / "passes" / "00").exists()  # intermediates removed
+    kept = list((tmp_path / "h" / ".dcurate" / "work" / "passes").iterdir())
+    assert len(kept) == 1 and kept[0].name.startswith("00-")  # intermediates kept for resume
 
 
 def test_resume_skips_completed_work_and_matches_clean_run(corpus, tmp_path):
@@ -92,7 +93,7 @@ def test_resume_skips_completed_work_and_matches_clean_run(corpus, tmp_path):
     done_before = (calls / "calls.txt").read_text().split()
     assert done_before == ["s0", "s1"]
     assert not (tmp_path / "out" / "s2.jsonl.zst").exists()  # nothing under the final name
-    (tmp_path / "out" / ".s2.jsonl.zst.tmp-999").write_bytes(b"partial")  # as left by a kill -9
+    (tmp_path / "out" / ".s2.jsonl.zst.dctmp-999").write_bytes(b"partial")  # as left by a kill -9
     os.environ["DCURATE_NO_CRASH"] = "1"
     try:
         run(str(corpus), str(tmp_path / "out"), crashing, opts())
@@ -145,7 +146,7 @@ def test_kill_9_then_rerun_is_identical(tmp_path):
     script = tmp_path / "job.py"
     script.write_text(KILL_SCRIPT.format(tests=str(Path(__file__).parent), inp=str(inp), out=str(tmp_path / "k")))
     proc = subprocess.Popen([sys.executable, str(script)], start_new_session=True, cwd=ROOT)
-    markers = tmp_path / "k" / "_dcurate" / "markers"
+    markers = tmp_path / "k" / ".dcurate" / "work" / "markers"
     deadline = time.time() + 120
     while time.time() < deadline and not (markers.exists() and any(markers.rglob("*.done"))):
         time.sleep(0.05)
@@ -184,7 +185,7 @@ def test_same_stage_twice_in_one_process_uses_each_runs_work_folder(corpus, tmp_
     run(str(corpus), str(tmp_path / "one"), stages, opts())
     run(str(corpus), str(tmp_path / "two"), stages, opts())
     assert tree_digest(tmp_path / "one") == tree_digest(tmp_path / "two")
-    assert list((tmp_path / "two" / "_dcurate" / "stages").iterdir())
+    assert list((tmp_path / "two" / ".dcurate" / "work" / "stages").iterdir())
 
 
 def test_refuses_to_write_over_input(corpus, tmp_path):
@@ -200,7 +201,7 @@ def test_bad_shard_leaves_no_final_output(tmp_path):
     with pytest.raises(InputError, match=r"b\.jsonl: line 2"):
         run(str(tmp_path / "in"), str(tmp_path / "out"), [], opts())
     assert not (tmp_path / "out" / "b.jsonl").exists()
-    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+    assert not list((tmp_path / "out").rglob("*.dctmp-*"))
     s = run(str(tmp_path / "in"), str(tmp_path / "out2"), [], opts(on_bad_record="skip"))
     assert s["bad_records_skipped"] == 1 and s["docs_out"] == 6
 

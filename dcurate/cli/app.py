@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import os
 import sys
 import typing
 from typing import Any, Optional
@@ -334,6 +335,31 @@ def reshard_command(
         "dcurate reshard",
     )
     run(paths[:-1], paths[-1], [], opts)
+
+
+@app.command("verify", epilog="Example: dcurate verify data/clean")
+def verify_command(out: str = typer.Argument(..., help="An output folder of dcurate.")) -> None:
+    """Check OUT: every shard in its manifest present with its size and checksum, row counts equal
+    to the stats, no foreign or stale data files. Exit 0 when so; 1 and one line per problem
+    otherwise; 2 when OUT is not a dcurate output or its manifest is unreadable."""
+    from dcurate.api import verify
+
+    problems = verify(out)
+    for line in problems:
+        typer.echo(line)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(f"{out}: complete and consistent")
+
+
+@app.command("clean", epilog="Example: dcurate clean data/clean")
+def clean_command(out: str = typer.Argument(..., help="An output folder of dcurate.")) -> None:
+    """Remove OUT's work files (markers, plans, kept intermediates) when you are done resuming or
+    re-running it; the data shards and OUT/.dcurate reports stay."""
+    from dcurate.api import clean
+
+    removed = clean(out)
+    typer.echo(f"{out}: removed {len(removed)} work folder(s)" + (f" under {os.path.dirname(removed[0])}" if removed else ""))
 
 
 def _friendly(fn):

@@ -34,7 +34,10 @@ class RunOptions:
         "error", "What to do with a malformed record (bad JSON, invalid UTF-8, null text): stop with an error, or skip and count it.",
         choices=["error", "skip"],
     )
-    workdir: str | None = param(None, "Folder for markers, plans and work files (default: OUT/_dcurate).", path=True)
+    workdir: str | None = param(None, "Folder for markers, plans and work files (default: OUT/.dcurate/work).", path=True)
+    allow_foreign: bool = param(
+        False, "Run even though OUT holds data files dcurate did not write (they are left untouched).",
+    )
     executor: str = param("local", "Where tasks run: a local process pool, or a Ray cluster.", choices=["local", "ray"])
     split_size: int = param(
         256 * 1024 * 1024,

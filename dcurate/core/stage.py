@@ -17,7 +17,8 @@ Two kinds of stage:
 
 Stage objects are rebuilt in each worker from (name, params, context), so they must not hold
 open resources when pickled: load models in :meth:`Stage.setup`, which runs once per process.
-Partials and plans must be picklable and small; large data goes to files under
+Partials and plans are stored as safe work files (dcurate.core.workfile: JSON values, numpy arrays
+and registered dataclasses; never pickles) and must be small; large data goes to files under
 ``self.ctx.workdir`` (a private folder per stage, shared by all workers), named with
 ``shard.key`` so that a re-run overwrites rather than duplicates them.
 """
@@ -126,6 +127,12 @@ class StageContext:
     mapper: Callable[[Callable, list], list] | None = field(default=None, repr=False, compare=False)
 
     @property
+    def report_dir(self) -> Path:
+        """Where a stage writes reports that belong to the output (cluster table, mix plan):
+        ``OUT/.dcurate`` (the stage's work folder when writing to stdout). Never data extensions."""
+        return Path(self.out_dir) / ".dcurate" if self.out_dir is not None else Path(self.workdir)
+
+    @property
     def log(self) -> logging.Logger:
         return logging.getLogger("dcurate")
 
@@ -183,6 +190,15 @@ class Stage:
         """Columns this stage adds to the documents; None when it cannot say (then columns read
         by later stages are not checked)."""
         return None
+    def input_paths(self) -> list[str]:
+        """Files or folders this stage reads besides the run's input (reference sets): nothing
+        the run writes may overlap them either."""
+        return []
+
+    def output_paths(self) -> dict[str, str]:
+        """Files this stage writes outside the run's folders, by option name
+        (``{"--clusters": path}``): the runner refuses them when they overlap an input."""
+        return {}
 
     def fingerprint(self) -> Any:
         """Extra JSON-able state that must invalidate completed work when it changes (e.g. a

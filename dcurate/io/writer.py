@@ -1,6 +1,6 @@
 """Atomic shard writers. Data is written under a temporary name starting with '.' in the target
-directory and renamed over the final name only when complete, so a crash or Ctrl-C never leaves
-partial output under a final name."""
+directory, fsynced and renamed over the final name only when complete (dcurate.io.atomic), so a
+crash, Ctrl-C or power loss never leaves partial output under a final name."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import gzip
 import os
 import shutil
 import sys
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -15,16 +16,12 @@ import pyarrow.parquet as pq
 import zstandard
 
 from dcurate.core.errors import InputError
+from dcurate.io.atomic import commit, temp_name
 
 ROW_GROUP_BYTES = 64 * 1024 * 1024
 ROW_GROUP_ROWS = 100_000
 DEFAULT_ZSTD_LEVEL = 3  # .jsonl.zst
 PARQUET_ZSTD_LEVEL = 1  # Parquet pages (pyarrow's default zstd level: twice as fast as 3, ~10% larger)
-
-
-def temp_name(path: str) -> str:
-    d, n = os.path.split(path)
-    return os.path.join(d, f".{n}.tmp-{os.getpid()}")
 
 
 def _json_default(obj):
@@ -63,8 +60,8 @@ class ShardWriter:
         self._pending: list[pa.RecordBatch] = []
         self._pending_bytes = 0
         self._pending_rows = 0
-        self._file = None
-        self._stream = None
+        self._file: Any = None
+        self._stream: Any = None
         if fmt != "parquet":
             self._file = open(self.tmp, "wb")
             if fmt == "jsonl.zst":
@@ -109,7 +106,7 @@ class ShardWriter:
         self._pending_bytes = self._pending_rows = 0
 
     def close(self) -> None:
-        """Finish the file and rename it over the final name."""
+        """Finish the file, fsync it and rename it over the final name."""
         if self.fmt == "parquet":
             self._flush()
             if self._pq is None:  # empty shard: a valid file holding only the schema
@@ -120,7 +117,7 @@ class ShardWriter:
             if self._stream is not self._file:
                 self._stream.close()
             self._file.close()
-        os.replace(self.tmp, self.path)
+        commit(self.tmp, self.path)
 
     def abort(self) -> None:
         try:
@@ -197,7 +194,7 @@ def merge_parts(parts: list[str], final: str, fmt: str, level: int | None = None
         for p in parts:
             with open(p, "rb") as f:
                 shutil.copyfileobj(f, out, 1 << 20)
-    os.replace(tmp, final)
+    commit(tmp, final)
 
 
 def write_stdout(batch: pa.RecordBatch) -> None:

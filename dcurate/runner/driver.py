@@ -21,390 +21,74 @@ import dataclasses
 import json
 import logging
 import os
-import pickle
 import shutil
 import sys
 import tempfile
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dcurate.core import paths as safe_paths
 from dcurate.core.errors import DcurateError, InputError, RecipeError
 from dcurate.core.options import RunOptions
 from dcurate.core.params import digest
-from dcurate.core.stage import REASON_COLUMN, Result, ShardInfo, Stage, StageContext, get_stage
+from dcurate.core.stage import Stage, StageContext, get_stage
 from dcurate.core.version import __version__
+from dcurate.core.workfile import BadWorkFile
 from dcurate.io import (
     FORMATS,
     STDIN,
     BatchReader,
     Piece,
     Shard,
-    ShardWriter,
     expand_inputs,
-    merge_parts,
     output_name,
     plan_pieces,
     spool_stdin,
 )
+from dcurate.io.atomic import write_json
 from dcurate.report import summary as summary_table
 from dcurate.runner import planview, progress, validate
 from dcurate.runner.executor import LocalExecutor, make_executor
+from dcurate.runner.markers import load_marker, outputs_hold, write_plan
+from dcurate.runner.outdir import WORK_ENTRIES, WORK_TAG, Lock, OutDir, own_dir, sweep_temp_files
+from dcurate.runner.plan import (
+    INTERMEDIATE_EXT,
+    INTERMEDIATE_FMT,
+    PassSpec,
+    RunPlan,
+    StageSpec,
+    StageStats,
+    TaskResult,
+    _peak_rss,
+    shard_info,
+)
+from dcurate.runner.tasks import (
+    MergeTask,
+    PassTask,
+    ReshardTask,
+    ScanTask,
+    SourceSpec,
+    forget_plan,
+    load_plan,
+    run_merge_task,
+    run_pass_task,
+    run_reshard_task,
+    run_scan_task,
+)
 
 log = logging.getLogger("dcurate")
 
-INTERMEDIATE_FMT = "parquet"
-
-
-# -- plan ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class StageSpec:
-    """A stage as the workers rebuild it."""
-
-    index: int
-    name: str
-    cls: type  # the Stage subclass (pickled by reference)
-    params: Any
-    ctx: StageContext
-    key: str  # hash of this stage and everything before it
-
-    def build(self) -> Stage:
-        return self.cls(self.params, self.ctx)
-
-
-@dataclass
-class PassSpec:
-    index: int
-    key: str
-    label: str
-    source: str  # "input" or a directory of intermediate files
-    apply: int | None  # index of the global stage whose plan is applied first
-    maps: list[int]
-    sink: str  # "final", "prereshard" or "intermediate"
-    sink_dir: str
-    fused_scan: int | None = None  # global stage whose round-0 scan runs on this pass's output
-
-
-@dataclass
-class RunPlan:
-    shards: list[Shard]
-    pieces: list[Piece]
-    stages: list[StageSpec]
-    passes: list[PassSpec]
-    # for each global stage: where it scans from ("input" or pass index feeding it)
-    global_source: dict[int, str]
-    fused: dict[int, int]  # global stage index -> pass index whose output it scans in round 0
-
-
-@dataclass
-class StageStats:
-    docs_in: int = 0
-    docs_out: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    removed: Counter = field(default_factory=Counter)
-    counters: Counter = field(default_factory=Counter)
-    seconds: float = 0.0
-
-    def add(self, other: StageStats) -> None:
-        self.docs_in += other.docs_in
-        self.docs_out += other.docs_out
-        self.bytes_in += other.bytes_in
-        self.bytes_out += other.bytes_out
-        self.removed.update(other.removed)
-        self.counters.update(other.counters)
-        self.seconds += other.seconds
-
-
-@dataclass
-class TaskResult:
-    stats: dict[int, StageStats] = field(default_factory=dict)
-    partial: Any = None
-    rows_out: int = 0
-    bad_records: int = 0
-    rows_read: int = 0
-    bytes_read: int = 0
-    max_rss: int = 0  # peak resident memory of the process that ran the task (bytes)
-
-
-def _peak_rss() -> int:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-# -- worker side ---------------------------------------------------------------------------------
-
-_STAGE_CACHE: dict[str, Stage] = {}
-_PLAN_CACHE: dict[str, Any] = {}
-
-
-def _stage(spec: StageSpec) -> Stage:
-    # Two runs in one process may share parameters and inputs but not work folders.
-    key = f"{spec.key}|{spec.ctx.workdir}|{spec.ctx.out_dir}"
-    st = _STAGE_CACHE.get(key)
-    if st is None:
-        st = spec.build()
-        st.setup()
-        _STAGE_CACHE[key] = st
-    return st
-
-
-def _load_plan(path: str | None) -> Any:
-    if path is None:
-        return None
-    if path not in _PLAN_CACHE:
-        with open(path, "rb") as f:
-            _PLAN_CACHE[path] = pickle.load(f)
-    return _PLAN_CACHE[path]
-
-
-def _atomic_pickle(obj: Any, path: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, path)
-
-
-def _text_bytes(batch: pa.RecordBatch, text_field: str) -> int:
-    if batch.num_rows == 0 or text_field not in batch.schema.names:
-        return 0
-    col = batch.column(text_field)
-    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-        return 0
-    return int(pc.sum(pc.binary_length(col)).as_py() or 0)
-
-
-def _shard_info(piece: Piece) -> ShardInfo:
-    return ShardInfo(piece.shard.stem, piece.shard.index, piece.index, piece.n_pieces, piece.shard.path)
-
-
-@dataclass
-class SourceSpec:
-    piece: Piece
-    text_field: str
-    id_field: str
-    on_bad_record: str
-
-
-def _read(src: SourceSpec) -> BatchReader:
-    return BatchReader(src.piece, src.text_field, src.id_field, src.on_bad_record)
-
-
-@dataclass
-class PassTask:
-    pass_: PassSpec
-    stages: list[StageSpec]
-    source: SourceSpec
-    apply_plan: str | None
-    out_path: str
-    out_fmt: str
-    level: int | None
-    rejected_path: str | None
-    marker: str
-
-
-def _run_result(res: Result, st: StageStats, text_field: str, dropped_out: list) -> pa.RecordBatch:
-    if res.dropped is not None and res.dropped.num_rows:
-        reasons = res.dropped.column(REASON_COLUMN).to_pylist()
-        st.removed.update(reasons)
-        dropped_out.append(res.dropped)
-    if res.counters:
-        st.counters.update(res.counters)
-    return res.batch
-
-
-def run_pass_task(task: PassTask) -> TaskResult:
-    """One pass over one piece: read, apply a plan, run map stages, write (and scan)."""
-    spec = task.pass_
-    tf = task.source.text_field
-    stages = {s.index: s for s in task.stages}
-    apply_stage = _stage(stages[spec.apply]) if spec.apply is not None else None
-    maps = [_stage(stages[i]) for i in spec.maps]
-    plan = _load_plan(task.apply_plan)
-    info = _shard_info(task.source.piece)
-    result = TaskResult()
-    reader = _read(task.source)
-    writer = ShardWriter(task.out_path, task.out_fmt, task.level)
-    rej_writer = ShardWriter(task.rejected_path, task.out_fmt, task.level) if task.rejected_path else None
-    order = ([spec.apply] if spec.apply is not None else []) + list(spec.maps)
-    stats = {i: StageStats() for i in order}
-    positions = {i: 0 for i in order}
-    last_schema: list[pa.Schema] = []
-
-    def produce():
-        for batch in reader:
-            result.rows_read += batch.num_rows
-            progress.tick(batch.num_rows)
-            dropped: list[pa.RecordBatch] = []
-            for i, stage in zip(order, ([apply_stage] if apply_stage else []) + maps, strict=True):
-                st = stats[i]
-                t0 = time.perf_counter()
-                st.docs_in += batch.num_rows
-                st.bytes_in += _text_bytes(batch, tf)
-                if i == spec.apply:
-                    res = stage.apply(batch, info, positions[i], plan)
-                else:
-                    res = stage.process(batch, info, positions[i])
-                positions[i] += batch.num_rows
-                batch = _run_result(res, st, tf, dropped)
-                st.docs_out += batch.num_rows
-                st.bytes_out += _text_bytes(batch, tf)
-                st.seconds += time.perf_counter() - t0
-                if batch.num_rows == 0:
-                    last_schema[:] = [batch.schema]
-                    break
-            if rej_writer is not None:
-                for d in dropped:
-                    rej_writer.write(d)
-            if batch.num_rows:
-                writer.write(batch)
-                yield batch
-        result.bad_records = reader.bad_records
-
-    try:
-        if spec.fused_scan is not None:
-            scanner = _stage(stages[spec.fused_scan])
-            gen = produce()
-            t0 = time.perf_counter()
-            result.partial = scanner.scan(gen, info, 0, None)
-            for _ in gen:  # a scan that stopped early must not truncate the output
-                pass
-            scan_st = result.stats.setdefault(spec.fused_scan, StageStats())
-            scan_st.seconds += time.perf_counter() - t0 - sum(s.seconds for s in stats.values())
-        else:
-            for _ in produce():
-                pass
-        if writer.rows == 0 and writer.schema is None:
-            writer.schema = last_schema[0] if last_schema else _empty_schema(reader, tf, task.source.id_field)
-        writer.close()
-        if rej_writer is not None:
-            if rej_writer.schema is None:
-                rej_writer.schema = _empty_schema(reader, tf, task.source.id_field).append(
-                    pa.field(REASON_COLUMN, pa.string())
-                )
-            rej_writer.close()
-    except BaseException:
-        writer.abort()
-        if rej_writer is not None:
-            rej_writer.abort()
-        raise
-    result.rows_out = writer.rows
-    for i, st in stats.items():
-        result.stats.setdefault(i, StageStats()).add(st)
-    result.max_rss = _peak_rss()
-    _atomic_pickle(result, task.marker)
-    return result
-
-
-def _empty_schema(reader: BatchReader, text_field: str, id_field: str) -> pa.Schema:
-    schema = reader.schema or pa.schema([pa.field(text_field, pa.string())])
-    if id_field not in schema.names:
-        schema = schema.append(pa.field(id_field, pa.string()))
-    return schema
-
-
-@dataclass
-class ScanTask:
-    stage: StageSpec
-    all_stages: list[StageSpec]
-    source: SourceSpec
-    round: int
-    plan: str | None
-    marker: str
-
-
-def run_scan_task(task: ScanTask) -> TaskResult:
-    stage = _stage(task.stage)
-    plan = _load_plan(task.plan)
-    reader = _read(task.source)
-    t0 = time.perf_counter()
-
-    def batches():
-        for b in reader:
-            progress.tick(b.num_rows)
-            yield b
-
-    # The batches are read lazily: a round that needs nothing from the data (its work files
-    # already hold what it needs) does not read the shard at all.
-    partial = stage.scan(batches(), _shard_info(task.source.piece), task.round, plan)
-    res = TaskResult(partial=partial, bad_records=reader.bad_records, rows_read=reader.rows, max_rss=_peak_rss())
-    res.stats[task.stage.index] = StageStats(seconds=time.perf_counter() - t0)
-    _atomic_pickle(res, task.marker)
-    return res
-
-
-@dataclass
-class MergeTask:
-    parts: list[str]
-    final: str
-    fmt: str
-    level: int | None
-    marker: str
-
-
-def run_merge_task(task: MergeTask) -> TaskResult:
-    merge_parts(task.parts, task.final, task.fmt, task.level)
-    res = TaskResult()
-    _atomic_pickle(res, task.marker)
-    return res
-
-
-@dataclass
-class ReshardTask:
-    slices: list[tuple[str, int, int]]  # (file, first row, rows)
-    fmt_in: list[str]
-    final: str
-    fmt: str
-    level: int | None
-    marker: str
-
-
-def run_reshard_task(task: ReshardTask) -> TaskResult:
-    from dcurate.io.formats import Shard as _Shard
-
-    w = ShardWriter(task.final, task.fmt, task.level)
-    try:
-        for (path, start, n), fmt in zip(task.slices, task.fmt_in, strict=True):
-            piece = Piece(_Shard(path, fmt, "x", 0))
-            seen = 0
-            for b in BatchReader(piece, require_text=False, id_field="\x00none"):
-                b = b.drop_columns(["\x00none"]) if "\x00none" in b.schema.names else b
-                lo, hi = max(start - seen, 0), min(start + n - seen, b.num_rows)
-                if lo < hi:
-                    w.write(b.slice(lo, hi - lo))
-                seen += b.num_rows
-                if seen >= start + n:
-                    break
-            if w.schema is None:  # keep the schema even for an empty slice
-                w.schema = pq.read_schema(path) if fmt == "parquet" else None
-        w.close()
-    except BaseException:
-        w.abort()
-        raise
-    res = TaskResult(rows_out=w.rows)
-    _atomic_pickle(res, task.marker)
-    return res
-
-
-# -- driver ----------------------------------------------------------------------------------------
+WORK_SUFFIX = ".work"  # final-format files kept in the work folder (pieces, pre-reshard copies)
 
 
 def _load_marker(path: str) -> TaskResult | None:
-    try:
-        with open(path, "rb") as f:
-            return pickle.load(f)
-    except (FileNotFoundError, EOFError, pickle.UnpicklingError):
+    got = load_marker(path)
+    if got is None or not isinstance(got[0], TaskResult):
         return None
+    return got[0]
 
 
 class Runner:
@@ -421,7 +105,10 @@ class Runner:
             self.out_dir = Path(self._tmp_root) / "out"
         else:
             self.out_dir = Path(self.output)
-        self.workdir = Path(opts.workdir) if opts.workdir else self.out_dir / "_dcurate"
+        self.workdir = Path(opts.workdir) if opts.workdir else own_dir(self.out_dir) / "work"
+        self.locks: list[Lock] = []
+        self.outdir: OutDir | None = None
+        self._final: dict[str, tuple[int, str | None, int]] = {}  # final shard -> (bytes, checksum, rows)
         self.executor: LocalExecutor | None = None
         self.stats: dict[int, StageStats] = {}
         self.extra: dict[int, dict] = {}
@@ -431,31 +118,47 @@ class Runner:
         self.tasks_resumed = 0
 
     # .. planning ..............................................................................
-    def _check_paths(self, shards: list[Shard]) -> None:
-        out = self.out_dir.resolve()
-        for s in shards:
-            if s.path == STDIN:
-                continue
-            p = Path(s.path).resolve()
-            if p == out or out in p.parents:
-                raise InputError(f"refusing to write over the input: {s.path} is inside the output {self.output}")
-        for item in self.inputs:
-            if item != STDIN and os.path.isdir(item):
-                d = Path(item).resolve()
-                if d == out or d in out.parents:
-                    raise InputError(
-                        f"refusing to write the output {self.output} inside the input directory {item}"
-                    )
+    def _check_paths(self) -> None:
+        """Nothing written may equal, contain or lie inside an input (symlinks followed, globs
+        expanded); --rejected and --workdir stay out of the data files of OUT."""
+        o = self.opts
+        out = None if self.to_stdout else self.output
+        safe_paths.check_writes(self.inputs, {"the output": out, "--workdir": o.workdir, "--rejected": o.rejected})
+        safe_paths.check_not_inside("--rejected", o.rejected, "the output", out)
+        if o.workdir and out is not None:
+            w, r = safe_paths.resolve(o.workdir), safe_paths.resolve(out)
+            inside = r in w.parents and not any(x.startswith((".", "_")) for x in w.relative_to(r).parts)
+            if w == r or w in r.parents or inside:
+                raise InputError(f"refusing --workdir {o.workdir}: work files would mix with the data in {out}")
+        if o.workdir and os.path.isdir(o.workdir) and not (self.workdir / WORK_TAG).is_file():
+            if any(n not in (".dcurate-lock",) for n in os.listdir(o.workdir)):
+                raise InputError(f"refusing --workdir {o.workdir}: it is not empty and not a dcurate work folder; "
+                                 "give a new or empty folder")
+
+    def _check_stage_paths(self, plan: RunPlan) -> None:
+        writes: dict[str, Any] = {}
+        reads = list(self.inputs)
+        for s in plan.stages:
+            built = s.build()
+            reads += built.input_paths()
+            for label, path in built.output_paths().items():
+                writes[f"{label} of stage {s.index} ({s.name})"] = path
+                if not self.to_stdout:
+                    safe_paths.check_not_inside(label, path, "the output", self.output)
+        if len(reads) > len(self.inputs):
+            o = self.opts
+            writes.update({"the output": None if self.to_stdout else self.output, "--workdir": o.workdir,
+                           "--rejected": o.rejected})
+        safe_paths.check_writes(reads, writes)
 
     def plan(self) -> RunPlan:
         opts = self.opts
         shards = expand_inputs(self.inputs, opts.input_format)
-        self._check_paths(shards)
         if any(s.path == STDIN for s in shards):
             if len(shards) > 1:
                 raise InputError("'-' (stdin) cannot be combined with other inputs")
             os.makedirs(self.workdir / "stdin", exist_ok=True)
-            path = spool_stdin(str(self.workdir / "stdin" / "stdin.jsonl"))
+            path = spool_stdin(str(self.workdir / "stdin" / "stdin.spool"))
             st = os.stat(path)
             shards = [Shard(path, opts.input_format or "jsonl", "stdin", 0, st.st_size, st.st_mtime)]
         pieces = [p for s in shards for p in plan_pieces(s, opts.split_size)]
@@ -494,7 +197,9 @@ class Runner:
             if pending_apply is None and not chain:
                 global_source[s.index] = source
             else:
-                pkey = digest(last_key if not chain else specs[chain[-1]].key, "intermediate", s.key)
+                # The intermediate does not depend on the stage it feeds: changing that stage
+                # reuses it (the stage then scans it on its own instead of inside the pass).
+                pkey = digest(last_key if not chain else specs[chain[-1]].key, "intermediate")
                 sink_dir = str(self.workdir / "passes" / f"{len(passes):02d}-{pkey}")
                 p = PassSpec(len(passes), pkey, self._label(specs, pending_apply, chain), source, pending_apply,
                              chain, "intermediate", sink_dir, fused_scan=s.index)
@@ -563,26 +268,51 @@ class Runner:
                 self.executor.terminate()
             raise
         finally:
+            for lock in reversed(self.locks):
+                lock.release()
             if self._tmp_root:
                 shutil.rmtree(self._tmp_root, ignore_errors=True)
         if self.executor is not None:
             self.executor.close()
         return out
 
+    def _take_locks(self) -> None:
+        """One run per OUT and per work folder: exclusive lock files, taken before planning."""
+        if not self.to_stdout:
+            lock = Lock(own_dir(self.out_dir) / "lock", f"the output folder {self.output}")
+            lock.acquire()
+            self.locks.append(lock)
+        if self.opts.workdir:
+            lock = Lock(self.workdir / ".dcurate-lock", f"the work folder {self.opts.workdir}")
+            lock.acquire()
+            self.locks.append(lock)
+
     def _run(self) -> dict[str, Any]:
         opts = self.opts
         t_start = time.time()
-        if opts.force and self.workdir.exists():
-            shutil.rmtree(self.workdir)
-        plan = self.plan()
-        validate.check_run(self, plan)  # the recipe against the input's columns, before any work
-        if not opts.dry_run:
-            self._remove_stale_temp_files()
+        self._check_paths()
         if opts.dry_run:
+            plan = self.plan()
+            self._check_stage_paths(plan)
+            validate.check_run(self, plan)  # the recipe against the input's columns
             self._print_plan(plan)
             return {"dry_run": True, "shards": len(plan.shards), "pieces": len(plan.pieces)}
+        self._take_locks()
+        if not self.to_stdout:
+            self.outdir = OutDir(self.out_dir, self.workdir, opts.allow_foreign)
+            self.outdir.check_foreign()
+        if opts.force and (self.workdir / WORK_TAG).is_file():
+            for name in WORK_ENTRIES:  # only the folders dcurate creates in its own work folder
+                shutil.rmtree(self.workdir / name, ignore_errors=True)
         os.makedirs(self.workdir, exist_ok=True)
-        self._write_manifest(plan)
+        (self.workdir / WORK_TAG).touch()
+        self._remove_stale_temp_files()
+        plan = self.plan()
+        self._check_stage_paths(plan)
+        validate.check_run(self, plan)  # the recipe against the input's columns, before any work
+        self._manifest = self._manifest_base(plan)
+        if self.outdir is not None:
+            self.outdir.claim([], self._manifest)
         stages = {s.index: s.build() for s in plan.stages}
         preload = sorted({m for st in stages.values() for m in st.preload_modules()})
         self.executor = make_executor(opts.executor, self.workers, preload)
@@ -603,15 +333,16 @@ class Runner:
         for s in plan.stages:
             if s.index in plans:
                 s.ctx.mapper = self.executor.map
-                extra = stages[s.index].finish(_load_plan(plans[s.index]))
+                extra = stages[s.index].finish(load_plan(plans[s.index]))
                 s.ctx.mapper = None
                 if extra:
                     self.extra[s.index] = extra
         if opts.shard_size:
             self._reshard(plan)
         summary = self._summary(plan, time.time() - t_start)
-        if not self.to_stdout:
-            self._write_json(self.out_dir / "stats.json", summary)
+        if self.outdir is not None:
+            write_json(str(own_dir(self.out_dir) / "stats.json"), summary)
+            self.outdir.finish(self._shard_records(), dict(self._manifest, docs_out=summary["docs_out"]))
         if self.to_stdout:
             self._emit_stdout(plan)
         self._cleanup(plan)
@@ -622,14 +353,26 @@ class Runner:
         self._print_summary(summary)  # last, so the run's final line is its summary
         return summary
 
+    def _shard_records(self) -> list[dict[str, Any]]:
+        assert self.outdir is not None
+        return [
+            {"path": self.outdir.rel(p), "bytes": size, "checksum": checksum, "rows": rows}
+            for p, (size, checksum, rows) in sorted(self._final.items())
+        ]
+
+    def _claim(self, paths: list[str]) -> None:
+        if self.outdir is not None:
+            self.outdir.claim(paths, self._manifest)
+
     def _remove_stale_temp_files(self) -> None:
-        """Temporary files of an interrupted run ('.NAME.tmp-PID') are never resumed from."""
-        for root in [self.out_dir, Path(self.opts.rejected) if self.opts.rejected else None]:
-            if root is None or not root.exists():
-                continue
-            for p in root.rglob(".*.tmp-*"):
-                if p.is_file():
-                    p.unlink()
+        """Temporary files of an interrupted run ('.NAME.dctmp-PID') are never resumed from; only
+        dcurate's own temp names are removed, only in folders this run owns (it holds their lock)."""
+        roots = [self.workdir]
+        if not self.to_stdout:
+            roots.append(self.out_dir)
+        if self.opts.rejected:
+            roots.append(Path(self.opts.rejected))
+        sweep_temp_files(roots)
 
     def _source_specs(self, plan: RunPlan, source: str) -> list[SourceSpec]:
         o = self.opts
@@ -644,7 +387,7 @@ class Runner:
 
     @staticmethod
     def _intermediate_name(p: Piece) -> str:
-        return f"{p.shard.index:06d}-{p.index:04d}.parquet"
+        return f"{p.shard.index:06d}-{p.index:04d}{INTERMEDIATE_EXT}"
 
     def _execute(self, fn, tasks: list, desc: str, markers: list[str]) -> list[TaskResult]:
         t0 = time.perf_counter()
@@ -665,6 +408,7 @@ class Runner:
         skipped = len(tasks) - len(todo)
         self.tasks_run, self.tasks_resumed = self.tasks_run + len(todo), self.tasks_resumed + skipped
         prog = progress.PassProgress(desc, [tasks[i] for i in todo], skipped, self.workdir, self.opts.progress)
+        assert self.executor is not None
         ok = False
         try:
             for j, r in self.executor.imap_unordered(*prog.wrap(fn, [tasks[i] for i in todo])):
@@ -683,37 +427,52 @@ class Runner:
         plan_path = None
         prev_plan = None
         for r in range(stage.rounds):
-            path = str(spec.ctx.workdir / f"plan-round{r}.pkl")
+            path = str(spec.ctx.workdir / f"plan-round{r}.plan")
             if not self.opts.force and os.path.exists(path):
-                plan_path, prev_plan = path, _load_plan(path)
-                continue
-            if r == 0 and gi in plan.fused:
-                p = plan.passes[plan.fused[gi]]
-                markers = [self._pass_marker(p, pc_) for pc_ in plan.pieces]
-                results = [_load_marker(m) for m in markers]
-                if any(x is None for x in results):
-                    raise DcurateError(f"internal: scan partials of stage {spec.name} missing")
+                try:
+                    plan_path, prev_plan = path, load_plan(path)
+                    continue
+                except BadWorkFile as e:
+                    log.warning("%s; computing the plan again", e)
+                    forget_plan(path)
+            fused_results = self._fused_partials(plan, gi) if r == 0 and gi in plan.fused else None
+            if fused_results is not None:
+                results = fused_results
             else:
                 sources = self._source_specs(plan, plan.global_source[gi])
                 mdir = spec.ctx.workdir / f"scan-round{r}"
-                markers = [str(mdir / f"{_shard_info(s.piece).key}.done") for s in sources]
+                markers = [str(mdir / f"{shard_info(s.piece).key}.done") for s in sources]
                 tasks = [ScanTask(spec, plan.stages, s, r, plan_path, m) for s, m in zip(sources, markers, strict=True)]
                 results = self._execute(run_scan_task, tasks, f"{spec.name} scan {r + 1}/{stage.rounds}", markers)
-            partials = [(_shard_info(p), res.partial) for p, res in zip(plan.pieces, results, strict=True)]
+            partials = [(shard_info(p), res.partial) for p, res in zip(plan.pieces, results, strict=True)]
             for res in results:
                 for i, st in res.stats.items():
                     self.stats.setdefault(i, StageStats()).seconds += st.seconds
             t0 = time.perf_counter()
+            assert self.executor is not None
             spec.ctx.mapper = self.executor.map
             stage.ctx = spec.ctx
             new_plan = stage.reduce(partials, r, prev_plan)
             spec.ctx.mapper = None
             log.debug("%s reduce %d/%d in %.2f s", spec.name, r + 1, stage.rounds, time.perf_counter() - t0)
             self.stats.setdefault(gi, StageStats()).seconds += time.perf_counter() - t0
-            _atomic_pickle(new_plan, path)
+            write_plan(path, new_plan)
+            forget_plan(path)
             plan_path, prev_plan = path, new_plan
         assert plan_path is not None
         return plan_path
+
+    def _fused_partials(self, plan: RunPlan, gi: int) -> list[TaskResult] | None:
+        """Round-0 partials computed inside the pass feeding stage ``gi``, when that pass ran with
+        this stage's current parameters (None otherwise: the stage scans the kept intermediate)."""
+        p = plan.passes[plan.fused[gi]]
+        loaded = [_load_marker(self._pass_marker(p, piece)) for piece in plan.pieces]
+        results = [x for x in loaded if x is not None]
+        if len(results) != len(loaded):
+            raise DcurateError(f"internal: scan partials of stage {plan.stages[gi].name} missing")
+        if any(x.partial_key != plan.stages[gi].key or not outputs_hold(x.scan_outputs) for x in results):
+            return None
+        return results
 
     def _pass_marker(self, p: PassSpec, piece: Piece) -> str:
         return str(self.workdir / "markers" / f"pass{p.index:02d}-{p.key}" / f"{piece.shard.index:06d}-{piece.index:04d}.done")
@@ -728,10 +487,11 @@ class Runner:
             if p.sink == "intermediate":
                 out_path = os.path.join(p.sink_dir, self._intermediate_name(piece))
             elif piece.n_pieces > 1:
-                out_path = str(self.workdir / "parts" / p.key / f"{piece.shard.index:06d}-{piece.index:04d}{FORMATS[fmt]}")
+                name = f"{piece.shard.index:06d}-{piece.index:04d}{FORMATS[fmt]}{WORK_SUFFIX}"
+                out_path = str(self.workdir / "parts" / p.key / name)
                 parts.setdefault(piece.shard.index, []).append(out_path)
             else:
-                out_path = os.path.join(p.sink_dir, output_name(piece.shard.stem, fmt))
+                out_path = self._sink_path(p, piece.shard.stem, fmt)
             rej = None
             if o.rejected and (p.maps or p.apply is not None):
                 rej_fmt = fmt if p.sink != "intermediate" else self._out_fmt(piece.shard)
@@ -741,7 +501,10 @@ class Runner:
             marker = self._pass_marker(p, piece)
             markers.append(marker)
             tasks.append(PassTask(p, plan.stages, src, apply_plan, out_path, fmt,
-                                  o.compression_level if p.sink != "intermediate" else 1, rej, marker))
+                                  o.compression_level if p.sink != "intermediate" else 1, rej, marker,
+                                  final=p.sink == "final" and piece.n_pieces == 1))
+        if p.sink == "final":
+            self._claim([self._sink_path(p, sh.stem, self._out_fmt(sh)) for sh in plan.shards])
         results = self._execute(run_pass_task, tasks, f"pass {p.index + 1}/{len(plan.passes)}: {p.label}", markers)
         for res in results:
             for i, st in res.stats.items():
@@ -751,17 +514,32 @@ class Runner:
         self._rows_out = {}
         for piece, res in zip(plan.pieces, results, strict=True):
             self._rows_out[(piece.shard.index, piece.index)] = res.rows_out
+            if p.sink == "final" and piece.n_pieces == 1:
+                self._record_final(res, res.rows_out)
         if parts:
             mtasks, mmarkers = [], []
             for sh in plan.shards:
                 if sh.index not in parts:
                     continue
                 fmt = self._out_fmt(sh)
-                final = os.path.join(p.sink_dir, output_name(sh.stem, fmt))
+                final = self._sink_path(p, sh.stem, fmt)
                 m = str(self.workdir / "markers" / f"merge-{p.key}" / f"{sh.index:06d}.done")
                 mmarkers.append(m)
                 mtasks.append(MergeTask(parts[sh.index], final, fmt, o.compression_level, m))
-            self._execute(run_merge_task, mtasks, "merge pieces", mmarkers)
+            merged = self._execute(run_merge_task, mtasks, "merge pieces", mmarkers)
+            if p.sink == "final":
+                for t, res in zip(mtasks, merged, strict=True):
+                    sh_index = next(sh.index for sh in plan.shards if self._sink_path(p, sh.stem, t.fmt) == t.final)
+                    self._record_final(res, sum(v for (si, _), v in self._rows_out.items() if si == sh_index))
+
+    def _sink_path(self, p: PassSpec, stem: str, fmt: str) -> str:
+        """Where the last pass writes a shard: OUT, or the work folder before a reshard."""
+        suffix = WORK_SUFFIX if p.sink == "prereshard" else ""
+        return os.path.join(p.sink_dir, output_name(stem, fmt) + suffix)
+
+    def _record_final(self, res: TaskResult, rows: int) -> None:
+        path, size, checksum = res.outputs[0]
+        self._final[str(path)] = (int(size), checksum, int(rows))
 
     def _reshard(self, plan: RunPlan) -> None:
         o = self.opts
@@ -770,9 +548,10 @@ class Runner:
         for sh in plan.shards:
             fmt = self._out_fmt(sh)
             rows = sum(v for (si, _), v in self._rows_out.items() if si == sh.index)
-            files.append((os.path.join(p.sink_dir, output_name(sh.stem, fmt)), fmt, rows))
+            files.append((self._sink_path(p, sh.stem, fmt), fmt, rows))
         total = sum(f[2] for f in files)
         size = o.shard_size
+        assert size is not None
         n_out = max(1, -(-total // size))
         out_fmt = self._out_fmt(plan.shards[0])
         tasks, markers = [], []
@@ -795,7 +574,10 @@ class Runner:
             if not slices:  # an empty output still gets one (empty) shard with the schema
                 slices, fmts = [(files[0][0], 0, 0)], [files[0][1]]
             tasks.append(ReshardTask(slices, fmts, final, out_fmt, o.compression_level, m))
-        self._execute(run_reshard_task, tasks, "reshard", markers)
+        self._claim([t.final for t in tasks])
+        results = self._execute(run_reshard_task, tasks, "reshard", markers)
+        for res in results:
+            self._record_final(res, res.rows_out)
 
     # .. reporting ..............................................................................
     def _summary(self, plan: RunPlan, seconds: float) -> dict[str, Any]:
@@ -857,10 +639,8 @@ class Runner:
         }
         print(json.dumps(out, indent=2, default=str))
 
-    def _write_manifest(self, plan: RunPlan) -> None:
-        if self.to_stdout:
-            return
-        manifest = {
+    def _manifest_base(self, plan: RunPlan) -> dict[str, Any]:
+        return {
             "dcurate_version": __version__,
             "inputs": [{"path": s.path, "format": s.fmt, "bytes": s.size, "mtime": s.mtime} for s in plan.shards],
             "output": self.output,
@@ -870,14 +650,6 @@ class Runner:
             ],
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        self._write_json(self.out_dir / "_dcurate" / "manifest.json", manifest)
-
-    @staticmethod
-    def _write_json(path: Path, obj: Any) -> None:
-        os.makedirs(path.parent, exist_ok=True)
-        tmp = path.parent / f".{path.name}.tmp"
-        tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-        os.replace(tmp, path)
 
     def _emit_stdout(self, plan: RunPlan) -> None:
         out = sys.stdout.buffer
@@ -892,12 +664,30 @@ class Runner:
         out.flush()
 
     def _cleanup(self, plan: RunPlan) -> None:
-        """Remove intermediate files (with their markers, so a later run that needs them again
-        recomputes them) and the pre-reshard copy of the output."""
+        """Keep the intermediates of this plan (so that changing a later stage recomputes only
+        from there) and drop the pre-reshard copy of the output and every work entry of a
+        superseded plan, so the work folder does not grow across reruns."""
+        keep: dict[str, set[str]] = {name: set() for name in WORK_ENTRIES}
         for p in plan.passes:
-            if p.sink in ("intermediate", "prereshard"):
+            if p.sink == "prereshard":
                 shutil.rmtree(p.sink_dir, ignore_errors=True)
                 shutil.rmtree(self.workdir / "markers" / f"pass{p.index:02d}-{p.key}", ignore_errors=True)
+                continue
+            keep["markers"] |= {f"pass{p.index:02d}-{p.key}", f"merge-{p.key}"}
+            keep["parts"].add(p.key)
+            if p.sink == "intermediate":
+                keep["passes"].add(os.path.basename(p.sink_dir))
+        if self.opts.shard_size:
+            keep["markers"].add(f"reshard-{digest(plan.passes[-1].key, self.opts.shard_size, self._out_fmt(plan.shards[0]))}")
+        keep["stages"] = {s.ctx.workdir.name for s in plan.stages}
+        keep["stdin"] = {"stdin.spool"}
+        for name in ("markers", "passes", "stages", "parts", "prereshard"):
+            folder = self.workdir / name
+            if not folder.is_dir():
+                continue
+            for entry in folder.iterdir():
+                if entry.name not in keep[name]:
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
 def run(

@@ -41,6 +41,7 @@ import xxhash
 from dcurate.core.errors import InputError
 from dcurate.core.params import param
 from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
+from dcurate.io.atomic import atomic_open
 from dcurate.stages.dedup import candidates, graph, store
 from dcurate.text.normalize import normalize_for_hash_series
 
@@ -118,7 +119,8 @@ class Params:
         "(decontamination); the reference itself is not deduplicated or written.", path=True,
     )
     clusters: str | None = param(
-        None, "Where to write the cluster table (default OUT/_dcurate/clusters.parquet).", path=True
+        None, "Where to write the cluster table (default OUT/.dcurate/clusters.arrow, an Arrow IPC file; "
+        "a name ending in .parquet gets Parquet).", path=True,
     )
     max_cluster_size: int = param(
         1000, "Warn about clusters larger than this (usually a chain of false matches).", min=2
@@ -229,6 +231,12 @@ class Dedup(Stage):
 
             with open(self.ctx.workdir / "ref.json", "w") as f:
                 json.dump([c.to_json() for c in chunks], f)
+
+    def input_paths(self) -> list[str]:
+        return [self.params.against] if self.params.against else []
+
+    def output_paths(self) -> dict[str, str]:
+        return {"--clusters": self.params.clusters} if self.params.clusters else {}
 
     def fingerprint(self) -> Any:
         if not self.params.against:
@@ -627,7 +635,7 @@ class Dedup(Stage):
             }
         )
         table = table.take(pa.array(np.lexsort((member_refs, comp_id))))
-        cpath = self.ctx.workdir / "clusters.parquet"
+        cpath = self.ctx.workdir / "clusters.pqw"  # Parquet, named so no reader of OUT takes it for data
         pq.write_table(table, str(cpath))
         files = self._write_piece_files(
             member_refs, {"drop": drop, "cluster": comp_id.astype(np.int64), "size": size.astype(np.int64)}
@@ -776,12 +784,11 @@ class Dedup(Stage):
             if self.params.clusters:
                 dest = Path(self.params.clusters)
             elif self.ctx.out_dir is not None:
-                dest = Path(self.ctx.out_dir) / "_dcurate" / "clusters.parquet"
+                dest = self.ctx.report_dir / "clusters.arrow"
             else:
                 dest = None
             if dest is not None:
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dest)
+                _write_cluster_table(src, dest)
                 stats["clusters_file"] = str(dest)
         self._remove_scratch()
         return stats
@@ -794,6 +801,17 @@ class Dedup(Stage):
             shutil.rmtree(work / name, ignore_errors=True)
         for name in ("pairs.npz", "ref.json"):
             (work / name).unlink(missing_ok=True)
+
+
+def _write_cluster_table(src: str, dest: Path) -> None:
+    """Copy the cluster table to ``dest`` atomically: Parquet for a .parquet name, else Arrow IPC."""
+    if dest.name.endswith(".parquet"):
+        with atomic_open(str(dest)) as f, open(src, "rb") as r:
+            shutil.copyfileobj(r, f, 1 << 20)
+        return
+    table = pq.read_table(src)
+    with atomic_open(str(dest)) as f, pa.ipc.new_file(f, table.schema) as w:
+        w.write_table(table)
 
 
 def _lines_frame(texts) -> pl.DataFrame:

@@ -41,7 +41,10 @@ from numba import njit
 
 from dcurate.core.errors import InputError, ModelError, PlanError, RecipeError
 from dcurate.core.params import param
+from dcurate.core.paths import check_writes
 from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
+from dcurate.core.workfile import work_type
+from dcurate.io.atomic import write_bytes
 
 log = logging.getLogger("dcurate")
 
@@ -237,6 +240,7 @@ def temperature_shares(sizes: np.ndarray, temperature: float) -> np.ndarray:
 # -- plan -------------------------------------------------------------------------------------------
 
 
+@work_type
 @dataclass
 class MixPlan:
     """The global plan; per-domain arrays are indexed like ``domains`` (sorted names)."""
@@ -929,11 +933,7 @@ class Mix(Stage):
             "notes": plan.notes,
             "domains": plan.rows(),
         }
-        base = self.ctx.out_dir / "_dcurate" if self.ctx.out_dir is not None else self.ctx.workdir
-        base.mkdir(parents=True, exist_ok=True)
-        tmp = base / "mix_plan.json.tmp"
-        tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(base / "mix_plan.json")
+        write_bytes(str(self.ctx.report_dir / "mix_plan.json"), (json.dumps(report, indent=2) + "\n").encode())
         return {
             "mix": {
                 r["domain"]: {"docs": r["selected_docs"], "share": r["realized_share"], "epochs": r["epochs"]}
@@ -1041,6 +1041,7 @@ def register_cli(app: Any) -> None:
         def say(msg: str) -> None:
             print(msg, file=sys.stderr)
 
+        check_writes([x for x in (runs, mixtures, metrics, test_mixtures, test_metrics, test_runs, prior) if x], {"--out": out})
         dom_list = [d.strip() for d in domains.split(",") if d.strip()] if domains else None
         have_runs = runs is not None or mixtures is not None
         if propose is not None:

@@ -31,7 +31,6 @@ import dataclasses
 import logging
 import math
 import os
-import pickle
 import sys
 import time
 from collections.abc import Iterator
@@ -42,8 +41,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from dcurate.core import workfile
 from dcurate.core.errors import InputError, ModelError, RecipeError
 from dcurate.core.params import param
+from dcurate.core.paths import check_writes
 from dcurate.core.stage import Result, ShardInfo, Stage, StageContext, register, with_column
 from dcurate.stages.perplexity import lm as LM
 
@@ -244,7 +245,7 @@ class Perplexity(Stage):
         return LM.read_sidecar(self.params.lm).get("sentencepiece") or None
 
     def _model_cache(self) -> Path:
-        return Path(self.ctx.workdir) / "model.pkl"
+        return Path(self.ctx.workdir) / "model.npz"
 
     def fingerprint(self) -> Any:
         out = {}
@@ -276,11 +277,8 @@ class Perplexity(Stage):
             )
         model = LM.read_arpa(path)
         cache = self._model_cache()
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            pickle.dump((model.order, model.vocab, model.keys, model.logprob, model.backoff), f, protocol=5)
-        os.replace(tmp, cache)
+        workfile.dump({"order": model.order, "vocab": list(model.vocab), "keys": list(model.keys),
+                       "logprob": list(model.logprob), "backoff": list(model.backoff)}, cache)
 
     def setup(self) -> None:
         tokenizer = LM.Tokenizer(self._sentencepiece())
@@ -289,11 +287,14 @@ class Perplexity(Stage):
             self._scorer = KenLMScorer(self.params.lm, tokenizer)
             return
         cache = self._model_cache()
+        model = None
         if cache.is_file():
-            with open(cache, "rb") as f:
-                order, vocab, keys, logprob, backoff = pickle.load(f)
-            model = LM.NGramModel(order, vocab, keys, logprob, backoff)
-        else:
+            try:
+                d = workfile.load(cache)
+                model = LM.NGramModel(d["order"], d["vocab"], d["keys"], d["logprob"], d["backoff"])
+            except (workfile.BadWorkFile, KeyError, TypeError):
+                log.warning("ignoring the malformed model cache %s", cache)
+        if model is None:
             if not LM.is_arpa(self.params.lm):
                 raise ModelError(
                     f"{self.params.lm}: not an ARPA file (use --backend kenlm for KenLM binaries)"
@@ -501,6 +502,7 @@ def train_lm(
 
     if order < 2:
         raise RecipeError("--order must be >= 2 (KenLM cannot load unigram-only models)")
+    check_writes([inputs] if isinstance(inputs, str) else inputs, {"--out": out, "the sidecar": out + ".json"})
     thresholds = parse_prune(prune, order)
     tokenizer = LM.Tokenizer(sentencepiece)
     t0 = time.perf_counter()

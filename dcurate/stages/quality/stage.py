@@ -41,6 +41,7 @@ import pyarrow as pa
 
 from dcurate.core.errors import InputError, ModelError, RecipeError
 from dcurate.core.params import param
+from dcurate.core.paths import check_writes
 from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
 from dcurate.stages.quality import classifier as ftu
 
@@ -475,6 +476,7 @@ def train_quality(
     one thread and a fixed seed make the model reproducible (``threads > 1`` is faster but not).
     Returns the sidecar's content.
     """
+    check_writes([*(positive or []), *(negative or []), *(input or [])], {"--out": out, "the sidecar": out + ".json"})
     if preprocess not in ftu.PREPROCESS_MODES:
         raise RecipeError(
             f"--preprocess must be one of {', '.join(ftu.PREPROCESS_MODES)}; got {preprocess!r}"

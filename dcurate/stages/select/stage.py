@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 from dcurate.core.errors import InputError, RecipeError
 from dcurate.core.params import param
 from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
+from dcurate.core.workfile import work_type
 from dcurate.stages.select import dsir as D
 from dcurate.stages.select import zipfit as Z
 
@@ -138,6 +139,7 @@ def _size_mode(p: SelectParams) -> tuple[str, float]:
 # -- selection: exact global cut-off ---------------------------------------------------------------
 
 
+@work_type
 @dataclass
 class Cutoff:
     """Selected = eligible and (key > value, or key == value and (id, order) <= last)."""

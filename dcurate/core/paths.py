@@ -1,0 +1,72 @@
+"""Path safety: nothing dcurate writes may be, contain or lie inside anything it reads.
+
+Every input (file, directory, or the files a glob matches) is resolved with symlinks followed,
+and every path dcurate will write (OUT, the work folder, ``--rejected``, ``--clusters``, model and
+plan outputs, the stdin spool) is checked against all of them before any work starts.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from dcurate.core.errors import InputError
+
+STDIN = "-"
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """Absolute path with every symlink of its existing part followed."""
+    return Path(os.path.realpath(os.path.abspath(os.path.expanduser(str(path)))))
+
+
+def input_paths(inputs: Iterable[str | os.PathLike]) -> list[tuple[str, Path]]:
+    """(as given, resolved) for every input file or directory; globs are expanded."""
+    out: list[tuple[str, Path]] = []
+    for item in inputs:
+        s = str(item)
+        if s == STDIN:
+            continue
+        if any(c in s for c in "*?[") and not os.path.exists(s):
+            for m in sorted(_glob.glob(s, recursive=True)):
+                out.append((m, resolve(m)))
+            continue
+        out.append((s, resolve(s)))
+    return out
+
+
+def _relation(w: Path, r: Path) -> str | None:
+    if w == r:
+        return "is"
+    if r in w.parents:
+        return "is inside"
+    if w in r.parents:
+        return "contains"
+    return None
+
+
+def check_writes(inputs: Iterable[str | os.PathLike], writes: dict[str, str | os.PathLike | None]) -> None:
+    """Refuse (InputError, one line) when a written path equals, is inside or contains an input.
+
+    ``writes`` maps a label ("the output", "--workdir", ...) to the path written (None = unused).
+    """
+    ins = input_paths(inputs)
+    for label, w in writes.items():
+        if w is None or str(w) == STDIN:
+            continue
+        wr = resolve(w)
+        for given, r in ins:
+            rel = _relation(wr, r)
+            if rel is not None:
+                raise InputError(f"refusing to write {label} {w}: it {rel} the input {given}")
+
+
+def check_not_inside(label: str, path: str | os.PathLike | None, other_label: str, other: str | os.PathLike | None) -> None:
+    """Refuse ``path`` when it equals or lies inside ``other`` (or contains it)."""
+    if path is None or other is None or str(path) == STDIN or str(other) == STDIN:
+        return
+    rel = _relation(resolve(path), resolve(other))
+    if rel is not None:
+        raise InputError(f"refusing {label} {path}: it {rel} {other_label} {other}")

@@ -1,0 +1,63 @@
+"""Completion markers and plans, stored as safe work files (dcurate.core.workfile, no pickles).
+
+A marker records a task's result and the files it wrote with their sizes (and checksums of
+final shards). It counts only when every one of those files exists with its recorded size; a
+marker that is missing, malformed or tampered with is ignored and the task runs again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from dcurate.core import workfile
+from dcurate.runner.outdir import file_checksum
+
+log = logging.getLogger("dcurate")
+
+
+def output_record(path: str, checksum: bool = False) -> list[Any]:
+    """[path, size, checksum or None] of a file just written."""
+    return [path, os.path.getsize(path), file_checksum(path) if checksum else None]
+
+
+def write_marker(path: str, result: Any, outputs: list[list[Any]]) -> None:
+    workfile.dump({"result": result, "outputs": outputs}, path)
+
+
+def load_marker(path: str) -> tuple[Any, list[list[Any]]] | None:
+    """(result, outputs) of a marker that still holds, None otherwise."""
+    try:
+        rec = workfile.load(path)
+    except FileNotFoundError:
+        return None
+    except (workfile.BadWorkFile, OSError) as e:
+        log.warning("ignoring %s (%s); the task runs again", path, str(e)[:120])
+        return None
+    if not isinstance(rec, dict) or "result" not in rec or not isinstance(rec.get("outputs"), list):
+        log.warning("ignoring %s (not a marker); the task runs again", path)
+        return None
+    if not outputs_hold(rec["outputs"]):
+        return None
+    return rec["result"], rec["outputs"]
+
+
+def outputs_hold(outputs: list) -> bool:
+    """Whether every [path, size, ...] record still names a file of that size."""
+    for o in outputs:
+        try:
+            if os.path.getsize(str(o[0])) != int(o[1]):
+                return False
+        except (OSError, TypeError, ValueError, IndexError):
+            return False
+    return True
+
+
+def write_plan(path: str, plan: Any) -> None:
+    workfile.dump(plan, path)
+
+
+def read_plan(path: str) -> Any:
+    """A global stage's plan (BadWorkFile names the file when it is malformed)."""
+    return workfile.load(path)
