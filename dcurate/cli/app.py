@@ -15,7 +15,7 @@ import typer
 
 from dcurate import __version__
 from dcurate.core import params as P
-from dcurate.core.errors import DcurateError, RecipeError
+from dcurate.core.errors import EXIT_BROKEN_PIPE, EXIT_DATA, EXIT_INTERRUPTED, RecipeError, explain
 from dcurate.core.options import RunOptions
 from dcurate.core.stage import load_stage_modules, registry
 
@@ -193,21 +193,58 @@ def reshard_command(
     run(paths[:-1], paths[-1], [], opts)
 
 
+def _exit_quietly_on_broken_pipe() -> None:
+    """The reader of our stdout went away (``dcurate ... - | head``): stop without a word."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    raise typer.Exit(EXIT_BROKEN_PIPE)
+
+
 def _friendly(fn):
-    """User errors print one line (no traceback) and exit 2; Ctrl-C exits 130."""
+    """Every failure is one line (no traceback) with its exit code: 1 data/run, 2 usage, 130 Ctrl-C.
+    Unexpected exceptions are one line too; DCURATE_TRACEBACK=1 shows the traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except DcurateError as e:
-            typer.echo(f"dcurate: error: {e}", err=True)
-            raise typer.Exit(2) from None
+        except typer.Exit:
+            raise
         except KeyboardInterrupt:
-            typer.echo("dcurate: interrupted; re-run the same command to resume", err=True)
-            raise typer.Exit(130) from None
+            fail("interrupted; re-run the same command to resume", EXIT_INTERRUPTED, prefix="dcurate: ")
+        except BrokenPipeError:
+            _exit_quietly_on_broken_pipe()
+        except Exception as e:  # noqa: BLE001 - one line for everything; see DCURATE_TRACEBACK
+            import errno
+            import os
+
+            if isinstance(e, OSError) and e.errno == errno.EPIPE:
+                _exit_quietly_on_broken_pipe()
+            if os.environ.get("DCURATE_TRACEBACK"):
+                raise
+            known = explain(e)
+            if known is None:
+                msg = f"internal error: {type(e).__name__}: {e}".splitlines()[0][:500]
+                fail(msg + " (a bug; DCURATE_TRACEBACK=1 shows the traceback)", EXIT_DATA)
+            else:
+                fail(known[0], known[1])
 
     return wrapper
+
+
+def fail(message: str, code: int, prefix: str = "dcurate: error: ") -> None:
+    """Print one line to stderr and exit with ``code``."""
+    line = " ".join(str(message).split("\n")).strip()
+    try:
+        typer.echo(prefix + line, err=True)
+    except (OSError, ValueError):
+        pass
+    raise typer.Exit(code)
 
 
 def _build_app() -> None:
@@ -230,7 +267,20 @@ _build_app()
 
 def main() -> None:
     """Console entry point (see dcurate.cli.entry, which the `dcurate` script calls)."""
-    app()
+    try:
+        app()
+    except BrokenPipeError:
+        _exit_quietly_on_broken_pipe_final()
+
+
+def _exit_quietly_on_broken_pipe_final() -> None:
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(EXIT_BROKEN_PIPE)
 
 
 if __name__ == "__main__":

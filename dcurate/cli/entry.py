@@ -55,6 +55,17 @@ def _stage_modules(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
+    try:
+        _main()
+    except KeyboardInterrupt:  # Ctrl-C while starting up, before the CLI's own handler is in place
+        try:
+            sys.stderr.write("dcurate: interrupted; re-run the same command to resume\n")
+        except OSError:
+            pass
+        os._exit(130)
+
+
+def _main() -> None:
     if _wants_pool(sys.argv) and os.environ.get("DCURATE_NO_PRESTART") is None:
         from dcurate.runner.executor import prestart_fork_server
 
