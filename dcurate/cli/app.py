@@ -96,6 +96,18 @@ def _given(kwargs: dict[str, Any], cls: type) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if k in names and v is not None}
 
 
+def check_output_folder(out: str, where: str) -> None:
+    """OUT must be a folder (or '-'): an existing file there is a usage error, typically a glob
+    that expanded into the inputs and swallowed OUT."""
+    import os
+
+    if out != "-" and os.path.lexists(out) and not os.path.isdir(out):
+        raise RecipeError(
+            f"{where}: the output {out} is an existing file, not a folder (the last argument is the "
+            "output folder; did a glob expand to the inputs only?)"
+        )
+
+
 def _make_stage_command(cls: type) -> None:
     stage_fields = {f.name for f in dataclasses.fields(cls.Params)}
     paths = inspect.Parameter(
@@ -110,6 +122,7 @@ def _make_stage_command(cls: type) -> None:
         paths = kwargs.pop("paths")
         if len(paths) < 2:
             raise RecipeError(f"dcurate {cls.name}: give at least one input and the output: IN... OUT")
+        check_output_folder(paths[-1], f"dcurate {cls.name}")
         stage_params = P.build(cls.Params, _given(kwargs, cls.Params), f"dcurate {cls.name}")
         opts = P.build(RunOptions, _given(kwargs, RunOptions), f"dcurate {cls.name}")
         from dcurate.runner.driver import run
@@ -137,6 +150,7 @@ def _make_run_command() -> None:
         from dcurate.runner.recipe import load
 
         r = load(kwargs.pop("recipe"), _given(kwargs, RunOptions))
+        check_output_folder(str(r.output), "dcurate run")
         run(r.inputs, r.output, r.stages, r.options)
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
@@ -184,6 +198,7 @@ def reshard_command(
 
     if len(paths) < 2:
         raise RecipeError("dcurate reshard: give at least one input and the output: IN... OUT")
+    check_output_folder(paths[-1], "dcurate reshard")
     opts = P.build(
         RunOptions,
         {k: v for k, v in dict(shard_size=shard_size, output_format=output_format, compression_level=compression_level,

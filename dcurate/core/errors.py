@@ -58,7 +58,7 @@ def explain(exc: BaseException) -> tuple[str, int] | None:
     if isinstance(exc, MemoryError):
         return "out of memory; use fewer --workers (or a smaller --split-size) and re-run to resume", EXIT_DATA
     if isinstance(exc, RecursionError):
-        return "input nested too deeply to process", EXIT_DATA
+        return "data or expression nested too deeply to process", EXIT_DATA
     if isinstance(exc, EOFError):
         return "unexpected end of file (an empty or truncated file); re-run with --force to recompute", EXIT_DATA
     if type(exc).__name__ == "BrokenProcessPool":

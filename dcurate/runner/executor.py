@@ -7,14 +7,64 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
+
+from dcurate.core.errors import RunError
+
+
+def describe_task(task: Any) -> str:
+    """What a task works on, for error messages: its input file (and piece), else its kind."""
+    for attr in ("source", "piece", "shard"):
+        obj = getattr(task, attr, None)
+        if obj is None:
+            continue
+        piece = getattr(obj, "piece", obj)
+        shard = getattr(piece, "shard", piece)
+        path = getattr(shard, "path", None)
+        if path is not None:
+            n = getattr(piece, "n_pieces", 1)
+            return f"{path} (piece {piece.index + 1} of {n})" if n > 1 else str(path)
+    for attr in ("path", "out_path", "marker"):
+        v = getattr(task, attr, None)
+        if isinstance(v, str):
+            return v
+    return f"a {type(task).__name__}"
+
+
+def _killed(task: Any) -> RunError:
+    return RunError(f"a worker was killed (out of memory?) while running {describe_task(task)}; re-run to resume")
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGKILL when the parent process dies (a pool worker's parent is the fork server,
+    which itself exits when the driver dies), so a ``kill -9`` of the driver leaves nothing
+    running. Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        parent = os.getppid()
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+    except (OSError, AttributeError):
+        pass
 
 
 def _init_worker() -> None:
     import pyarrow as pa
+
+    _die_with_parent()
+    # Ctrl-C reaches the whole process group: the driver handles it and stops the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
@@ -41,6 +91,13 @@ def prestart_fork_server(modules: list[str]) -> None:
     from multiprocessing import forkserver
 
     forkserver.ensure_running()
+
+
+def _result(fut: Any, task: Any) -> Any:
+    try:
+        return fut.result()
+    except BrokenProcessPool:
+        raise _killed(task) from None
 
 
 #: Tasks kept in flight per pool process.
@@ -106,7 +163,7 @@ class LocalExecutor:
         lock = threading.Lock()
         done_q: queue.SimpleQueue = queue.SimpleQueue()
         futures: list = []
-        state = {"outstanding": 0, "stop": False}
+        state: dict[str, Any] = {"outstanding": 0, "stop": False, "broken": None}
 
         def submit_next() -> None:
             with lock:
@@ -114,7 +171,13 @@ class LocalExecutor:
                     return
                 i = todo.pop()
                 state["outstanding"] += 1
-            fut = self._pool.submit(fn, items[i])
+            try:
+                fut = self._pool.submit(fn, items[i])
+            except BrokenProcessPool:  # the pool is broken: the driver reports it on the next result
+                with lock:
+                    state["outstanding"] -= 1
+                    state["broken"] = i
+                return
             futures.append(fut)
             fut.add_done_callback(lambda f, i=i: on_done(i, f))
 
@@ -127,6 +190,8 @@ class LocalExecutor:
         try:
             while True:
                 if not started and self._ready.is_set():
+                    if isinstance(self._start_error, BrokenProcessPool):
+                        raise RunError("a worker was killed (out of memory?) while starting; re-run to resume")
                     if self._start_error is not None:
                         raise self._start_error
                     started = True
@@ -141,20 +206,24 @@ class LocalExecutor:
                     i, fut = done_q.get()
                     with lock:
                         state["outstanding"] -= 1
-                    yield i, fut.result()
+                    yield i, _result(fut, items[i])
                 with lock:
+                    if state["broken"] is not None:
+                        raise _killed(items[state["broken"]])
                     i = todo.pop() if todo else None
                 if i is None:
                     break
                 yield i, fn(items[i])
             while True:
                 with lock:
+                    if state["broken"] is not None:
+                        raise _killed(items[state["broken"]])
                     if state["outstanding"] == 0:
                         break
                 i, fut = done_q.get()
                 with lock:
                     state["outstanding"] -= 1
-                yield i, fut.result()
+                yield i, _result(fut, items[i])
         finally:
             state["stop"] = True
             for fut in futures:
