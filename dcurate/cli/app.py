@@ -123,6 +123,7 @@ def _make_stage_command(cls: type) -> None:
         if len(paths) < 2:
             raise RecipeError(f"dcurate {cls.name}: give at least one input and the output: IN... OUT")
         check_output_folder(paths[-1], f"dcurate {cls.name}")
+        _OUTPUT[0] = paths[-1]
         stage_params = P.build(cls.Params, _given(kwargs, cls.Params), f"dcurate {cls.name}")
         opts = P.build(RunOptions, _given(kwargs, RunOptions), f"dcurate {cls.name}")
         from dcurate.runner.driver import run
@@ -151,6 +152,7 @@ def _make_run_command() -> None:
 
         r = load(kwargs.pop("recipe"), _given(kwargs, RunOptions))
         check_output_folder(str(r.output), "dcurate run")
+        _OUTPUT[0] = str(r.output)
         run(r.inputs, r.output, r.stages, r.options)
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
@@ -199,6 +201,7 @@ def reshard_command(
     if len(paths) < 2:
         raise RecipeError("dcurate reshard: give at least one input and the output: IN... OUT")
     check_output_folder(paths[-1], "dcurate reshard")
+    _OUTPUT[0] = paths[-1]
     opts = P.build(
         RunOptions,
         {k: v for k, v in dict(shard_size=shard_size, output_format=output_format, compression_level=compression_level,
@@ -218,6 +221,10 @@ def _exit_quietly_on_broken_pipe() -> None:
     except (OSError, ValueError):
         pass
     raise typer.Exit(EXIT_BROKEN_PIPE)
+
+
+#: The output of the command being run (named by one-line errors about writes that name no file).
+_OUTPUT: list[str | None] = [None]
 
 
 def _friendly(fn):
@@ -242,7 +249,7 @@ def _friendly(fn):
                 _exit_quietly_on_broken_pipe()
             if os.environ.get("DCURATE_TRACEBACK"):
                 raise
-            known = explain(e)
+            known = explain(e, _OUTPUT[0])
             if known is None:
                 msg = f"internal error: {type(e).__name__}: {e}".splitlines()[0][:500]
                 fail(msg + " (a bug; DCURATE_TRACEBACK=1 shows the traceback)", EXIT_DATA)

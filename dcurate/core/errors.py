@@ -48,9 +48,10 @@ class RunError(DcurateError):
     """The run itself failed (a worker was killed, the disk is full, ...); re-running resumes."""
 
 
-def explain(exc: BaseException) -> tuple[str, int] | None:
+def explain(exc: BaseException, output: str | None = None) -> tuple[str, int] | None:
     """One line and an exit code for an exception that is the environment's fault rather than a
-    bug in dcurate (a full disk, a read-only folder, a killed worker, ...), or None."""
+    bug in dcurate (a full disk, a read-only folder, a killed worker, ...), or None. ``output``
+    names the run's output for an OS error that names no file."""
     import errno
 
     if isinstance(exc, DcurateError):
@@ -65,7 +66,7 @@ def explain(exc: BaseException) -> tuple[str, int] | None:
         return "a worker was killed (out of memory?); re-run to resume", EXIT_DATA
     if not isinstance(exc, OSError):
         return None
-    where = exc.filename if exc.filename is not None else "a file"
+    where = exc.filename if exc.filename is not None else (f"the output {output}" if output else "a file")
     code = exc.errno
     if code == errno.ENOSPC:
         return f"no space left on device writing {where}; free space and re-run to resume", EXIT_DATA

@@ -59,10 +59,50 @@ def _die_with_parent() -> None:
         pass
 
 
-def _init_worker() -> None:
+def _exit_with_driver(driver: int) -> None:
+    """Exit this pool process as soon as the driver process ends (even by ``kill -9``).
+
+    A pool process is a child of the fork server, not of the driver, and it holds the pipes that
+    would tell the fork server (and itself) that the driver is gone; so it watches the driver:
+    a daemon thread blocks on a pidfd (Linux), or polls once a second elsewhere."""
+    try:
+        os.kill(driver, 0)
+    except ProcessLookupError:
+        os._exit(1)
+    except PermissionError:
+        pass
+
+    def watch() -> None:
+        try:
+            import select
+
+            fd = os.pidfd_open(driver)  # type: ignore[attr-defined]
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            while not poller.poll():
+                pass
+        except (AttributeError, OSError):
+            import time
+
+            while True:
+                time.sleep(1.0)
+                try:
+                    os.kill(driver, 0)
+                except ProcessLookupError:
+                    break
+                except PermissionError:
+                    pass
+        os._exit(1)
+
+    threading.Thread(target=watch, name="dcurate-driver-watch", daemon=True).start()
+
+
+def _init_worker(driver: int | None = None) -> None:
     import pyarrow as pa
 
     _die_with_parent()
+    if driver is not None:
+        _exit_with_driver(driver)
     # Ctrl-C reaches the whole process group: the driver handles it and stops the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -98,6 +138,24 @@ def _result(fut: Any, task: Any) -> Any:
         return fut.result()
     except BrokenProcessPool:
         raise _killed(task) from None
+    except OSError as e:
+        raise _located(e, task) from None
+
+
+def _run_here(fn: Callable, task: Any) -> Any:
+    try:
+        return fn(task)
+    except OSError as e:
+        raise _located(e, task) from None
+
+
+def _located(e: OSError, task: Any) -> OSError:
+    """A write that failed without naming its file (``write()`` on a full disk) names the task's
+    output, so the one-line message can say where."""
+    if e.filename is None:
+        where = getattr(task, "out_path", None)
+        e.filename = where if isinstance(where, str) else describe_task(task)
+    return e
 
 
 #: Tasks kept in flight per pool process.
@@ -144,7 +202,9 @@ class LocalExecutor:
             # Workers fork from a server that has already imported the run's stage modules and
             # run their warmup() (see dcurate.runner.warmup).
             prestart_fork_server(self.preload)
-            self._pool = ProcessPoolExecutor(self.workers - 1, mp_context=ctx, initializer=_init_worker)
+            self._pool = ProcessPoolExecutor(
+                self.workers - 1, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),)
+            )
         return self._pool
 
     def imap_unordered(self, fn: Callable, items: list) -> Iterator[tuple[int, Any]]:
@@ -155,7 +215,7 @@ class LocalExecutor:
         processes always have the next task queued (a done-callback submits another)."""
         if self.workers == 1 or len(items) <= 1:
             for i, x in enumerate(items):
-                yield i, fn(x)
+                yield i, _run_here(fn, x)
             return
         self.start()
         todo = list(range(len(items)))
@@ -213,7 +273,7 @@ class LocalExecutor:
                     i = todo.pop() if todo else None
                 if i is None:
                     break
-                yield i, fn(items[i])
+                yield i, _run_here(fn, items[i])
             while True:
                 with lock:
                     if state["broken"] is not None:
