@@ -266,23 +266,41 @@ def test_kill_9_of_the_driver_leaves_no_process(tmp_path):
             os.killpg(p.pid, signal.SIGKILL)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("delay", [0.05, 0.6, 3.0])
-def test_ctrl_c_is_one_line_and_130(tmp_path, delay):
-    """Ctrl-C (SIGINT to the whole process group) at start-up, while importing, or during the run."""
-    for i in range(6):
-        jsonl(tmp_path / "in" / f"p{i}.jsonl", 5, start=10 * i)
-    p = subprocess.Popen([sys.executable, "-c", LAUNCH, "toy_len", str(tmp_path / "in"), str(tmp_path / "o"),
-                          "--sleep", "1", "--workers", "2", "--no-progress"],
-                         env=_env(), cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE,
+def _interrupt(cmd: list[str], delay: float) -> tuple[int, str]:
+    p = subprocess.Popen(cmd, env=_env(), cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     time.sleep(delay)
-    os.killpg(p.pid, signal.SIGINT)
-    out, err = p.communicate()
+    os.killpg(p.pid, signal.SIGINT)  # as Ctrl-C: the whole process group
+    _, err = p.communicate()
     try:
         os.killpg(p.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    assert p.returncode == 130, err
+    return p.returncode, err
+
+
+def _assert_interrupted(rc: int, err: str) -> None:
+    assert rc == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert err.strip().splitlines()[-1] == "dcurate: interrupted; re-run the same command to resume"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.2, 0.6, 1.2])
+def test_ctrl_c_during_start_up(tmp_path, delay):
+    """While Python imports dcurate and the fork server starts (the real `python -m dcurate`)."""
+    inp = jsonl(tmp_path / "in" / "a.jsonl", 20000)
+    rc, err = _interrupt([sys.executable, "-m", "dcurate", "filter", str(inp), str(tmp_path / "o"), "--workers", "2"],
+                         delay)
+    if rc == 0:
+        pytest.skip("the run finished before the interrupt")
+    _assert_interrupted(rc, err)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_run(tmp_path):
+    for i in range(6):
+        jsonl(tmp_path / "in" / f"p{i}.jsonl", 5, start=10 * i)
+    rc, err = _interrupt([sys.executable, "-c", LAUNCH, "toy_len", str(tmp_path / "in"), str(tmp_path / "o"),
+                          "--sleep", "1", "--workers", "2", "--no-progress"], 4.0)
+    _assert_interrupted(rc, err)

@@ -128,9 +128,19 @@ def prestart_fork_server(modules: list[str]) -> None:
         os.environ["DCURATE_WARMUP"] = ",".join(modules)
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["dcurate.runner.driver", "dcurate.runner.warmup"])
-    from multiprocessing import forkserver
+    from multiprocessing import forkserver, resource_tracker
 
-    forkserver.ensure_running()
+    # The fork server is a fresh interpreter: a Ctrl-C reaching it while it starts would print a
+    # traceback. It starts with SIGINT blocked (inherited across exec; the driver handles Ctrl-C
+    # and stops everything). The resource tracker starts first: it ignores SIGINT itself, and its
+    # start unblocks SIGINT.
+    resource_tracker.ensure_running()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if hasattr(signal, "pthread_sigmask") else None
+    try:
+        forkserver.ensure_running()
+    finally:
+        if old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _result(fut: Any, task: Any) -> Any:
