@@ -122,10 +122,11 @@ def _make_stage_command(cls: type) -> None:
         paths = kwargs.pop("paths")
         if len(paths) < 2:
             raise RecipeError(f"dcurate {cls.name}: give at least one input and the output: IN... OUT")
-        check_output_folder(paths[-1], f"dcurate {cls.name}")
+        where = f"dcurate {cls.name}"
+        check_output_folder(paths[-1], where)
         _OUTPUT[0] = paths[-1]
-        stage_params = P.build(cls.Params, _given(kwargs, cls.Params), f"dcurate {cls.name}")
-        opts = P.build(RunOptions, _given(kwargs, RunOptions), f"dcurate {cls.name}")
+        stage_params = P.build(cls.Params, _given(kwargs, cls.Params), where)
+        opts = P.build(RunOptions, _given(kwargs, RunOptions), where)
         from dcurate.runner.driver import run
 
         run(paths[:-1], paths[-1], [(cls.name, stage_params)], opts)
