@@ -98,6 +98,32 @@ def test_max_depth_ignores_brackets_inside_strings():
     assert max_depth(b"") == 0
 
 
+def _depth(v) -> int:
+    if isinstance(v, dict):
+        return 1 + max((_depth(x) for x in v.values()), default=0)
+    if isinstance(v, list):
+        return 1 + max((_depth(x) for x in v), default=0)
+    return 0
+
+
+def test_max_depth_equals_the_nesting_of_random_json():
+    rng = random.Random(5)
+    tricky = ['"', "\\", "[", "]", "{", "}", "\\\"", 'a"b', "\\[", "x"]
+
+    def value(level: int):
+        r = rng.random()
+        if level > 12 or r < 0.3:
+            return "".join(rng.choice(tricky) for _ in range(rng.randint(0, 6)))
+        if r < 0.65:
+            return [value(level + 1) for _ in range(rng.randint(0, 3))]
+        return {value(99): value(level + 1) for _ in range(rng.randint(0, 3))}
+
+    for _ in range(400):
+        rows = [{"id": "x", "v": value(0)} for _ in range(rng.randint(1, 4))]
+        data = "\n".join(json.dumps(r, ensure_ascii=rng.random() < 0.5) for r in rows).encode()
+        assert max_depth(data) == max(_depth(r) for r in rows), data
+
+
 def test_deep_nesting_is_refused_above_the_limit(tmp_path):
     ok = tmp_path / "ok.jsonl"
     deep = MAX_NESTING - 1

@@ -35,32 +35,43 @@ _READ_CHUNK = 1024 * 1024
 #: far deeper, and Parquet refuses schemas nested past about this depth.
 MAX_NESTING = 32
 
-_BRACKET = np.zeros(256, dtype=np.int8)
-_BRACKET[ord("[")] = _BRACKET[ord("{")] = 1
-_BRACKET[ord("]")] = _BRACKET[ord("}")] = -1
+def _escaped(a: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Which of the quotes at positions ``q`` are escaped (preceded by an odd run of backslashes)."""
+    esc = np.zeros(q.size, dtype=bool)
+    run = (q >= 1) & (a[np.maximum(q - 1, 0)] == 92)
+    k = 1
+    while run.any():
+        if k > 64:  # long backslash runs: their lengths in one linear pass instead
+            idx = np.arange(a.size, dtype=np.int64)
+            last_other = np.maximum.accumulate(np.where(a == 92, -1, idx))
+            prev = np.maximum(q - 1, 0)
+            return (q >= 1) & ((prev - last_other[prev]) % 2 == 1)
+        esc ^= run
+        k += 1
+        run &= (q >= k) & (a[np.maximum(q - k, 0)] == 92)
+    return esc
 
 
 def max_depth(data: bytes) -> int:
-    """Deepest nesting of JSON objects/arrays in ``data`` (brackets inside strings ignored),
-    vectorised: quotes not escaped by an odd run of backslashes toggle "inside a string"."""
+    """Deepest nesting of JSON objects/arrays in ``data`` (brackets inside strings ignored).
+
+    Vectorised over the positions of quotes and brackets only: a bracket is inside a string when
+    an odd number of unescaped quotes precede it (valid JSON lines; an invalid line fails the
+    parse anyway and is then checked on its own)."""
     a = np.frombuffer(data, dtype=np.uint8)
-    if a.size == 0:
+    q = np.flatnonzero(a == 34)
+    if q.size:
+        q = q[~_escaped(a, q)]
+    folded = a | np.uint8(0x20)  # '[' -> '{', ']' -> '}'
+    opening = np.flatnonzero(folded == 0x7B)
+    if opening.size == 0:
         return 0
-    delta = _BRACKET[a]
-    quotes = np.flatnonzero(a == 34)
-    if quotes.size:
-        bs = a == 92
-        if bs.any():
-            idx = np.arange(a.size, dtype=np.int64)
-            last_other = np.maximum.accumulate(np.where(bs, -1, idx))
-            prev = quotes - 1
-            run = np.where(prev >= 0, prev - last_other[np.maximum(prev, 0)], 0)
-            quotes = quotes[run % 2 == 0]
-        toggle = np.zeros(a.size, dtype=np.int8)
-        toggle[quotes] = 1
-        inside = (np.cumsum(toggle, dtype=np.int32) & 1).astype(bool)
-        delta = np.where(inside, 0, delta)
-    return int(np.cumsum(delta, dtype=np.int32).max(initial=0))
+    closing = np.flatnonzero(folded == 0x7D)
+    opening = opening[(np.searchsorted(q, opening) & 1) == 0]
+    closing = closing[(np.searchsorted(q, closing) & 1) == 0]
+    pos = np.concatenate([opening, closing])
+    step = np.concatenate([np.ones(opening.size, np.int32), np.full(closing.size, -1, np.int32)])
+    return int(np.cumsum(step[np.argsort(pos, kind="stable")]).max(initial=0))
 
 
 def _type_depth(t: pa.DataType) -> int:
@@ -353,7 +364,7 @@ class BatchReader:
         try:
             # Arrow's JSON parser silently replaces invalid UTF-8; Arrow's cast validates it fast.
             pa.array([block], pa.binary()).cast(pa.string())
-            if block.count(b"[") + block.count(b"{") <= MAX_NESTING or max_depth(block) <= MAX_NESTING:
+            if max_depth(block) <= MAX_NESTING:
                 table = self._fits(self._arrow_parse(block, explicit), explicit)
                 if table is not None:
                     return table, None
@@ -430,10 +441,9 @@ class BatchReader:
             raw.decode("utf-8")
         except UnicodeDecodeError as e:
             return f"invalid UTF-8 at byte {e.start} of the line"
-        if raw.count(b"[") + raw.count(b"{") > MAX_NESTING:
-            depth = max_depth(raw)
-            if depth > MAX_NESTING:
-                return f"nested {depth} levels deep (the limit is {MAX_NESTING})"
+        depth = max_depth(raw)
+        if depth > MAX_NESTING:
+            return f"nested {depth} levels deep (the limit is {MAX_NESTING})"
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
