@@ -98,6 +98,26 @@ def test_max_depth_ignores_brackets_inside_strings():
     assert max_depth(b"") == 0
 
 
+def test_line_numbers_across_blocks(tmp_path, monkeypatch):
+    """Later blocks are parsed against the first block's types: a change there names its line."""
+    from dcurate.io import reader
+
+    monkeypatch.setattr(reader, "BLOCK_BYTES", 300)
+    p = tmp_path / "b.jsonl"
+    lines = [json.dumps({"id": f"d{i}", "text": TEXT, "n": i}) for i in range(40)]
+    lines[25] = json.dumps({"id": "s", "text": TEXT, "n": "not a number"})
+    lines[31] = json.dumps({"id": "t", "text": 7, "n": 1})
+    p.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=r"b\.jsonl: line 26: field 'n' has type string, earlier lines had int64"):
+        read(p)
+    rows, bad = read(p, skip=True)
+    assert bad == 2 and len(rows) == 38 and "s" not in {r["id"] for r in rows}
+    lines[25] = lines[24]
+    p.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=r"b\.jsonl: line 32: field 'text' holds a number"):
+        read(p)
+
+
 def _depth(v) -> int:
     if isinstance(v, dict):
         return 1 + max((_depth(x) for x in v.values()), default=0)

@@ -414,6 +414,11 @@ class BatchReader:
                 kept.append(num)
                 continue
             what = ""
+            if t is None and schema is not None:  # its own types, for the message
+                try:
+                    t = self._arrow_parse(raw + b"\n", None)
+                except (pa.ArrowInvalid, pa.ArrowTypeError):
+                    t = None
             if t is not None and schema is not None:
                 for f in t.schema:
                     if f.name in schema.names and schema.field(f.name).type != f.type:
