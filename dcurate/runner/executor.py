@@ -358,10 +358,15 @@ class RayExecutor(LocalExecutor):
     def imap_unordered(self, fn: Callable, items: list) -> Iterator[tuple[int, Any]]:
         ray = self._ray
         pending = [self._remote.remote((i, fn, x)) for i, x in enumerate(items)]
+        index = {ref: i for i, ref in enumerate(pending)}
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             for ref in done:
-                yield ray.get(ref)
+                try:
+                    yield ray.get(ref)
+                except (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError,
+                        ray.exceptions.NodeDiedError):
+                    raise _killed(items[index[ref]]) from None
 
     def start(self) -> None:
         pass
