@@ -11,6 +11,7 @@ import sys
 import typing
 from typing import Any, Optional
 
+import click
 import typer
 
 from dcurate import __version__
@@ -236,8 +237,8 @@ def _friendly(fn):
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except typer.Exit:
-            raise
+        except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+            raise  # click prints usage errors itself (exit 2)
         except KeyboardInterrupt:
             fail("interrupted; re-run the same command to resume", EXIT_INTERRUPTED, prefix="dcurate: ")
         except BrokenPipeError:
