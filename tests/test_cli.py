@@ -52,11 +52,11 @@ def test_stage_flags_match_recipe_keys(corpus, tmp_path):
 
 
 @pytest.mark.slow
-def test_user_errors_exit_2_with_one_line(tmp_path):
+def test_user_errors_are_one_line_data_1_usage_2(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": 1, "text": "fine"}\nnot json\n')
     res = dcurate("filter", bad, tmp_path / "o", "--workers", "1")
-    assert res.returncode == 2
+    assert res.returncode == 1
     err = res.stderr.decode()
     assert "bad.jsonl: line 2: malformed JSON" in err and "Traceback" not in err
     res = dcurate("filter", bad, tmp_path / "o", "--min-words", "many")

@@ -615,6 +615,7 @@ def test_cli_filter(tmp_path) -> None:
             "--no-progress",
         ],
     )
+    # the recipe is checked against the input's columns before any work: a usage error
     assert res.exit_code == 2 and "unknown column 'qual'" in res.output and "score" in res.output
     res = runner.invoke(
         app, ["filter", str(tmp_path / "in"), str(tmp_path / "o4"), "--c4-min-sentences", "9"]

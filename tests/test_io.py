@@ -86,7 +86,7 @@ def test_null_and_non_string_text(tmp_path):
     with pytest.raises(InputError, match="field 'text' must hold strings"):
         read_all(q)
     r = write_parquet(tmp_path / "nul.parquet", [{"id": "1", "text": "x"}, {"id": "2", "text": None}])
-    with pytest.raises(InputError, match=r"nul\.parquet: row 1: field 'text' is null"):
+    with pytest.raises(InputError, match=r"nul\.parquet: row 2: field 'text' is null"):
         read_all(r)
 
 

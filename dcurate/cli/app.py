@@ -12,12 +12,20 @@ import sys
 import typing
 from typing import Any, Optional
 
+import click
 import typer
 from typer.core import TyperCommand, TyperGroup
 
 from dcurate.cli import logs
 from dcurate.core import params as P
-from dcurate.core.errors import DcurateError, RecipeError
+from dcurate.core.errors import (
+    EXIT_BROKEN_PIPE,
+    EXIT_DATA,
+    EXIT_INTERRUPTED,
+    DcurateError,
+    RecipeError,
+    explain,
+)
 from dcurate.core.options import RunOptions
 from dcurate.core.stage import load_stage_modules, registry
 from dcurate.core.version import __version__
@@ -156,6 +164,18 @@ def _given(kwargs: dict[str, Any], cls: type) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if k in names and v is not None and given(k)}
 
 
+def check_output_folder(out: str, where: str) -> None:
+    """OUT must be a folder (or '-'): an existing file there is a usage error, typically a glob
+    that expanded into the inputs and swallowed OUT."""
+    import os
+
+    if out != "-" and os.path.lexists(out) and not os.path.isdir(out):
+        raise RecipeError(
+            f"{where}: the output {out} is an existing file, not a folder (the last argument is the "
+            "output folder; did a glob expand to the inputs only?)"
+        )
+
+
 def _make_stage_command(cls: type) -> None:
     stage_fields = {f.name for f in dataclasses.fields(cls.Params)}
     paths = inspect.Parameter(
@@ -170,8 +190,11 @@ def _make_stage_command(cls: type) -> None:
         paths = kwargs.pop("paths")
         if len(paths) < 2:
             raise RecipeError(f"dcurate {cls.name}: give at least one input and the output: IN... OUT")
-        stage_params = P.build(cls.Params, _given(kwargs, cls.Params), f"dcurate {cls.name}")
-        opts = P.build(RunOptions, _given(kwargs, RunOptions), f"dcurate {cls.name}")
+        where = f"dcurate {cls.name}"
+        check_output_folder(paths[-1], where)
+        _OUTPUT[0] = paths[-1]
+        stage_params = P.build(cls.Params, _given(kwargs, cls.Params), where)
+        opts = P.build(RunOptions, _given(kwargs, RunOptions), where)
         from dcurate.runner.driver import run
 
         run(paths[:-1], paths[-1], [(cls.name, stage_params)], opts)
@@ -205,6 +228,8 @@ def _make_run_command() -> None:
 
         inputs, output = kwargs.pop("input"), kwargs.pop("output")
         r = load(kwargs.pop("recipe"), _given(kwargs, RunOptions), inputs=inputs or None, output=output)
+        check_output_folder(str(r.output), "dcurate run")
+        _OUTPUT[0] = str(r.output)
         run(r.inputs, r.output, r.stages, r.options)
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
@@ -328,6 +353,8 @@ def reshard_command(
 
     if len(paths) < 2:
         raise RecipeError("dcurate reshard: give at least one input and the output: IN... OUT")
+    check_output_folder(paths[-1], "dcurate reshard")
+    _OUTPUT[0] = paths[-1]
     opts = P.build(
         RunOptions,
         {k: v for k, v in dict(shard_size=shard_size, output_format=output_format, compression_level=compression_level,
@@ -360,21 +387,50 @@ def clean_command(out: str = typer.Argument(..., help="An output folder of dcura
 
     removed = clean(out)
     typer.echo(f"{out}: removed {len(removed)} work folder(s)" + (f" under {os.path.dirname(removed[0])}" if removed else ""))
+def _exit_quietly_on_broken_pipe() -> None:
+    """The reader of our stdout went away (``dcurate ... - | head``): stop without a word."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    raise typer.Exit(EXIT_BROKEN_PIPE)
+
+
+#: The output of the command being run (named by one-line errors about writes that name no file).
+_OUTPUT: list[str | None] = [None]
 
 
 def _friendly(fn):
-    """User errors print one line (no traceback) and exit 2; Ctrl-C exits 130."""
+    """Every failure is one line (no traceback) with its exit code: 1 data/run, 2 usage, 130 Ctrl-C.
+    Unexpected exceptions are one line too; DCURATE_TRACEBACK=1 shows the traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except DcurateError as e:
-            typer.echo(f"dcurate: error: {e}", err=True)
-            raise typer.Exit(2) from None
+        except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+            raise  # click prints usage errors itself (exit 2)
         except KeyboardInterrupt:
-            typer.echo("dcurate: interrupted; re-run the same command to resume", err=True)
-            raise typer.Exit(130) from None
+            fail("interrupted; re-run the same command to resume", EXIT_INTERRUPTED, prefix="dcurate: ")
+        except BrokenPipeError:
+            _exit_quietly_on_broken_pipe()
+        except Exception as e:  # noqa: BLE001 - one line for everything; see DCURATE_TRACEBACK
+            import errno
+            import os
+
+            if isinstance(e, OSError) and e.errno == errno.EPIPE:
+                _exit_quietly_on_broken_pipe()
+            if os.environ.get("DCURATE_TRACEBACK"):
+                raise
+            known = explain(e, _OUTPUT[0])
+            if known is None:
+                msg = f"internal error: {type(e).__name__}: {e}".splitlines()[0][:500]
+                fail(msg + " (a bug; DCURATE_TRACEBACK=1 shows the traceback)", EXIT_DATA)
+            else:
+                fail(known[0], known[1])
 
     return wrapper
 
@@ -386,6 +442,14 @@ def _short_help(info: Any) -> str | None:
     if not text:
         return None
     return " ".join(inspect.cleandoc(text).split("\n\n")[0].split())
+def fail(message: str, code: int, prefix: str = "dcurate: error: ") -> None:
+    """Print one line to stderr and exit with ``code``."""
+    line = " ".join(str(message).split("\n")).strip()
+    try:
+        typer.echo(prefix + line, err=True)
+    except (OSError, ValueError):
+        pass
+    raise typer.Exit(code)
 
 
 def _build_app() -> None:
@@ -413,7 +477,20 @@ _build_app()
 
 def main() -> None:
     """Console entry point (see dcurate.cli.entry, which the `dcurate` script calls)."""
-    app()
+    try:
+        app()
+    except BrokenPipeError:
+        _exit_quietly_on_broken_pipe_final()
+
+
+def _exit_quietly_on_broken_pipe_final() -> None:
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(EXIT_BROKEN_PIPE)
 
 
 if __name__ == "__main__":

@@ -104,6 +104,17 @@ class _NoPandas:
 
 
 def main() -> None:
+    try:
+        _main()
+    except KeyboardInterrupt:  # Ctrl-C while starting up, before the CLI's own handler is in place
+        try:
+            sys.stderr.write("dcurate: interrupted; re-run the same command to resume\n")
+        except OSError:
+            pass
+        os._exit(130)
+
+
+def _main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in _NO_PANDAS and "pandas" not in sys.modules:
         sys.meta_path.insert(0, _NoPandas())  # type: ignore[arg-type]
     if _wants_pool(sys.argv) and os.environ.get("DCURATE_NO_PRESTART") is None:

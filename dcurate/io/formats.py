@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import glob as _glob
 import os
 import re
@@ -112,8 +113,7 @@ def expand_inputs(inputs: list[str] | str, input_format: str | None = None) -> l
             continue
         if os.path.isdir(item):
             files = []
-            for root, dirs, names in os.walk(item):
-                dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+            for root, _dirs, names in _walk(item):
                 for n in names:
                     rel = os.path.relpath(os.path.join(root, n), item)
                     if not _hidden(rel) and (is_data_file(n) or input_format):
@@ -146,9 +146,47 @@ def expand_inputs(inputs: list[str] | str, input_format: str | None = None) -> l
             shards.append(Shard(STDIN, input_format or "jsonl", stem, i))
             continue
         fmt, _ = detect_format(path, input_format)
-        st = os.stat(path)
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise InputError(f"{path}: cannot read ({_why(e)})") from None
         shards.append(Shard(os.path.abspath(path), fmt, stem, i, st.st_size, st.st_mtime))
     return shards
+
+
+def _why(e: OSError) -> str:
+    if e.errno == errno.ELOOP:
+        return "a symlink loop"
+    return e.strerror or str(e)
+
+
+def _walk(top: str):
+    """``os.walk`` that follows symlinked sub-directories but enters each real directory once
+    (a symlink back to an ancestor, or two links to one folder, are read once), in sorted order,
+    skipping names that start with '.' or '_'. An unreadable directory is an error, not skipped."""
+    seen: set[tuple[int, int]] = set()
+
+    def onerror(e: OSError) -> None:
+        raise InputError(f"{e.filename}: cannot read directory ({_why(e)})")
+
+    for root, dirs, names in os.walk(top, followlinks=True, onerror=onerror):
+        st = os.stat(root)
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            dirs[:] = []
+            continue
+        seen.add(key)
+        keep = []
+        for d in sorted(dirs):
+            if d.startswith((".", "_")):
+                continue
+            try:
+                os.stat(os.path.join(root, d))
+            except OSError as e:
+                raise InputError(f"{os.path.join(root, d)}: cannot read directory ({_why(e)})") from None
+            keep.append(d)
+        dirs[:] = keep
+        yield root, dirs, names
 
 
 _BLANK_LINE = re.compile(rb"(?m)^[ \t\r]*$")

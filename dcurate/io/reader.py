@@ -30,6 +30,74 @@ PARQUET_BATCH_ROWS = 4096
 _READ_CHUNK = 1024 * 1024
 
 
+#: Deepest nesting of objects/arrays accepted in a record (the record itself is level 1). Deeper
+#: records are a located error (or skipped with --on-bad-record skip): Arrow's JSON reader crashes
+#: far deeper, and Parquet refuses schemas nested past about this depth.
+MAX_NESTING = 32
+
+def _escaped(a: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Which of the quotes at positions ``q`` are escaped (preceded by an odd run of backslashes)."""
+    esc = np.zeros(q.size, dtype=bool)
+    run = (q >= 1) & (a[np.maximum(q - 1, 0)] == 92)
+    k = 1
+    while run.any():
+        if k > 64:  # long backslash runs: their lengths in one linear pass instead
+            idx = np.arange(a.size, dtype=np.int64)
+            last_other = np.maximum.accumulate(np.where(a == 92, -1, idx))
+            prev = np.maximum(q - 1, 0)
+            return (q >= 1) & ((prev - last_other[prev]) % 2 == 1)
+        esc ^= run
+        k += 1
+        run &= (q >= k) & (a[np.maximum(q - k, 0)] == 92)
+    return esc
+
+
+def max_depth(data: bytes) -> int:
+    """Deepest nesting of JSON objects/arrays in ``data`` (brackets inside strings ignored).
+
+    Vectorised over the positions of quotes and brackets only: a bracket is inside a string when
+    an odd number of unescaped quotes precede it (valid JSON lines; an invalid line fails the
+    parse anyway and is then checked on its own)."""
+    a = np.frombuffer(data, dtype=np.uint8)
+    q = np.flatnonzero(a == 34)
+    if q.size:
+        q = q[~_escaped(a, q)]
+    folded = a | np.uint8(0x20)  # '[' -> '{', ']' -> '}'
+    opening = np.flatnonzero(folded == 0x7B)
+    if opening.size == 0:
+        return 0
+    closing = np.flatnonzero(folded == 0x7D)
+    opening = opening[(np.searchsorted(q, opening) & 1) == 0]
+    closing = closing[(np.searchsorted(q, closing) & 1) == 0]
+    pos = np.concatenate([opening, closing])
+    step = np.concatenate([np.ones(opening.size, np.int32), np.full(closing.size, -1, np.int32)])
+    return int(np.cumsum(step[np.argsort(pos, kind="stable")]).max(initial=0))
+
+
+def _type_depth(t: pa.DataType) -> int:
+    """Levels of nesting of an Arrow type (0 for a scalar), without recursion."""
+    depth, level = 0, [(t, 0)]
+    while level:
+        cur, d = level.pop()
+        depth = max(depth, d)
+        level.extend((cur.field(i).type, d + 1) for i in range(cur.num_fields))
+    return depth
+
+
+def _json_kind(v: object) -> str:
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, (int, float)):
+        return "a number"
+    if isinstance(v, dict):
+        return "an object"
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, str):
+        return "a string"
+    return "null"
+
+
 def _raw_chunks(piece: Piece) -> Iterator[bytes]:
     """Decompressed bytes of a JSONL piece, in chunks. Detects truncated .zst/.gz files."""
     shard = piece.shard
@@ -173,21 +241,66 @@ class BatchReader:
     def _parquet(self) -> Iterator[pa.RecordBatch]:
         try:
             pf = pq.ParquetFile(self.piece.shard.path)
+            schema = pf.schema_arrow
         except Exception as e:  # noqa: BLE001
             raise InputError(f"{self.path}: not a readable Parquet file ({e})") from None
-        self.schema = pf.schema_arrow
-        self._check_schema(pf.schema_arrow)
-        row = self.piece.row_offset
+        self.schema = schema
+        for f in schema:
+            depth = _type_depth(f.type)
+            if depth > MAX_NESTING - 1:
+                raise InputError(
+                    f"{self.path}: field '{f.name}' is nested {depth + 1} levels deep (the limit is {MAX_NESTING})"
+                )
+        self._check_schema(schema)
+        row = self.piece.row_offset  # 0-based index of the batch's first row in the file
         try:
             it = pf.iter_batches(
                 batch_size=PARQUET_BATCH_ROWS, row_groups=self.piece.row_groups, use_threads=False
             )
             for batch in it:
+                n = batch.num_rows
+                batch = self._check_utf8(batch, row)
                 batch = self._check_text(batch, row, None)
-                row += batch.num_rows
+                row += n
                 yield batch
         except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as e:
-            raise InputError(f"{self.path}: corrupt or truncated Parquet data near row {row} ({e})") from None
+            raise InputError(f"{self.path}: corrupt or truncated Parquet data near row {row + 1} ({e})") from None
+
+    def _check_utf8(self, batch: pa.RecordBatch, row: int) -> pa.RecordBatch:
+        """Parquet does not check that string columns hold valid UTF-8; Arrow's full validation
+        does (fast, vectorised). Bad rows are located one by one, only when a batch fails."""
+        try:
+            batch.validate(full=True)
+            return batch
+        except pa.ArrowInvalid:
+            pass
+        bad = np.zeros(batch.num_rows, dtype=bool)
+        first: tuple[int, str] | None = None
+        for name, col in zip(batch.schema.names, batch.columns, strict=True):
+            try:
+                col.validate(full=True)
+                continue
+            except pa.ArrowInvalid:
+                pass
+            for k in range(batch.num_rows):
+                if bad[k]:
+                    continue
+                try:
+                    col.slice(k, 1).validate(full=True)
+                except pa.ArrowInvalid:
+                    bad[k] = True
+                    if first is None or k < first[0]:
+                        first = (k, name)
+        if first is None:  # invalid, but not row by row: report the batch
+            raise InputError(f"{self.path}: rows {row + 1}-{row + batch.num_rows}: invalid data (not valid UTF-8?)")
+        if self.on_bad_record == "skip":
+            self.bad_records += int(bad.sum())
+            return batch.filter(pa.array(~bad))
+        k, name = first
+        raise InputError(
+            f"{self.path}: row {row + k + 1}: field '{name}' is not valid UTF-8 "
+            "(use --on-bad-record skip to skip such records)"
+        )
 
     # -- jsonl ------------------------------------------------------------------------------------
     def _jsonl(self) -> Iterator[pa.RecordBatch]:
@@ -196,7 +309,7 @@ class BatchReader:
         explicit: pa.Schema | None = None
         for block in _blocks(self.piece):
             nlines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-            table = self._parse_block(block, line, explicit)
+            table, lines = self._parse_block(block, line, explicit)
             if table is not None and table.num_rows:
                 if explicit is None:
                     # Later blocks are parsed against the first block's types (null-typed
@@ -207,77 +320,155 @@ class BatchReader:
                     table = table.cast(explicit)
                     self.schema = explicit
                     self._check_schema(explicit)
-                elif table.schema != explicit:
-                    table = self._conform(table, explicit, line)
                 brow = 0  # row of the batch within the block
                 for batch in table.to_batches():
                     n = batch.num_rows
-                    batch = self._check_text(batch, row, (block, line, brow))
+                    batch = self._check_text(batch, row, (block, line, brow, lines))
                     row += batch.num_rows
                     brow += n
                     yield batch
             line += nlines
 
-    def _conform(self, table: pa.Table, schema: pa.Schema, line: int) -> pa.Table:
+    def _conform(self, table: pa.Table, schema: pa.Schema) -> pa.Table | None:
+        """``table`` cast to ``schema`` (missing fields null), or None when it does not fit."""
+        if table.schema == schema:
+            return table
+        if any(n not in schema.names for n in table.column_names):
+            return None
         cols = []
         for f in schema:
             if f.name in table.column_names:
                 col = table.column(f.name)
                 try:
                     cols.append(col.cast(f.type) if col.type != f.type else col)
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                    raise InputError(
-                        f"{self.path}: line {line + 1} onwards: field '{f.name}' has type {col.type}, "
-                        f"earlier lines had {f.type}"
-                    ) from None
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                    return None
             else:
                 cols.append(pa.nulls(table.num_rows, f.type))
-        extra = [n for n in table.column_names if n not in schema.names]
-        if extra:
-            raise InputError(
-                f"{self.path}: line {line + 1} onwards: new field(s) {', '.join(extra)} not present in earlier lines"
-            )
         return pa.Table.from_arrays(cols, schema=schema)
 
-    def _parse_block(self, block: bytes, line: int, explicit: pa.Schema | None) -> pa.Table | None:
+    def _fits(self, table: pa.Table, explicit: pa.Schema | None) -> pa.Table | None:
+        """The parsed block, conformed to the earlier blocks' schema, when its text column holds
+        strings; None when the block needs the line-by-line path."""
+        if self.require_text and self.text_field in table.column_names:
+            t = table.schema.field(self.text_field).type
+            if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)):
+                return None
+        return self._conform(table, explicit) if explicit is not None else table
+
+    def _parse_block(
+        self, block: bytes, line: int, explicit: pa.Schema | None
+    ) -> tuple[pa.Table | None, list[int] | None]:
+        """Parse a block of lines. Returns the table and, when lines were dropped or checked one by
+        one, the 1-based file line of each row (None: rows are the block's non-blank lines)."""
         try:
             # Arrow's JSON parser silently replaces invalid UTF-8; Arrow's cast validates it fast.
             pa.array([block], pa.binary()).cast(pa.string())
-            return self._arrow_parse(block, explicit)
+            if max_depth(block) <= MAX_NESTING:
+                table = self._fits(self._arrow_parse(block, explicit), explicit)
+                if table is not None:
+                    return table, None
+            first_error = "values do not fit"
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-            first_error = e
-        # Slow path: find the bad lines.
+            first_error = str(e)
+        # Slow path: check line by line, to name the bad lines (or skip them).
         good: list[bytes] = []
+        numbers: list[int] = []
         for i, raw in enumerate(block.split(b"\n")):
             if not raw.strip():
                 continue
-            problem = None
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                problem = f"invalid UTF-8 at byte {e.start} of the line"
-            if problem is None:
-                try:
-                    obj = orjson.loads(raw)
-                    if not isinstance(obj, dict):
-                        problem = f"expected a JSON object, got {type(obj).__name__}"
-                except orjson.JSONDecodeError as e:
-                    problem = f"malformed JSON ({e})"
+            problem = self._line_problem(raw)
             if problem is not None:
-                if self.on_bad_record == "skip":
-                    self.bad_records += 1
-                    continue
-                raise InputError(f"{self.path}: line {line + i + 1}: {problem}")
+                self._bad(line + i + 1, problem)
+                continue
             good.append(raw)
+            numbers.append(line + i + 1)
         if not good:
-            return None
+            return None, None
         try:
-            return self._arrow_parse(b"\n".join(good) + b"\n", explicit)
+            table = self._fits(self._arrow_parse(b"\n".join(good) + b"\n", explicit), explicit)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
-            last = line + block.count(b"\n") + 1
+            table = None
+        if table is not None:
+            return table, numbers
+        # Types change within the block: find the lines that do not fit the earlier lines' types.
+        schema = explicit
+        keep: list[bytes] = []
+        kept: list[int] = []
+        for raw, num in zip(good, numbers, strict=True):
+            try:
+                t = self._arrow_parse(raw + b"\n", explicit)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                t = None
+            ok = False
+            if t is not None and explicit is not None:
+                ok = self._conform(t, explicit) is not None
+            elif t is not None:
+                try:
+                    schema = t.schema if schema is None else pa.unify_schemas([schema, t.schema], promote_options="permissive")
+                    ok = True
+                except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                    ok = False
+            if ok:
+                keep.append(raw)
+                kept.append(num)
+                continue
+            what = ""
+            if t is None and schema is not None:  # its own types, for the message
+                try:
+                    t = self._arrow_parse(raw + b"\n", None)
+                except (pa.ArrowInvalid, pa.ArrowTypeError):
+                    t = None
+            if t is not None and schema is not None:
+                for f in t.schema:
+                    if f.name in schema.names and schema.field(f.name).type != f.type:
+                        what = f"field '{f.name}' has type {f.type}, earlier lines had {schema.field(f.name).type}"
+                        break
+                    if f.name not in schema.names:
+                        what = f"new field '{f.name}' not present in earlier lines"
+                        break
+            self._bad(num, what or f"values do not fit the types of earlier lines ({first_error})")
+        if not keep:
+            return None, None
+        try:
+            table = self._fits(self._arrow_parse(b"\n".join(keep) + b"\n", explicit), explicit)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            table = None
+        if table is None:
             raise InputError(
-                f"{self.path}: lines {line + 1}-{last}: values do not fit the schema of earlier lines ({first_error})"
-            ) from None
+                f"{self.path}: lines {kept[0]}-{kept[-1]}: values do not fit the types of earlier lines ({first_error})"
+            )
+        return table, kept
+
+    def _line_problem(self, raw: bytes) -> str | None:
+        """What is wrong with one JSONL line, or None."""
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return f"invalid UTF-8 at byte {e.start} of the line"
+        depth = max_depth(raw)
+        if depth > MAX_NESTING:
+            return f"nested {depth} levels deep (the limit is {MAX_NESTING})"
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            return f"malformed JSON ({e})"
+        if not isinstance(obj, dict):
+            return f"expected a JSON object, got {_json_kind(obj)}"
+        if self.require_text:
+            v = obj.get(self.text_field)
+            if v is not None and not isinstance(v, str):
+                return (
+                    f"field '{self.text_field}' holds {_json_kind(v)}, not a string "
+                    "(use --on-bad-record skip to skip such records)"
+                )
+        return None
+
+    def _bad(self, line: int, problem: str) -> None:
+        if self.on_bad_record == "skip":
+            self.bad_records += 1
+            return
+        raise InputError(f"{self.path}: line {line}: {problem}")
 
     @staticmethod
     def _arrow_parse(block: bytes, explicit: pa.Schema | None) -> pa.Table:
@@ -329,10 +520,10 @@ class BatchReader:
             return batch.filter(pa.array(~nulls))
         k = int(np.argmax(nulls))
         if block_info is not None:
-            block, line, brow = block_info
-            where = f"line {self._line_of_row(block, line, brow + k)}"
+            block, line, brow, lines = block_info
+            where = f"line {lines[brow + k] if lines is not None else self._line_of_row(block, line, brow + k)}"
         else:
-            where = f"row {row + k}"
+            where = f"row {row + k + 1}"
         raise InputError(
             f"{self.path}: {where}: field '{self.text_field}' is null or missing "
             "(use --on-bad-record skip to skip such records)"

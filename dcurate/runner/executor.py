@@ -7,14 +7,112 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from dcurate.core.errors import RunError
 
-def _init_worker() -> None:
+
+def _unwrap(task: Any) -> Any:
+    """The task itself from the (slot, task) pairs that progress tracking hands the executor."""
+    if isinstance(task, tuple) and len(task) == 2 and isinstance(task[0], int):
+        return task[1]
+    return task
+
+
+def describe_task(task: Any) -> str:
+    """What a task works on, for error messages: its input file (and piece), else its kind."""
+    task = _unwrap(task)
+    for attr in ("source", "piece", "shard"):
+        obj = getattr(task, attr, None)
+        if obj is None:
+            continue
+        piece = getattr(obj, "piece", obj)
+        shard = getattr(piece, "shard", piece)
+        path = getattr(shard, "path", None)
+        if path is not None:
+            n = getattr(piece, "n_pieces", 1)
+            return f"{path} (piece {piece.index + 1} of {n})" if n > 1 else str(path)
+    for attr in ("path", "out_path", "marker"):
+        v = getattr(task, attr, None)
+        if isinstance(v, str):
+            return v
+    return f"a {type(task).__name__}"
+
+
+def _killed(task: Any) -> RunError:
+    return RunError(f"a worker was killed (out of memory?) while running {describe_task(task)}; re-run to resume")
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGKILL when the parent process dies (a pool worker's parent is the fork server,
+    which itself exits when the driver dies), so a ``kill -9`` of the driver leaves nothing
+    running. Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        parent = os.getppid()
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+    except (OSError, AttributeError):
+        pass
+
+
+def _exit_with_driver(driver: int) -> None:
+    """Exit this pool process as soon as the driver process ends (even by ``kill -9``).
+
+    A pool process is a child of the fork server, not of the driver, and it holds the pipes that
+    would tell the fork server (and itself) that the driver is gone; so it watches the driver:
+    a daemon thread blocks on a pidfd (Linux), or polls once a second elsewhere."""
+    try:
+        os.kill(driver, 0)
+    except ProcessLookupError:
+        os._exit(1)
+    except PermissionError:
+        pass
+
+    def watch() -> None:
+        try:
+            import select
+
+            fd = os.pidfd_open(driver)  # type: ignore[attr-defined]
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            while not poller.poll():
+                pass
+        except (AttributeError, OSError):
+            import time
+
+            while True:
+                time.sleep(1.0)
+                try:
+                    os.kill(driver, 0)
+                except ProcessLookupError:
+                    break
+                except PermissionError:
+                    pass
+        os._exit(1)
+
+    threading.Thread(target=watch, name="dcurate-driver-watch", daemon=True).start()
+
+
+def _init_worker(driver: int | None = None) -> None:
     import pyarrow as pa
+
+    _die_with_parent()
+    if driver is not None:
+        _exit_with_driver(driver)
+    # Ctrl-C reaches the whole process group: the driver handles it and stops the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
@@ -40,9 +138,45 @@ def prestart_fork_server(modules: list[str]) -> None:
         os.environ["DCURATE_WARMUP"] = ",".join(modules)
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["dcurate.runner.driver", "dcurate.runner.warmup"])
-    from multiprocessing import forkserver
+    from multiprocessing import forkserver, resource_tracker
 
-    forkserver.ensure_running()
+    # The fork server is a fresh interpreter: a Ctrl-C reaching it while it starts would print a
+    # traceback. It starts with SIGINT blocked (inherited across exec; the driver handles Ctrl-C
+    # and stops everything). The resource tracker starts first: it ignores SIGINT itself, and its
+    # start unblocks SIGINT.
+    resource_tracker.ensure_running()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if hasattr(signal, "pthread_sigmask") else None
+    try:
+        forkserver.ensure_running()
+    finally:
+        if old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _result(fut: Any, task: Any) -> Any:
+    try:
+        return fut.result()
+    except BrokenProcessPool:
+        raise _killed(task) from None
+    except OSError as e:
+        raise _located(e, task) from None
+
+
+def _run_here(fn: Callable, task: Any) -> Any:
+    try:
+        return fn(task)
+    except OSError as e:
+        raise _located(e, task) from None
+
+
+def _located(e: OSError, task: Any) -> OSError:
+    """A write that failed without naming its file (``write()`` on a full disk) names the task's
+    output, so the one-line message can say where."""
+    if e.filename is None:
+        task = _unwrap(task)
+        where = getattr(task, "out_path", None)
+        e.filename = where if isinstance(where, str) else describe_task(task)
+    return e
 
 
 #: Tasks kept in flight per pool process.
@@ -97,7 +231,9 @@ class LocalExecutor:
             # Workers fork from a server that has already imported the run's stage modules and
             # run their warmup() (see dcurate.runner.warmup).
             prestart_fork_server(self.preload)
-            self._pool = ProcessPoolExecutor(self.workers - 1, mp_context=ctx, initializer=_init_worker)
+            self._pool = ProcessPoolExecutor(
+                self.workers - 1, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),)
+            )
         return self._pool
 
     def imap_unordered(self, fn: Callable, items: list) -> Iterator[tuple[int, Any]]:
@@ -108,7 +244,7 @@ class LocalExecutor:
         processes always have the next task queued (a done-callback submits another)."""
         if self.workers == 1 or len(items) <= 1:
             for i, x in enumerate(items):
-                yield i, fn(x)
+                yield i, _run_here(fn, x)
             return
         self._start_now()
         todo = list(range(len(items)))
@@ -116,7 +252,7 @@ class LocalExecutor:
         lock = threading.Lock()
         done_q: queue.SimpleQueue = queue.SimpleQueue()
         futures: list = []
-        state = {"outstanding": 0, "stop": False}
+        state: dict[str, Any] = {"outstanding": 0, "stop": False, "broken": None}
 
         def submit_next() -> None:
             with lock:
@@ -124,7 +260,13 @@ class LocalExecutor:
                     return
                 i = todo.pop()
                 state["outstanding"] += 1
-            fut = self._pool.submit(fn, items[i])
+            try:
+                fut = self._pool.submit(fn, items[i])
+            except BrokenProcessPool:  # the pool is broken: the driver reports it on the next result
+                with lock:
+                    state["outstanding"] -= 1
+                    state["broken"] = i
+                return
             futures.append(fut)
             fut.add_done_callback(lambda f, i=i: on_done(i, f))
 
@@ -137,6 +279,8 @@ class LocalExecutor:
         try:
             while True:
                 if not started and self._ready.is_set():
+                    if isinstance(self._start_error, BrokenProcessPool):
+                        raise RunError("a worker was killed (out of memory?) while starting; re-run to resume")
                     if self._start_error is not None:
                         raise self._start_error
                     started = True
@@ -151,20 +295,24 @@ class LocalExecutor:
                     i, fut = done_q.get()
                     with lock:
                         state["outstanding"] -= 1
-                    yield i, fut.result()
+                    yield i, _result(fut, items[i])
                 with lock:
+                    if state["broken"] is not None:
+                        raise _killed(items[state["broken"]])
                     i = todo.pop() if todo else None
                 if i is None:
                     break
-                yield i, fn(items[i])
+                yield i, _run_here(fn, items[i])
             while True:
                 with lock:
+                    if state["broken"] is not None:
+                        raise _killed(items[state["broken"]])
                     if state["outstanding"] == 0:
                         break
                 i, fut = done_q.get()
                 with lock:
                     state["outstanding"] -= 1
-                yield i, fut.result()
+                yield i, _result(fut, items[i])
         finally:
             state["stop"] = True
             for fut in futures:
@@ -229,10 +377,15 @@ class RayExecutor(LocalExecutor):
     def imap_unordered(self, fn: Callable, items: list) -> Iterator[tuple[int, Any]]:
         ray = self._ray
         pending = [self._remote.remote((i, fn, x)) for i, x in enumerate(items)]
+        index = {ref: i for i, ref in enumerate(pending)}
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             for ref in done:
-                yield ray.get(ref)
+                try:
+                    yield ray.get(ref)
+                except (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError,
+                        ray.exceptions.NodeDiedError):
+                    raise _killed(items[index[ref]]) from None
 
     def start(self) -> None:
         pass

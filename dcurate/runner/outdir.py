@@ -21,7 +21,7 @@ from typing import Any
 
 import xxhash
 
-from dcurate.core.errors import DcurateError, InputError
+from dcurate.core.errors import EXIT_USAGE, DcurateError, InputError
 from dcurate.io.atomic import is_temp_name, write_json
 
 log = logging.getLogger("dcurate")
@@ -35,6 +35,8 @@ CHECKSUM = "xxh3_64"
 
 class NotAnOutput(DcurateError):
     """OUT is not a dcurate output folder, or its manifest is unreadable (verify/clean exit 2)."""
+
+    exit_code = EXIT_USAGE
 
 
 def own_dir(out: str | Path) -> Path:

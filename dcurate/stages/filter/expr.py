@@ -99,7 +99,9 @@ def tokenize(source: str) -> list[Token]:
         if kind == "bad_string":
             raise _error(source, pos, "unterminated quoted string or column name")
         if kind == "number":
-            value: Any = float(text) if any(c in text for c in ".eE") else int(text)
+            # Integers past int64 compare as floats (a 5,000-digit literal is inf, not an error).
+            big = len(text.lstrip("0")) > 18
+            value: Any = float(text) if big or any(c in text for c in ".eE") else int(text)
             out.append(Token("number", value, pos))
         elif kind == "string":
             out.append(Token("string", _unescape(text[1:-1]), pos))
@@ -568,7 +570,35 @@ def parse(source: str) -> Expr:
     """Parse an expression; raise :class:`ExprSyntaxError` (a ``RecipeError``) naming the position."""
     if not isinstance(source, str):
         raise ExprSyntaxError(f"keep_if: expected an expression string, got {source!r}")
-    return _Parser(source).parse()
+    depth = _paren_depth(source)
+    if depth > MAX_DEPTH:
+        raise ExprSyntaxError(f"keep_if: parentheses nested {depth} deep (the limit is {MAX_DEPTH})")
+    try:
+        return _Parser(source).parse()
+    except RecursionError:
+        raise ExprSyntaxError("keep_if: expression nested too deeply") from None
+
+
+#: Deepest parenthesis nesting accepted in a keep_if expression.
+MAX_DEPTH = 100
+
+
+def _paren_depth(source: str) -> int:
+    """Deepest nesting of parentheses outside quotes (an upper bound is enough here)."""
+    depth = top = 0
+    quote = ""
+    for c in source:
+        if quote:
+            if c == quote:
+                quote = ""
+        elif c in "'\"`":
+            quote = c
+        elif c == "(":
+            depth += 1
+            top = max(top, depth)
+        elif c == ")":
+            depth -= 1
+    return top
 
 
 def keep_mask(expr: Expr, batch: pa.RecordBatch) -> np.ndarray:
@@ -578,7 +608,10 @@ def keep_mask(expr: Expr, batch: pa.RecordBatch) -> np.ndarray:
     not boolean, or operand types that cannot be compared.
     """
     n = batch.num_rows
-    v = expr.evaluate(batch)
+    try:
+        v = expr.evaluate(batch)
+    except RecursionError:
+        raise ExprSyntaxError("keep_if: expression nested too deeply") from None
     if not pa.types.is_boolean(v.type):
         raise InputError(
             f"keep_if: the expression {expr} gives values of type {v.type}, not true/false; "

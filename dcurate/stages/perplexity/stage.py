@@ -200,12 +200,27 @@ def load_kenlm(path: str):
         ) from None
     if not Path(path).is_file():
         raise ModelError(f"{path}: language model file not found")
+    _check_kenlm_file(path)
     try:
         with _quiet_fd2():  # KenLM prints a loading banner and progress bar on fd 2 (C++ stderr)
             return kenlm.Model(str(path))
     except (OSError, RuntimeError) as e:
         msg = str(e).split("\n")[0][:300]
         raise ModelError(f"{path}: KenLM cannot load this model ({msg})") from None
+
+
+def _check_kenlm_file(path: str) -> None:
+    """Refuse a file that is neither ARPA text nor a KenLM binary before KenLM reads it (KenLM
+    prints progress bars and multi-line C++ errors for those)."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if head.startswith((b"mmap lm ", b"\x1f\x8b", b"BZh", b"\xfd7zXZ")):  # binary; gzip/bzip2/xz ARPA
+        return
+    first = next((ln.strip() for ln in head.split(b"\n") if ln.strip()), b"")
+    if first != b"\\data\\":
+        raise ModelError(
+            f"{path}: not an ARPA file or KenLM binary (the first non-empty line is not '\\data\\')"
+        )
 
 
 def resolve_backend(backend: str, path: str) -> str:

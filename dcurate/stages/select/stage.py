@@ -280,9 +280,22 @@ def _dsir_piece_keys(arg: tuple) -> int:
 _TARGETS: dict[str, Z.TargetSet] = {}
 
 
-def _zipfit_score_chunk(arg: tuple) -> np.ndarray:
-    """Worker: ZIP-FIT scores of one chunk file of pool texts."""
-    chunk, targets_path, level, engine = arg
+def _id_strings(col) -> pa.Array:
+    """Document ids as strings (the self-check's sample is a hash of them)."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        return col.cast(pa.string())
+    try:
+        return pc.cast(col, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pa.array([str(v) for v in col.to_pylist()], pa.string())
+
+
+def _zipfit_score_chunk(arg: tuple) -> tuple[np.ndarray, int, int]:
+    """Worker: ZIP-FIT scores of one chunk file of pool texts, with the pairs the sampled
+    self-check compared with zlib and how many of them disagreed."""
+    chunk, targets_path, level, engine, seed = arg
     key = f"{targets_path}:{level}:{engine}"
     ts = _TARGETS.get(key)
     if ts is None:
@@ -290,9 +303,13 @@ def _zipfit_score_chunk(arg: tuple) -> np.ndarray:
             texts = pa.ipc.open_file(f).read_all().column("text").to_pylist()
         _TARGETS.clear()
         ts = _TARGETS[key] = Z.TargetSet(texts, level, engine)
+    ts.seed = seed
     with pa.memory_map(str(chunk)) as f:
-        texts = pa.ipc.open_file(f).read_all().column("text").to_pylist()
-    return ts.scores(texts)
+        table = pa.ipc.open_file(f).read_all()
+    ids = table.column("id").to_pylist() if "id" in table.column_names else None
+    checked, mismatched = ts.checked, ts.mismatched
+    scores = ts.scores(table.column("text").to_pylist(), ids)
+    return scores, ts.checked - checked, ts.mismatched - mismatched
 
 
 # -- the stage ----------------------------------------------------------------------------------------
@@ -449,25 +466,27 @@ class Select(Stage):
         ids: list[pa.Array] = []
         words: list[np.ndarray] = []
         pending: list[pa.Array] = []
+        pending_ids: list[pa.Array] = []  # the documents' ids: the self-check samples by id
         pending_docs = pending_bytes = 0
 
         def flush():
-            nonlocal pending, pending_docs, pending_bytes
+            nonlocal pending, pending_ids, pending_docs, pending_bytes
             if not pending_docs:
                 return
             path = wd / f"{shard.key}.chunk{len(chunks):06d}.arrow"
-            table = pa.table({"text": pa.concat_arrays(pending)})
+            table = pa.table({"text": pa.concat_arrays(pending), "id": pa.concat_arrays(pending_ids)})
             tmp = path.with_suffix(".tmp")
             opts = pa.ipc.IpcWriteOptions(compression="lz4")
             with pa.OSFile(str(tmp), "wb") as f, pa.ipc.new_file(f, table.schema, options=opts) as w:
                 w.write_table(table)
             os.replace(tmp, path)
             chunks.append(str(path))
-            pending, pending_docs, pending_bytes = [], 0, 0
+            pending, pending_ids, pending_docs, pending_bytes = [], [], 0, 0
 
         for batch in batches:
             text = batch.column(self.ctx.text_field).cast(pa.large_string())
             ids.append(batch.column(self.ctx.id_field))
+            id_text = _id_strings(batch.column(self.ctx.id_field))
             words.append(D.token_counts(text).astype(np.int64))
             nbytes = np.asarray(pc.binary_length(text.fill_null("")).to_numpy(zero_copy_only=False))
             start = 0
@@ -478,6 +497,7 @@ class Select(Stage):
                 take = int(np.searchsorted(csum, ZIPFIT_CHUNK_BYTES - pending_bytes, side="right")) + 1
                 take = max(1, min(take, room_docs, len(text) - start))
                 pending.append(text.slice(start, take))
+                pending_ids.append(id_text.slice(start, take))
                 pending_docs += take
                 pending_bytes += int(nbytes[start : start + take].sum())
                 start += take
@@ -602,9 +622,20 @@ class Select(Stage):
         tasks, owners = [], []
         for pi, (_, part) in enumerate(partials):
             for c in part["chunks"]:
-                tasks.append((c, str(wd / "targets.arrow"), p.level, p.gzip_engine))
+                tasks.append((c, str(wd / "targets.arrow"), p.level, p.gzip_engine, self.ctx.seed))
                 owners.append(pi)
-        scores = self.ctx.map(_zipfit_score_chunk, tasks)
+        results = self.ctx.map(_zipfit_score_chunk, tasks)
+        check = {"checked_pairs": sum(r[1] for r in results), "mismatches": sum(r[2] for r in results)}
+        if check["mismatches"]:
+            # The deflate model disagreed with zlib: every pair is rescored with zlib, so the
+            # output is the same whichever chunk (or worker) found the mismatch.
+            self.ctx.log.warning(
+                "select: the deflate model disagreed with zlib on %d of %d sampled pairs; "
+                "rescoring every pair with zlib", check["mismatches"], check["checked_pairs"],
+            )
+            results = self.ctx.map(_zipfit_score_chunk, [(*t[:3], "zlib", t[4]) for t in tasks])
+            check["rescored_with_zlib"] = True
+        scores = [r[0] for r in results]
         per_piece: list[list[np.ndarray]] = [[] for _ in partials]
         for pi, s in zip(owners, scores, strict=True):
             per_piece[pi].append(s)
@@ -621,7 +652,7 @@ class Select(Stage):
         for c, *_ in tasks:
             os.remove(c)
         cut, _ = self._cutoff(partials)
-        return {"cutoff": cut}
+        return {"cutoff": cut, "deflate_check": check}
 
     # -- apply -------------------------------------------------------------------------------------------
     def _piece(self, shard: ShardInfo) -> dict:
@@ -655,6 +686,8 @@ class Select(Stage):
             out.update({k: round(v, 6) for k, v in plan["kl"].items()})
         if self.params.method == "zipfit":
             out["level"] = self.params.level
+            if plan.get("deflate_check"):
+                out["deflate_check"] = plan["deflate_check"]
         return out
 
     def describe(self) -> dict[str, Any]:

@@ -20,6 +20,12 @@ it equal to the linked zlib, and pairs it does not cover go to zlib. Otherwise (
 ``C(x + t)`` is byte-for-byte the one-shot value (the oracle test checks it against the reference
 package). Memory is O(one document + the targets), never pool x targets.
 
+Sampled self-check: while the model scores, about one pair in :data:`CHECK_EVERY` is also
+compressed by zlib. The pairs are chosen by a seeded hash of (pool document id, target index), so
+the sample depends only on the data and the seed, never on the workers; :class:`TargetSet` counts
+the checked pairs and the mismatches, and the select stage rescores the whole stage with zlib when
+any pair disagreed (so the output never depends on when a mismatch was found).
+
 ``level`` 0 is refused: deflate level 0 stores without compressing, so every ``C`` is about the
 input length and the score ranks short documents first (the reference package's default).
 """
@@ -36,6 +42,33 @@ GZIP_OVERHEAD = 18
 DEFAULT_LEVEL = 9
 #: How ``C(x + t)`` is computed: "auto" (the exact level-9 model when it applies) or "zlib".
 ENGINES = ("auto", "zlib")
+#: About one scored pair in this many is checked against zlib while the deflate model scores.
+CHECK_EVERY = 1000
+_M64 = 0xFFFFFFFFFFFFFFFF
+
+
+def _mix64(v: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser over a uint64 array (wrapping arithmetic)."""
+    v = v ^ (v >> np.uint64(30))
+    v = v * np.uint64(0xBF58476D1CE4E5B9)
+    v = v ^ (v >> np.uint64(27))
+    v = v * np.uint64(0x94D049BB133111EB)
+    return v ^ (v >> np.uint64(31))
+
+
+def check_sample(doc_id: str, target_keys: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Indices of the targets whose pair with document ``doc_id`` is checked against zlib:
+    ``mix(xxh64(doc_id, seed) ^ key(target)) % CHECK_EVERY == 0`` (``target_keys`` from
+    :func:`target_keys`)."""
+    import xxhash
+
+    h = np.uint64(xxhash.xxh64_intdigest(doc_id.encode("utf-8", "surrogatepass"), seed=seed & _M64))
+    return np.flatnonzero(_mix64(target_keys ^ h) % np.uint64(CHECK_EVERY) == 0)
+
+
+def target_keys(n: int) -> np.ndarray:
+    """Per-target hash keys (of the target's index) for :func:`check_sample`."""
+    return _mix64(np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15))
 
 
 def check_level(level: int) -> int:
@@ -64,6 +97,10 @@ class TargetSet:
             raise ValueError("no target documents")
         self.sizes = np.array([compressed_size(t, self.level) for t in self.data], dtype=np.int64)
         self.model = None
+        self.seed = 0
+        self.checked = 0  # pairs the model scored that were also compressed by zlib
+        self.mismatched = 0  # ... and where the two sizes differed
+        self._keys = target_keys(len(self.data))
         if engine == "auto" and self.level == 9:
             from dcurate.stages.select import deflate_model
 
@@ -73,11 +110,17 @@ class TargetSet:
     def __len__(self) -> int:
         return len(self.data)
 
-    def score(self, x: str | bytes) -> float:
-        """Mean over the targets of ``1 - NCD(x, t)``."""
+    def score(self, x: str | bytes, doc_id: str | None = None) -> float:
+        """Mean over the targets of ``1 - NCD(x, t)``. With ``doc_id``, the pairs of the sampled
+        self-check are also compressed by zlib (see :attr:`checked`, :attr:`mismatched`)."""
         xb = x.encode("utf-8") if isinstance(x, str) else x
         if self.model is not None:
             raw = self.model.sizes(xb)
+            if doc_id is not None:
+                for j in check_sample(doc_id, self._keys, self.seed).tolist():
+                    if raw[j] >= 0:
+                        self.checked += 1
+                        self.mismatched += int(raw[j] != len(zlib.compress(xb + self.data[j], self.level, -15)))
             missing = np.flatnonzero(raw < 0)
             if len(missing):
                 co = zlib.compressobj(self.level, zlib.DEFLATED, -15)
@@ -96,9 +139,15 @@ class TargetSet:
         cx = len(co.flush()) + head + GZIP_OVERHEAD
         return mean_similarity(cx, self.sizes, cxt)
 
-    def scores(self, texts: Sequence[str | bytes | None]) -> np.ndarray:
-        """Scores of several pool documents (``None`` reads as the empty string)."""
-        return np.array([self.score(x if x is not None else b"") for x in texts], dtype=np.float64)
+    def scores(self, texts: Sequence[str | bytes | None], ids: Sequence[object] | None = None) -> np.ndarray:
+        """Scores of several pool documents (``None`` reads as the empty string); ``ids`` (the
+        documents' ids) enable the sampled self-check."""
+        if ids is None:
+            return np.array([self.score(x if x is not None else b"") for x in texts], dtype=np.float64)
+        return np.array(
+            [self.score(x if x is not None else b"", str(i)) for x, i in zip(texts, ids, strict=True)],
+            dtype=np.float64,
+        )
 
 
 def mean_similarity(cx: int, ct: np.ndarray, cxt: np.ndarray) -> float:
