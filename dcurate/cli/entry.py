@@ -79,18 +79,23 @@ def _stage_modules(argv: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-#: Commands whose code never uses pandas. pyarrow probes for pandas on every ``pa.array`` call and
-#: imports it when installed (~0.3 CPU s, a quarter of a small job's cost); for these commands the
-#: probe is told that pandas is absent.
-_NO_PANDAS = {"dedup"}
+#: Packages a command never uses but that its libraries import when installed: pyarrow probes for
+#: pandas on every ``pa.array`` call (~0.3 CPU s), and numba's first compiled-function load imports
+#: scipy.linalg to look for BLAS (~0.3 CPU s; dedup's kernels use no linear algebra). Together that
+#: is over a third of a small job's cost. For these commands their import raises ImportError, which
+#: both libraries handle as "not installed".
+_UNUSED_PACKAGES = {"dedup": ("pandas", "scipy")}
 
 
-class _NoPandas:
-    """A meta-path finder and loader under which ``import pandas`` raises ImportError (lookups
-    such as ``importlib.util.find_spec`` still succeed)."""
+class _Absent:
+    """A meta-path finder and loader under which importing ``packages`` raises ImportError
+    (lookups such as ``importlib.util.find_spec`` still succeed)."""
+
+    def __init__(self, packages: tuple[str, ...]):
+        self.packages = packages
 
     def find_spec(self, name: str, path=None, target=None):
-        if name == "pandas" or name.startswith("pandas."):
+        if name.split(".", 1)[0] in self.packages:
             from importlib.machinery import ModuleSpec
 
             return ModuleSpec(name, self)
@@ -104,8 +109,9 @@ class _NoPandas:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] in _NO_PANDAS and "pandas" not in sys.modules:
-        sys.meta_path.insert(0, _NoPandas())  # type: ignore[arg-type]
+    unused = _UNUSED_PACKAGES.get(sys.argv[1] if len(sys.argv) > 1 else "", ())
+    if unused and not any(p in sys.modules for p in unused) and os.environ.get("DCURATE_ALL_IMPORTS") is None:
+        sys.meta_path.insert(0, _Absent(unused))  # type: ignore[arg-type]
     if _wants_pool(sys.argv) and os.environ.get("DCURATE_NO_PRESTART") is None:
         from dcurate.runner.executor import prestart_fork_server
 
