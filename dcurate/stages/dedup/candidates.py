@@ -39,7 +39,7 @@ MAX_ALL_PAIRS = 16
 
 def set_digests(offsets: np.ndarray, hashes: np.ndarray) -> np.ndarray:
     """``uint64[n, 2]``: xxh3-128 of each document's sorted shingle hashes (its bytes)."""
-    raw = memoryview(np.ascontiguousarray(hashes, dtype=np.uint64).view(np.uint8))
+    raw = np.ascontiguousarray(hashes, dtype=np.uint64).view(np.uint8).data
     o = (np.asarray(offsets, dtype=np.int64) * 8).tolist()
     digest = xxhash.xxh3_128_digest
     joined = b"".join([digest(raw[a:b]) for a, b in zip(o[:-1], o[1:], strict=True)])
