@@ -17,8 +17,11 @@ collision of the 64-bit shingle hashes themselves is rare.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import xxhash
 
 from dcurate.stages.dedup import graph, store
@@ -28,6 +31,7 @@ __all__ = [
     "set_digests",
     "representatives",
     "write_candidate_lists",
+    "flush_candidates",
     "group_task",
     "similarity_task",
 ]
@@ -75,6 +79,22 @@ def write_candidate_lists(folder: Path, nodes: np.ndarray, is_rep: np.ndarray) -
         np.savez(path, rows=store.ref_row(nodes[s:e]), rep=is_rep[s:e])
         out[key] = str(path)
     return out
+
+
+def flush_candidates(buf: list[dict[str, Any]], folder: Path) -> dict:
+    """Write the second scan's buffered candidate data as one sparse chunk (its JSON form)."""
+    docs: dict[str, np.ndarray] = {}
+    if "lens" in buf[0]:
+        lens = np.concatenate([b["lens"] for b in buf])
+        soff = np.zeros(len(lens) + 1, dtype=np.int64)
+        np.cumsum(lens, out=soff[1:])
+        docs["soff"], docs["shingles"] = soff, np.concatenate([b["shingles"] for b in buf])
+    for name in ("sigs", "value"):
+        if name in buf[0]:
+            docs[name] = np.concatenate([b[name] for b in buf], axis=0)
+    ids = pa.concat_arrays([pc.cast(b["ids"], pa.string()) for b in buf])
+    refs = np.concatenate([b["refs"] for b in buf])
+    return store.write_sparse_chunk(folder, refs, docs, ids).to_json()
 
 
 # -- reduce tasks (top-level functions: they run in worker processes) ------------------------------
