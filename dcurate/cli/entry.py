@@ -54,7 +54,7 @@ def _stage_modules(argv: list[str]) -> list[str]:
     """The stage modules the command will use (for `run`, read from the recipe's stage names)."""
     stages: list[dict] = [{"stage": argv[1]}]
     if argv[1] == "filter":
-        opts = {"preset": None, "rules": None}
+        opts: dict[str, str | None] = {"preset": None, "rules": None}
         for k in opts:
             flag = f"--{k}"
             if flag in argv and argv.index(flag) + 1 < len(argv):
@@ -98,7 +98,7 @@ class _Absent:
         if name.split(".", 1)[0] in self.packages:
             from importlib.machinery import ModuleSpec
 
-            return ModuleSpec(name, self)
+            return ModuleSpec(name, self)  # type: ignore[arg-type]  # a Loader by protocol
         return None
 
     def create_module(self, spec):
