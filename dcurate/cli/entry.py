@@ -20,6 +20,8 @@ def _input_bytes(argv: list[str], limit: int) -> int:
     """Bytes of the existing files and folders named in ``argv`` (stops counting past ``limit``)."""
     total = 0
     for a in argv[2:]:
+        if a == "-":
+            return limit + 1  # standard input: size unknown, assume large
         if a.startswith("-") or not os.path.exists(a):
             continue
         if os.path.isfile(a):
