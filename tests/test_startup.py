@@ -29,7 +29,9 @@ def test_small_inputs_start_no_pool(tmp_path, monkeypatch):
 
 
 def test_absent_packages_raise_import_error_but_can_be_looked_up():
-    finder = entry._Absent(("json_not_really",))
+    from dcurate.runner.imports import Absent
+
+    finder = Absent(("json_not_really",))
     sys.meta_path.insert(0, finder)
     try:
         assert importlib.util.find_spec("json_not_really") is not None

@@ -81,39 +81,17 @@ def _stage_modules(argv: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-#: Packages a command never uses but that its libraries import when installed: pyarrow probes for
-#: pandas on every ``pa.array`` call (~0.3 CPU s), and numba's first compiled-function load imports
-#: scipy.linalg to look for BLAS (~0.3 CPU s; dedup's kernels use no linear algebra). Together that
-#: is over a third of a small job's cost. For these commands their import raises ImportError, which
-#: both libraries handle as "not installed".
+#: Packages a command never uses but that its libraries import when installed (see
+#: dcurate.runner.imports): together over a third of a small job's cost.
 _UNUSED_PACKAGES = {"dedup": ("pandas", "scipy")}
-
-
-class _Absent:
-    """A meta-path finder and loader under which importing ``packages`` raises ImportError
-    (lookups such as ``importlib.util.find_spec`` still succeed)."""
-
-    def __init__(self, packages: tuple[str, ...]):
-        self.packages = packages
-
-    def find_spec(self, name: str, path=None, target=None):
-        if name.split(".", 1)[0] in self.packages:
-            from importlib.machinery import ModuleSpec
-
-            return ModuleSpec(name, self)  # type: ignore[arg-type]  # a Loader by protocol
-        return None
-
-    def create_module(self, spec):
-        raise ImportError(f"{spec.name} is not used by this command")
-
-    def exec_module(self, module) -> None:  # pragma: no cover - create_module raises first
-        raise ImportError(module.__name__)
 
 
 def main() -> None:
     unused = _UNUSED_PACKAGES.get(sys.argv[1] if len(sys.argv) > 1 else "", ())
-    if unused and not any(p in sys.modules for p in unused) and os.environ.get("DCURATE_ALL_IMPORTS") is None:
-        sys.meta_path.insert(0, _Absent(unused))  # type: ignore[arg-type]
+    if unused:
+        from dcurate.runner.imports import hide
+
+        hide(unused)
     if _wants_pool(sys.argv) and os.environ.get("DCURATE_NO_PRESTART") is None:
         from dcurate.runner.executor import prestart_fork_server
 

@@ -34,6 +34,7 @@ __all__ = [
     "flush_candidates",
     "group_task",
     "similarity_task",
+    "warm_kernels",
 ]
 
 # Bucket groups of at most this many documents give every pair as a candidate; larger ones a
@@ -138,3 +139,23 @@ def similarity_task(task) -> np.ndarray:
     proto = next(c for c in index.chunks if c.has("sigs.npy")).load("sigs.npy")
     sigs = index.gather_rows(docs, "sigs", proto.dtype, proto.shape[1])
     return (sigs[ia] == sigs[ib]).mean(axis=1)
+
+
+def warm_kernels() -> None:
+    """Load the MinHash and graph kernels (numba cache, lookup tables), so that processes forked
+    afterwards (the pool's workers) start with numba's compiler ready; tiny batches would take
+    :mod:`dcurate.stages.dedup.small`'s numpy path, so its limits are off meanwhile."""
+    from dcurate.stages.dedup import minhash as mh
+    from dcurate.stages.dedup import small
+
+    limits = small.SMALL_TEXT_BYTES, small.SMALL_HASHES, small.SMALL_DOCS
+    small.SMALL_TEXT_BYTES = small.SMALL_HASHES = small.SMALL_DOCS = -1
+    try:
+        off, h = mh.shingle_hashes(["warm up the shingle kernel with a few words", "é 東京"])
+        for scheme in ("affine32", "legacy"):
+            mh.band_keys(mh.signatures(off, h, 128, 1, scheme), 13, 7)
+        graph.candidate_edges(np.array([1, 1], np.uint64), np.array([0, 1], np.uint64))
+        graph.components(2, np.array([0]), np.array([1]))
+        graph.set_jaccard(off, h, np.array([0]), np.array([1]))
+    finally:
+        small.SMALL_TEXT_BYTES, small.SMALL_HASHES, small.SMALL_DOCS = limits

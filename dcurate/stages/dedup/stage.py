@@ -788,8 +788,5 @@ def _lines_frame(texts) -> pl.DataFrame:
 
 
 def warmup() -> None:
-    """Load the MinHash kernels (numba cache, lookup tables) once in the pool's fork server."""
-    mh = _minhash()
-    off, h = mh.shingle_hashes(["warm up the shingle kernel with a few words", "é 東京"])
-    for scheme in ("affine32", "legacy"):
-        mh.band_keys(mh.signatures(off, h, 128, 1, scheme), 13, 7)
+    """Load the MinHash kernels once in the pool's fork server (see candidates.warm_kernels)."""
+    candidates.warm_kernels()
