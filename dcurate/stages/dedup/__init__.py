@@ -1,2 +1,3 @@
-"""dedup: the stage (stage) and its kernels: MinHash signatures and shingles (minhash), the band and
-signature store (store), candidate-pair clustering (graph)."""
+"""dedup: the stage (stage) and its kernels: MinHash signatures and shingles (minhash; small batches
+without numba in small), the band and signature store (store), the second scan's candidate documents
+and the reduce tasks (candidates), candidate-pair clustering (graph)."""

@@ -17,8 +17,11 @@ collision of the 64-bit shingle hashes themselves is rare.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import xxhash
 
 from dcurate.stages.dedup import graph, store
@@ -28,8 +31,10 @@ __all__ = [
     "set_digests",
     "representatives",
     "write_candidate_lists",
+    "flush_candidates",
     "group_task",
     "similarity_task",
+    "warm_kernels",
 ]
 
 # Bucket groups of at most this many documents give every pair as a candidate; larger ones a
@@ -39,7 +44,7 @@ MAX_ALL_PAIRS = 16
 
 def set_digests(offsets: np.ndarray, hashes: np.ndarray) -> np.ndarray:
     """``uint64[n, 2]``: xxh3-128 of each document's sorted shingle hashes (its bytes)."""
-    raw = memoryview(np.ascontiguousarray(hashes, dtype=np.uint64).view(np.uint8))
+    raw = np.ascontiguousarray(hashes, dtype=np.uint64).view(np.uint8).data
     o = (np.asarray(offsets, dtype=np.int64) * 8).tolist()
     digest = xxhash.xxh3_128_digest
     joined = b"".join([digest(raw[a:b]) for a, b in zip(o[:-1], o[1:], strict=True)])
@@ -75,6 +80,22 @@ def write_candidate_lists(folder: Path, nodes: np.ndarray, is_rep: np.ndarray) -
         np.savez(path, rows=store.ref_row(nodes[s:e]), rep=is_rep[s:e])
         out[key] = str(path)
     return out
+
+
+def flush_candidates(buf: list[dict[str, Any]], folder: Path) -> dict:
+    """Write the second scan's buffered candidate data as one sparse chunk (its JSON form)."""
+    docs: dict[str, np.ndarray] = {}
+    if "lens" in buf[0]:
+        lens = np.concatenate([b["lens"] for b in buf])
+        soff = np.zeros(len(lens) + 1, dtype=np.int64)
+        np.cumsum(lens, out=soff[1:])
+        docs["soff"], docs["shingles"] = soff, np.concatenate([b["shingles"] for b in buf])
+    for name in ("sigs", "value"):
+        if name in buf[0]:
+            docs[name] = np.concatenate([b[name] for b in buf], axis=0)
+    ids = pa.concat_arrays([pc.cast(b["ids"], pa.string()) for b in buf])
+    refs = np.concatenate([b["refs"] for b in buf])
+    return store.write_sparse_chunk(folder, refs, docs, ids).to_json()
 
 
 # -- reduce tasks (top-level functions: they run in worker processes) ------------------------------
@@ -118,3 +139,23 @@ def similarity_task(task) -> np.ndarray:
     proto = next(c for c in index.chunks if c.has("sigs.npy")).load("sigs.npy")
     sigs = index.gather_rows(docs, "sigs", proto.dtype, proto.shape[1])
     return (sigs[ia] == sigs[ib]).mean(axis=1)
+
+
+def warm_kernels() -> None:
+    """Load the MinHash and graph kernels (numba cache, lookup tables), so that processes forked
+    afterwards (the pool's workers) start with numba's compiler ready; tiny batches would take
+    :mod:`dcurate.stages.dedup.small`'s numpy path, so its limits are off meanwhile."""
+    from dcurate.stages.dedup import minhash as mh
+    from dcurate.stages.dedup import small
+
+    limits = small.SMALL_TEXT_BYTES, small.SMALL_HASHES, small.SMALL_DOCS
+    small.SMALL_TEXT_BYTES = small.SMALL_HASHES = small.SMALL_DOCS = -1
+    try:
+        off, h = mh.shingle_hashes(["warm up the shingle kernel with a few words", "é 東京"])
+        for scheme in ("affine32", "legacy"):
+            mh.band_keys(mh.signatures(off, h, 128, 1, scheme), 13, 7)
+        graph.candidate_edges(np.array([1, 1], np.uint64), np.array([0, 1], np.uint64))
+        graph.components(2, np.array([0]), np.array([1]))
+        graph.set_jaccard(off, h, np.array([0]), np.array([1]))
+    finally:
+        small.SMALL_TEXT_BYTES, small.SMALL_HASHES, small.SMALL_DOCS = limits

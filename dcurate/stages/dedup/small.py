@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from typing import Any
 
 import numpy as np
 import xxhash
@@ -107,17 +108,18 @@ def signatures(
     n, k = len(offsets) - 1, len(a)
     h = np.asarray(hashes).astype(np.uint64)
     a64, b64 = a.astype(np.uint64)[None, :], b.astype(np.uint64)[None, :]
+    dtype: np.dtype[Any]
     if scheme == "affine64":
         v = _fmix64(h)[:, None] * a64 + b64
-        dtype, top = np.uint64, np.uint64(0xFFFFFFFFFFFFFFFF)
+        dtype, top = np.dtype(np.uint64), np.uint64(0xFFFFFFFFFFFFFFFF)
     elif scheme == "affine32":
         v = (_fmix32(h & _M32)[:, None] * a64 + b64) & _M32
-        dtype, top = np.uint32, _M32
+        dtype, top = np.dtype(np.uint32), _M32
     else:  # legacy: (a x + b) mod (2**61 - 1), 32 low bits
         v = (h & _M32)[:, None] * a64 + b64
         v = (v & _PRIME61) + (v >> np.uint64(61))
         v = np.where(v >= _PRIME61, v - _PRIME61, v) & _M32
-        dtype, top = np.uint64, _M32
+        dtype, top = np.dtype(np.uint64), _M32
     out = np.full((n, k), top, dtype=np.uint64)
     for d in range(n):
         lo, hi = int(offsets[d]), int(offsets[d + 1])

@@ -53,6 +53,9 @@ MAX_ALL_PAIRS = candidates.MAX_ALL_PAIRS
 # Reduce sizing: keys per grouping task, pairs per verification task.
 KEYS_PER_TASK = 8_000_000
 PAIRS_PER_TASK = 200_000
+# The second MinHash reduce verifies the candidate pairs (memory-mapped from the work folder) this
+# many at a time and keeps only the verified ones in memory.
+VERIFY_SLICE = 16_000_000
 
 
 MINHASH_ONLY = {"method": ["minhash"]}  # keys that do nothing for exact/paragraphs (refused there)
@@ -304,25 +307,11 @@ class Dedup(Stage):
             size += int(lens.sum())
             buf.append(part)
             if size >= FLUSH_SHINGLES or sum(len(b["refs"]) for b in buf) >= FLUSH_DOCS:
-                out.append(self._flush_candidates(buf, folder / f"c{len(out):05d}"))
+                out.append(candidates.flush_candidates(buf, folder / f"c{len(out):05d}"))
                 buf, size = [], 0
         if buf:
-            out.append(self._flush_candidates(buf, folder / f"c{len(out):05d}"))
+            out.append(candidates.flush_candidates(buf, folder / f"c{len(out):05d}"))
         return out
-
-    def _flush_candidates(self, buf: list[dict[str, Any]], folder: Path) -> dict:
-        docs: dict[str, np.ndarray] = {}
-        if "lens" in buf[0]:
-            lens = np.concatenate([b["lens"] for b in buf])
-            soff = np.zeros(len(lens) + 1, dtype=np.int64)
-            np.cumsum(lens, out=soff[1:])
-            docs["soff"], docs["shingles"] = soff, np.concatenate([b["shingles"] for b in buf])
-        for name in ("sigs", "value"):
-            if name in buf[0]:
-                docs[name] = np.concatenate([b[name] for b in buf], axis=0)
-        ids = pa.concat_arrays([pc.cast(b["ids"], pa.string()) for b in buf])
-        refs = np.concatenate([b["refs"] for b in buf])
-        return store.write_sparse_chunk(folder, refs, docs, ids).to_json()
 
     def _scan_into(
         self, batches, folder: Path, index: int, piece: int, flag: bool, where: str, full: bool = True
@@ -499,7 +488,9 @@ class Dedup(Stage):
         corpus = nodes[(nodes & store.REF_FLAG) == 0]
         rep = candidates.representatives(corpus, index.gather_rows(corpus, "digest", np.uint64, 2))
         work = self.ctx.workdir
-        np.savez(work / "pairs.npz", u=u, v=v, nodes=corpus, rep=rep)
+        np.save(work / "pairs_u.npy", u)
+        np.save(work / "pairs_v.npy", v)
+        np.savez(work / "pairs.npz", nodes=corpus, rep=rep)
         files = candidates.write_candidate_lists(work / "candidates", corpus, rep == corpus)
         return {"cand": files, "pairs": str(work / "pairs.npz"), "stats": stats}
 
@@ -516,17 +507,25 @@ class Dedup(Stage):
         """Second MinHash reduce: verify the pairs on the candidates' stored data, then cluster."""
         p = self.params
         with np.load(plan["pairs"]) as z:
-            u, v = z["u"], z["v"]
             self._reps = (z["nodes"], z["rep"])
+        work = Path(plan["pairs"]).parent
+        u_all = np.load(work / "pairs_u.npy", mmap_mode="r")
+        v_all = np.load(work / "pairs_v.npy", mmap_mode="r")
         stats = dict(plan["stats"])
         index = store.ChunkIndex(chunks)
         if p.verify != "none":
-            jac = self._pair_similarity(index, u, v)
-            ok = jac >= p.threshold
-            stats["verified_pairs"] = int(ok.sum())
-            stats["false_positives"] = int((~ok).sum())
-            u, v, jac = u[ok], v[ok], jac[ok]
+            kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+            for a in range(0, len(u_all), VERIFY_SLICE):
+                u, v = np.array(u_all[a : a + VERIFY_SLICE]), np.array(v_all[a : a + VERIFY_SLICE])
+                jac = self._pair_similarity(index, u, v)
+                ok = jac >= p.threshold
+                kept.append((u[ok], v[ok], jac[ok]))
+            u, v, jac = (np.concatenate([k[i] for k in kept]) if kept else np.zeros(0) for i in range(3))
+            u, v = u.astype(np.uint64), v.astype(np.uint64)
+            stats["verified_pairs"] = len(u)
+            stats["false_positives"] = len(u_all) - len(u)
         else:
+            u, v = np.array(u_all), np.array(v_all)
             jac = np.full(len(u), np.nan)
         b, r = self.bands_rows
         stats.update(bands=b, rows=r, num_perm=p.num_perm)
@@ -799,7 +798,7 @@ class Dedup(Stage):
         work = self.ctx.workdir
         for name in ("scan", "cand", "candidates", "ref"):
             shutil.rmtree(work / name, ignore_errors=True)
-        for name in ("pairs.npz", "ref.json"):
+        for name in ("pairs.npz", "pairs_u.npy", "pairs_v.npy", "ref.json"):
             (work / name).unlink(missing_ok=True)
 
 
@@ -828,8 +827,5 @@ def _lines_frame(texts) -> pl.DataFrame:
 
 
 def warmup() -> None:
-    """Load the MinHash kernels (numba cache, lookup tables) once in the pool's fork server."""
-    mh = _minhash()
-    off, h = mh.shingle_hashes(["warm up the shingle kernel with a few words", "é 東京"])
-    for scheme in ("affine32", "legacy"):
-        mh.band_keys(mh.signatures(off, h, 128, 1, scheme), 13, 7)
+    """Load the MinHash kernels once in the pool's fork server (see candidates.warm_kernels)."""
+    candidates.warm_kernels()
