@@ -53,7 +53,8 @@ from dcurate.io import (
     plan_pieces,
     spool_stdin,
 )
-from dcurate.runner.executor import LocalExecutor, make_executor
+from dcurate.runner.executor import make_executor
+from dcurate.runner.executor_api import Executor
 
 log = logging.getLogger("dcurate")
 
@@ -417,7 +418,7 @@ class Runner:
         else:
             self.out_dir = Path(self.output)
         self.workdir = Path(opts.workdir) if opts.workdir else self.out_dir / "_dcurate"
-        self.executor: LocalExecutor | None = None
+        self.executor: Executor | None = None
         self.stats: dict[int, StageStats] = {}
         self.extra: dict[int, dict] = {}
         self.bad_records = 0
@@ -577,7 +578,7 @@ class Runner:
         self._write_manifest(plan)
         stages = {s.index: s.build() for s in plan.stages}
         preload = sorted({m for st in stages.values() for m in st.preload_modules()})
-        self.executor = make_executor(opts.executor, self.workers, preload)
+        self.executor = make_executor(opts.executor, self.workers, preload, opts.ray_address, opts.storage_options)
         self.executor.start()  # in the background, while stages prepare
         for s in plan.stages:
             s.ctx.mapper = self.executor.map

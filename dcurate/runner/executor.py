@@ -1,6 +1,7 @@
-"""Executors run task functions over lists of tasks: in the driver, in a local process pool, or on
-Ray. Tasks are plain picklable (function, argument) pairs, so every executor runs the same code;
-results never depend on which executor or how many workers ran them."""
+"""Executors run task functions over lists of tasks: in the driver and a local process pool (here),
+or on Ray (:mod:`dcurate.runner.ray_executor`). Both implement
+:class:`dcurate.runner.executor_api.Executor`; tasks are plain picklable (function, argument) pairs,
+so every executor runs the same code and results never depend on which one ran them."""
 
 from __future__ import annotations
 
@@ -12,18 +13,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+from dcurate.runner.executor_api import Executor
+
 
 def _init_worker() -> None:
     import pyarrow as pa
 
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
-
-
-def _call(arg: tuple[int, Callable, Any]) -> tuple[int, Any]:
-    """Ray's task body: run one task and tag its result with its index."""
-    i, fn, x = arg
-    return i, fn(x)
 
 
 def prestart_fork_server(modules: list[str]) -> None:
@@ -47,7 +44,7 @@ def prestart_fork_server(modules: list[str]) -> None:
 PREFETCH = 2
 
 
-class LocalExecutor:
+class LocalExecutor(Executor):
     """A process pool over tasks: ``workers - 1`` pool processes plus the driver (``workers=1``
     runs everything in the driver, no pool).
 
@@ -160,12 +157,6 @@ class LocalExecutor:
             for fut in futures:
                 fut.cancel()
 
-    def map(self, fn: Callable, items: list) -> list:
-        out: list[Any] = [None] * len(items)
-        for i, r in self.imap_unordered(fn, items):
-            out[i] = r
-        return out
-
     def close(self) -> None:
         if self._starter is not None:
             self._starter.join()
@@ -189,50 +180,13 @@ class LocalExecutor:
             self._pool = None
 
 
-class RayExecutor(LocalExecutor):
-    """Runs tasks as Ray tasks (``executor: ray``); connects to ``RAY_ADDRESS`` or starts a local
-    instance. Work files must live on storage every node can read (a shared file system)."""
+def make_executor(
+    kind: str, workers: int, preload: list[str] | None = None, ray_address: str | None = None,
+    storage_options: dict | None = None,
+) -> Executor:
+    """The executor of a run: ``local`` (the default, a process pool) or ``ray``."""
+    if kind == "ray":
+        from dcurate.runner.ray_executor import RayExecutor
 
-    def __init__(self, workers: int, preload: list[str] | None = None):
-        super().__init__(workers)
-        try:
-            import ray
-        except ImportError:
-            from dcurate.core.errors import RecipeError
-
-            raise RecipeError("executor 'ray' needs the ray extra: pip install 'dcurate[ray]'") from None
-        self._ray = ray
-        if not ray.is_initialized():
-            address = os.environ.get("RAY_ADDRESS")
-            if address:
-                ray.init(address=address, log_to_driver=False)
-            else:
-                # A local instance: its workers see the driver's import path (stages defined in
-                # the user's own modules included).
-                import sys
-
-                path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
-                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                         runtime_env={"env_vars": {"PYTHONPATH": path}})
-        self._remote = ray.remote(_call)
-
-    def imap_unordered(self, fn: Callable, items: list) -> Iterator[tuple[int, Any]]:
-        ray = self._ray
-        pending = [self._remote.remote((i, fn, x)) for i, x in enumerate(items)]
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            for ref in done:
-                yield ray.get(ref)
-
-    def start(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def terminate(self) -> None:
-        pass
-
-
-def make_executor(kind: str, workers: int, preload: list[str] | None = None) -> LocalExecutor:
-    return RayExecutor(workers) if kind == "ray" else LocalExecutor(workers, preload)
+        return RayExecutor(workers, address=ray_address, storage_options=storage_options)
+    return LocalExecutor(workers, preload)
