@@ -107,3 +107,23 @@ def test_ray_first_failure_raises_its_error_and_cancels_the_rest(ray_ex, tmp_pat
     assert len(list(tmp_path.glob("*.done"))) <= ray_ex.max_in_flight
     # The executor stays usable after a failure.
     assert ray_ex.map(_square, [3]) == [9]
+
+
+def _slow(arg):
+    i, folder = arg
+    time.sleep(0.5)
+    open(os.path.join(folder, f"{i}.done"), "w").close()
+    return i
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_interrupt_cancels_pending(ray_ex, tmp_path):
+    items = [(i, str(tmp_path)) for i in range(40)]
+    it = ray_ex.imap_unordered(_slow, items)
+    with pytest.raises(KeyboardInterrupt):
+        for _ in it:
+            raise KeyboardInterrupt  # Ctrl-C in the driver: the generator is closed, pending tasks cancelled
+    it.close()
+    assert ray_ex._pending == {}
+    assert len(list(tmp_path.glob("*.done"))) <= ray_ex.max_in_flight + 1

@@ -698,9 +698,10 @@ class Runner:
                 tasks = [ScanTask(spec, plan.stages, s, r, plan_path, m) for s, m in zip(sources, markers, strict=True)]
                 results = self._execute(run_scan_task, tasks, f"{spec.name} scan {r + 1}/{stage.rounds}", markers)
             partials = [(_shard_info(p), res.partial) for p, res in zip(plan.pieces, results, strict=True)]
-            for res in results:
-                for i, st in res.stats.items():
-                    self.stats.setdefault(i, StageStats()).seconds += st.seconds
+            if not (r == 0 and gi in plan.fused):  # a fused scan's pass already counted its seconds
+                for res in results:
+                    for i, st in res.stats.items():
+                        self.stats.setdefault(i, StageStats()).seconds += st.seconds
             t0 = time.perf_counter()
             spec.ctx.mapper = self.executor.map
             stage.ctx = spec.ctx
