@@ -17,8 +17,10 @@ Recipe: filter (default preset) -> dedup (0.8) -> quality (fastText trained here
 script records per stage the documents in, the stage's task seconds (CPU-bound, so one task second
 is one core second) and docs/s per core, and for the run: wall seconds, CPU seconds (user+sys of
 the run's process tree), peak RSS of the driver process and of the largest worker process, and the
-peak bytes of the work folder per input document (all polled every 0.5 s while the run lasts:
-intermediates are removed at the end). The driver also runs tasks itself (workers - 1 pool
+peak bytes of the work folder per input document, and the bytes the run's processes read and
+wrote through system calls (psutil ``read_chars``/``write_chars``: what would cross the network
+with the work folder on remote storage), all polled every 0.5 s while the run lasts (intermediates
+are removed at the end, and a process's last half second is not seen: lower bounds). The driver also runs tasks itself (workers - 1 pool
 processes + the driver), so its RSS includes a task's.
 """
 
@@ -154,6 +156,7 @@ def run_one(rec: str, out: Path, workdir: Path) -> dict:
     shutil.rmtree(workdir, ignore_errors=True)
     peak = {"bytes": 0, "driver": 0, "worker": 0}
     cpu: dict[int, float] = {}
+    io_rw: dict[int, tuple[int, int]] = {}
     stop = threading.Event()
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "dcurate", "run", rec], stdout=subprocess.PIPE,
@@ -174,9 +177,11 @@ def run_one(rec: str, out: Path, workdir: Path) -> dict:
                 try:
                     rss = p.memory_info().rss
                     t = p.cpu_times()
+                    io = p.io_counters()
                 except psutil.NoSuchProcess:
                     continue
                 cpu[p.pid] = t.user + t.system
+                io_rw[p.pid] = (io.read_chars, io.write_chars)
                 key = "driver" if p.pid == proc.pid else "worker"
                 peak[key] = max(peak[key], rss)
 
@@ -195,7 +200,8 @@ def run_one(rec: str, out: Path, workdir: Path) -> dict:
     else:
         sys.exit(f"no run summary under {out}")
     return {"summary": summary, "wall_s": wall, "cpu_s": sum(cpu.values()), "work_peak_bytes": peak["bytes"],
-            "rss_driver": peak["driver"], "rss_worker": peak["worker"]}
+            "rss_driver": peak["driver"], "rss_worker": peak["worker"],
+            "read_bytes": sum(r for r, _ in io_rw.values()), "written_bytes": sum(w for _, w in io_rw.values())}
 
 
 def main() -> None:
@@ -223,6 +229,7 @@ def main() -> None:
             "cpu_s": round(r["cpu_s"], 1), "workers": s["workers"], "docs_out": s["docs_out"],
             "rss_driver_mb": round(r["rss_driver"] / 1e6, 1), "rss_worker_mb": round(r["rss_worker"] / 1e6, 1),
             "work_peak_bytes": r["work_peak_bytes"], "work_bytes_per_doc": round(r["work_peak_bytes"] / n, 1),
+            "read_bytes_per_doc": round(r["read_bytes"] / n, 1), "written_bytes_per_doc": round(r["written_bytes"] / n, 1),
             "stages": [
                 {"stage": st["stage"], "docs_in": st["docs_in"], "docs_out": st["docs_out"],
                  "cpu_s": st["seconds"],
@@ -238,12 +245,13 @@ def main() -> None:
         shutil.rmtree(wd, ignore_errors=True)
     print()
     print("| scale | docs | wall s | CPU s | " + " | ".join(f"{st['stage']} docs/s/core" for st in rows[0]["stages"])
-          + " | driver RSS MB | worker RSS MB | work bytes/doc |")
-    print("|" + "---:|" * (8 + len(rows[0]["stages"])))
+          + " | driver RSS MB | worker RSS MB | work bytes/doc | read bytes/doc | written bytes/doc |")
+    print("|" + "---:|" * (9 + len(rows[0]["stages"])))
     for r in rows:
         print(f"| {r['scale']}x | {r['docs']:,} | {r['wall_s']} | {r['cpu_s']} | "
               + " | ".join(f"{st['docs_per_s_core']:,}" if st["docs_per_s_core"] else "-" for st in r["stages"])
-              + f" | {r['rss_driver_mb']} | {r['rss_worker_mb']} | {r['work_bytes_per_doc']:,} |")
+              + f" | {r['rss_driver_mb']} | {r['rss_worker_mb']} | {r['work_bytes_per_doc']:,} "
+              f"| {r['read_bytes_per_doc']:,} | {r['written_bytes_per_doc']:,} |")
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))
 
