@@ -159,7 +159,7 @@ def run_one(rec: str, out: Path, workdir: Path) -> dict:
     io_rw: dict[int, tuple[int, int]] = {}
     stop = threading.Event()
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "dcurate", "run", rec], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "dcurate", "-v", "run", rec], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=_cpu_clock_env(workdir.parent))
 
     def poll() -> None:
@@ -199,7 +199,10 @@ def run_one(rec: str, out: Path, workdir: Path) -> dict:
             break
     else:
         sys.exit(f"no run summary under {out}")
-    return {"summary": summary, "wall_s": wall, "cpu_s": sum(cpu.values()), "work_peak_bytes": peak["bytes"],
+    reduce_s: dict[str, float] = {}
+    for name, sec in re.findall(r"dcurate: (\S+) reduce \d+/\d+ in ([0-9.]+) s", err):
+        reduce_s[name] = reduce_s.get(name, 0.0) + float(sec)
+    return {"summary": summary, "reduce_s": reduce_s, "wall_s": wall, "cpu_s": sum(cpu.values()), "work_peak_bytes": peak["bytes"],
             "rss_driver": peak["driver"], "rss_worker": peak["worker"],
             "read_bytes": sum(r for r, _ in io_rw.values()), "written_bytes": sum(w for _, w in io_rw.values())}
 
@@ -232,7 +235,7 @@ def main() -> None:
             "read_bytes_per_doc": round(r["read_bytes"] / n, 1), "written_bytes_per_doc": round(r["written_bytes"] / n, 1),
             "stages": [
                 {"stage": st["stage"], "docs_in": st["docs_in"], "docs_out": st["docs_out"],
-                 "cpu_s": st["seconds"],
+                 "cpu_s": st["seconds"], "driver_reduce_cpu_s": round(r["reduce_s"].get(st["stage"], 0.0), 3),
                  "docs_per_s_core": round(st["docs_in"] / st["seconds"]) if st["seconds"] else None}
                 for st in s["stages"]
             ],

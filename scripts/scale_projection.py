@@ -1,0 +1,115 @@
+"""Project the scale benchmark to 1e8, 1e9 and 1e10 documents on 1, 16 and 128 nodes.
+
+    python scripts/bench_scale.py --json scale.json        # measure (1x, 4x, 16x)
+    python scripts/scale_projection.py scale.json          # print the projection table (Markdown)
+
+The model (every input below is measured by bench_scale.py, every assumption is a flag):
+
+* Documents flow through the stages with the measured survival ratios (docs in per stage / corpus).
+* A stage's parallel work (scan and apply tasks) costs its measured CPU seconds per document
+  minus its driver reduce seconds, spread over ``nodes x cores`` workers at ``--efficiency``.
+* A stage's reduce runs in the driver, serially, at its measured seconds per document.
+* Reading and writing shards (CPU not attributed to a stage: the run's CPU minus the stages') is
+  parallel work too, per input document.
+* Bytes moved (read + written by the run's processes) cross each node's link to storage at
+  ``--node-gbps``; the run takes the longer of compute and transfer (tasks stream both), plus the
+  serial reduces.
+* Memory: a worker's is flat (pieces are capped at ``split_size``, 256 MB by default); the
+  driver's grows by the measured slope between the smallest and largest scale (the plans: scores,
+  keys and cluster labels per document) over its measured base.
+* Intermediate bytes: the work folder's measured peak per document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _fmt_t(s: float) -> str:
+    if s < 60:
+        return f"{s:.0f} s"
+    if s < 3600:
+        return f"{s / 60:.0f} min"
+    if s < 86400 * 2:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} d"
+
+
+def _fmt_b(b: float) -> str:
+    for unit, k in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if b >= k:
+            return f"{b / k:.1f} {unit}"
+    return f"{b:.0f} B"
+
+
+def inputs(rows: list[dict]) -> dict:
+    big = max(rows, key=lambda r: r["docs"])
+    small = min(rows, key=lambda r: r["docs"])
+    d0 = big["docs"]
+    stages = []
+    for st in big["stages"]:
+        red = st.get("driver_reduce_cpu_s", 0.0)
+        n = max(1, st["docs_in"])
+        stages.append({"stage": st["stage"], "share": st["docs_in"] / d0,
+                       "par": max(0.0, st["cpu_s"] - red) / n, "ser": red / n})
+    io = max(0.0, big["cpu_s"] - sum(st["cpu_s"] for st in big["stages"])) / d0
+    slope = 0.0
+    if big["docs"] > small["docs"]:
+        slope = max(0.0, (big["rss_driver_mb"] - small["rss_driver_mb"]) * 1e6 / (big["docs"] - small["docs"]))
+    moved = (big.get("read_bytes_per_doc", 0.0) + big.get("written_bytes_per_doc", 0.0))
+    return {"docs": d0, "stages": stages, "io": io, "driver_base": big["rss_driver_mb"] * 1e6 - slope * d0,
+            "driver_slope": slope, "worker": max(r["rss_worker_mb"] for r in rows) * 1e6,
+            "work": big["work_bytes_per_doc"], "moved": moved}
+
+
+def project(m: dict, docs: float, nodes: int, cores: int, eff: float, gbps: float, node_mem: float) -> dict:
+    workers = nodes * cores * eff
+    t = {s["stage"]: docs * s["share"] * s["par"] / workers for s in m["stages"]}
+    serial = {s["stage"]: docs * s["share"] * s["ser"] for s in m["stages"]}
+    io = docs * m["io"] / workers
+    compute = sum(t.values()) + io
+    net = docs * m["moved"] / (nodes * gbps * 1e9 / 8)
+    total = max(compute, net) + sum(serial.values())
+    driver = m["driver_base"] + m["driver_slope"] * docs
+    causes = {"CPU of " + max(t, key=lambda k: t[k]) + " (tasks)": compute,
+              "network to storage": net, "driver reduces (serial)": sum(serial.values())}
+    first = max(causes, key=lambda k: causes[k])
+    if driver > node_mem:
+        first = f"driver memory ({_fmt_b(driver)} > {_fmt_b(node_mem)})"
+    return {"stage_s": {k: t[k] + serial[k] for k in t}, "io_s": io, "net_s": net, "total_s": total,
+            "serial_s": sum(serial.values()), "driver": driver, "first": first,
+            "work": docs * m["work"], "moved": docs * m["moved"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("results", help="JSON written by bench_scale.py --json")
+    ap.add_argument("--cores", type=int, default=64, help="Cores per node (one worker each).")
+    ap.add_argument("--efficiency", type=float, default=0.85, help="Parallel efficiency of the workers.")
+    ap.add_argument("--node-gbps", type=float, default=25.0, help="Each node's bandwidth to storage, Gbit/s.")
+    ap.add_argument("--node-mem-gb", type=float, default=512.0, help="Memory of the node running the driver.")
+    a = ap.parse_args()
+    m = inputs(json.load(open(a.results)))
+    names = [s["stage"] for s in m["stages"]]
+    print(f"Measured inputs ({m['docs']:,}-document run): "
+          + ", ".join(f"{s['stage']} {1 / s['par'] if s['par'] else 0:,.0f} docs/s/core on "
+                      f"{s['share']:.0%} of the docs + {s['ser'] * 1e9:,.0f} ns/doc serial" for s in m["stages"])
+          + f"; read/write {m['io'] * 1e6:,.0f} CPU us/doc; moved {m['moved']:,.0f} B/doc; work folder "
+          f"{m['work']:,.0f} B/doc; worker {m['worker'] / 1e6:,.0f} MB; driver {m['driver_base'] / 1e6:,.0f} MB "
+          f"+ {m['driver_slope']:,.0f} B/doc.")
+    print()
+    print("| docs | nodes | " + " | ".join(names) + " | read/write | transfer | total | worker mem | driver mem "
+          "| intermediate | moved | first bottleneck |")
+    print("|---|---:|" + "---:|" * (len(names) + 7) + "---|")
+    for docs, label in ((1e8, "1e8"), (1e9, "1e9"), (1e10, "1e10")):
+        for nodes in (1, 16, 128):
+            p = project(m, docs, nodes, a.cores, a.efficiency, a.node_gbps, a.node_mem_gb * 1e9)
+            print(f"| {label} | {nodes} | " + " | ".join(_fmt_t(p["stage_s"][n]) for n in names)
+                  + f" | {_fmt_t(p['io_s'])} | {_fmt_t(p['net_s'])} | {_fmt_t(p['total_s'])} "
+                  f"| {_fmt_b(m['worker'])} | {_fmt_b(p['driver'])} | {_fmt_b(p['work'])} | {_fmt_b(p['moved'])} "
+                  f"| {p['first']} |")
+
+
+if __name__ == "__main__":
+    main()
