@@ -8,7 +8,8 @@ The model (every input below is measured by bench_scale.py, every assumption is 
 * Documents flow through the stages with the measured survival ratios (docs in per stage / corpus).
 * A stage's parallel work (scan and apply tasks) costs its measured CPU seconds per document
   minus its driver reduce seconds, spread over ``nodes x cores`` workers at ``--efficiency``.
-* A stage's reduce runs in the driver, serially, at its measured seconds per document.
+* A stage's reduce runs in the driver, serially, at its measured seconds per document (from the
+  largest run whose ``-v`` log was recorded).
 * Reading and writing shards (CPU not attributed to a stage: the run's CPU minus the stages') is
   parallel work too, per input document.
 * Bytes moved (read + written by the run's processes) cross each node's link to storage at
@@ -47,12 +48,16 @@ def inputs(rows: list[dict]) -> dict:
     big = max(rows, key=lambda r: r["docs"])
     small = min(rows, key=lambda r: r["docs"])
     d0 = big["docs"]
+    # Driver reduce seconds per document: from the largest run that logged them.
+    logged = [r for r in rows if any("driver_reduce_cpu_s" in st for st in r["stages"])]
+    ref = {st["stage"]: st.get("driver_reduce_cpu_s", 0.0) / max(1, st["docs_in"])
+           for st in (max(logged, key=lambda r: r["docs"])["stages"] if logged else [])}
     stages = []
     for st in big["stages"]:
-        red = st.get("driver_reduce_cpu_s", 0.0)
         n = max(1, st["docs_in"])
+        ser = ref.get(st["stage"], 0.0)
         stages.append({"stage": st["stage"], "share": st["docs_in"] / d0,
-                       "par": max(0.0, st["cpu_s"] - red) / n, "ser": red / n})
+                       "par": max(0.0, st["cpu_s"] / n - ser), "ser": ser})
     io = max(0.0, big["cpu_s"] - sum(st["cpu_s"] for st in big["stages"])) / d0
     slope = 0.0
     if big["docs"] > small["docs"]:
