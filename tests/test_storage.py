@@ -158,3 +158,24 @@ def test_killed_writer_leaves_no_object(s3_env, tmp_path):
     time.sleep(0.1)
     assert S.list_files("s3://bkt/killed") == []
     assert not S.exists("s3://bkt/killed/part.bin")
+
+
+def test_expand_input_like_local_inputs(root):
+    for name in ("a.parquet", "sub/b.jsonl.zst", "_work/x.parquet", ".hidden.jsonl", "notes.txt", "stats.json"):
+        S.write_bytes(f"{root}/in/{name}", b"12345")
+    got = S.expand_input(f"{root}/in")
+    assert [(p, stem, n) for p, stem, n, _ in got] == [
+        (f"{root}/in/a.parquet", "a", 5), (f"{root}/in/sub/b.jsonl.zst", "sub/b", 5)]
+    assert all(t > 0 for *_, t in got)
+    assert [g[1] for g in S.expand_input(f"{root}/in/*.parquet")] == ["a"]
+    assert [g[1] for g in S.expand_input(f"{root}/in/sub/b.jsonl.zst")] == ["b"]
+    assert [g[1] for g in S.expand_input(f"{root}/in/notes.txt", "jsonl")] == ["notes"]
+    from dcurate.core.errors import InputError
+
+    with pytest.raises(InputError, match="no such file"):
+        S.expand_input(f"{root}/missing")
+    with pytest.raises(InputError, match="glob matches no file"):
+        S.expand_input(f"{root}/in/*.jsonl.gz")
+    S.write_bytes(f"{root}/empty/readme.txt", b"")
+    with pytest.raises(InputError, match="folder has no"):
+        S.expand_input(f"{root}/empty")

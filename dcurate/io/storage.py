@@ -6,6 +6,8 @@ function takes a path or URI; a *folder* URI means its key prefix plus ``/`` (``
 
 * reading: :func:`open_input` (random access, for Parquet footers and row groups), :func:`read_bytes`
 * metadata: :func:`exists`, :func:`size`, :func:`list_files` (a folder, recursively), :func:`glob`
+* inputs: :func:`expand_input` resolves one input item (an object, a folder prefix or a glob) into
+  data files with their output stems, sizes and mtimes, by the rules of local inputs
 * writing: :func:`publish` (atomic: the object or file appears complete or not at all),
   :func:`create_exclusive` (create only if absent: the output folder's lock), :func:`remove`,
   :func:`remove_tree`
@@ -51,7 +53,8 @@ from urllib.parse import urlparse
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from dcurate.core.errors import DcurateError
+from dcurate.core.errors import DcurateError, InputError
+from dcurate.io.formats import detect_format, is_data_file
 
 #: Keys of ``storage_options`` (anything else is an error, so typos do not pass silently).
 OPTION_KEYS = ("endpoint_url", "region", "access_key", "secret_key", "session_token", "part_size")
@@ -397,3 +400,50 @@ def create_exclusive(path: str, data: bytes, storage_options: dict[str, Any] | N
             return False
         raise StorageError(f"{path}: {code or status}: {e}") from None
     return True
+
+
+# .. input expansion ...............................................................................
+
+def expand_input(
+    item: str, input_format: str | None = None, storage_options: dict[str, Any] | None = None
+) -> list[tuple[str, str, int, float]]:
+    """One input item (file, folder or glob; a URI or a local path) as ``(path, stem, size, mtime)``
+    for each data file, sorted, with the rules of local inputs: a folder is listed recursively,
+    skipping names that start with '_' or '.', and keeps the data-file extensions (any file with
+    ``input_format``); a glob keeps what it matches; the stem is the output name (relative to the
+    folder, without extension). Raises a one-line error when nothing matches."""
+    fs, p = filesystem(item, storage_options)
+    with _errors(item):
+        info = fs.get_file_info(p)
+    out: list[tuple[str, str, int, float]] = []
+
+    def add(path: str, rel: str, fi: pafs.FileInfo) -> None:
+        _, stem = detect_format(rel, input_format)
+        if "/" in rel:
+            stem = rel.rsplit("/", 1)[0] + "/" + stem
+        mtime = fi.mtime.timestamp() if fi.mtime is not None else 0.0
+        out.append((path, stem, int(fi.size), mtime))
+
+    if re.search(r"[*?\[]", item):
+        for f in glob(item, storage_options):
+            fi = _info(f, storage_options)
+            add(f, f.rsplit("/", 1)[-1], fi)
+        if not out:
+            raise InputError(f"{item}: the glob matches no file")
+    elif info.type == pafs.FileType.File:
+        add(item, item.rsplit("/", 1)[-1], info)
+    elif info.type == pafs.FileType.Directory:
+        with _errors(item):
+            infos = fs.get_file_info(pafs.FileSelector(p, recursive=True))
+        base = item.rstrip("/")
+        for fi in sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path):
+            rel = fi.path[len(p.rstrip("/")) + 1:]
+            if any(part.startswith((".", "_")) for part in rel.split("/")):
+                continue
+            if is_data_file(rel.rsplit("/", 1)[-1]) or input_format:
+                add(f"{base}/{rel}", rel, fi)
+        if not out:
+            raise InputError(f"{item}: folder has no .parquet/.jsonl/.jsonl.gz/.jsonl.zst files")
+    else:
+        raise InputError(f"{item}: no such file, object or folder")
+    return out
