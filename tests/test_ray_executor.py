@@ -34,6 +34,19 @@ def test_task_env_carries_aws_and_storage_options(monkeypatch):
     assert "DCURATE_STORAGE_OPTIONS" not in rx.task_env(None)
 
 
+def test_recipe_keys_ray_address_and_storage_options():
+    from dcurate.core.errors import RecipeError
+    from dcurate.runner.recipe import from_dict
+
+    opts = {"endpoint_url": "http://127.0.0.1:9000", "part_size": 8388608}
+    r = from_dict({"input": "in", "output": "out", "executor": "ray", "ray_address": "10.0.0.1:6379",
+                   "storage_options": opts})
+    assert r.options.ray_address == "10.0.0.1:6379"
+    assert r.options.storage_options == opts  # values kept as given, not coerced to numbers
+    with pytest.raises(RecipeError, match="storage_options"):
+        from_dict({"input": "in", "output": "out", "storage_options": "endpoint_url=x"})
+
+
 def test_local_executor_implements_the_interface():
     ex = make_executor("local", 1)
     assert isinstance(ex, LocalExecutor) and isinstance(ex, Executor)
