@@ -121,7 +121,10 @@ class RayExecutor(Executor):
                     pending[self._remote.remote(fn_ref, items[nxt])] = nxt
                     nxt += 1
                 self.peak_in_flight = max(self.peak_in_flight, len(pending))
-                done, _ = ray.wait(list(pending), num_returns=1, timeout=_POLL_S)
+                done, rest = ray.wait(list(pending), num_returns=1, timeout=_POLL_S)
+                if done and rest:  # take every other finished task too: one wait per batch, not per task
+                    more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                    done += more
                 for ref in done:
                     i = pending.pop(ref)
                     yield i, self._result(ref)
