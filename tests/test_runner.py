@@ -237,3 +237,14 @@ def test_stage_table_written_to_stdout_and_read_from_stdin(corpus, tmp_path):
     out = [json.loads(line) for line in res.stdout.splitlines()]
     assert [r["id"] for r in out] == [json.loads(line)["id"] for line in src.splitlines()]
     assert pa.Table.from_pylist(out).num_rows == 40
+
+
+def test_stage_seconds_are_counted_once(corpus, tmp_path):
+    """A map stage fused with a global stage's scan is timed once: in one process the stages'
+    seconds (disjoint intervals) cannot add up to more than the run took."""
+    stages = [(ToyLen, LenParams(sleep=0.2)), (ToyTopK, TopParams(k=5)), (ToyLen, LenParams())]
+    t0 = time.perf_counter()
+    s = run(str(corpus), str(tmp_path / "out"), stages, RunOptions(workers=1, progress=False))
+    elapsed = time.perf_counter() - t0
+    assert s["stages"][0]["seconds"] >= 0.2
+    assert sum(st["seconds"] for st in s["stages"]) <= elapsed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from dcurate.core.params import param
 
@@ -39,6 +40,13 @@ class RunOptions:
         False, "Run even though OUT holds data files dcurate did not write (they are left untouched).",
     )
     executor: str = param("local", "Where tasks run: a local process pool, or a Ray cluster.", choices=["local", "ray"])
+    ray_address: str | None = param(
+        None, "Ray cluster to run on with --executor ray (default: $RAY_ADDRESS; unset or empty = a private local instance).",
+    )
+    storage_options: dict[str, Any] = param(
+        {}, "Object-store settings (endpoint_url, region, key, secret, ...) on top of the AWS_* variables; they reach Ray tasks too.",
+        cli=False,
+    )
     split_size: int = param(
         256 * 1024 * 1024,
         "Cut plain JSONL files and Parquet files larger than this many bytes into pieces processed in parallel (0 = never).",

@@ -72,6 +72,8 @@ def field_types(cls: type) -> dict[str, tuple[Any, bool]]:
 
 
 def type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is dict and typing.get_args(tp)[1:] == (Any,):
+        return "mapping"
     if tp is dict or typing.get_origin(tp) is dict:
         return "mapping name=number"
     if tp is list or typing.get_origin(tp) is list:
@@ -125,6 +127,10 @@ def coerce(value: Any, tp: Any, optional: bool, where: str) -> Any:
                         items.append(str(v))
                 return items
             raise ValueError
+        if origin is dict and typing.get_args(tp)[1:] == (Any,):  # free-form mapping (recipe only)
+            if not isinstance(value, dict):
+                raise ValueError
+            return {str(k): v for k, v in value.items()}
         if origin is dict or tp is dict:
             if isinstance(value, (str, dict)):
                 return parse_weights(value, where)

@@ -51,7 +51,8 @@ from dcurate.io import (
 from dcurate.io.atomic import write_json
 from dcurate.report import summary as summary_table
 from dcurate.runner import planview, progress, validate
-from dcurate.runner.executor import LocalExecutor, make_executor
+from dcurate.runner.executor import make_executor
+from dcurate.runner.executor_api import Executor
 from dcurate.runner.markers import load_marker, outputs_hold, write_plan
 from dcurate.runner.outdir import WORK_ENTRIES, WORK_TAG, Lock, OutDir, own_dir, sweep_temp_files
 from dcurate.runner.plan import (
@@ -109,7 +110,7 @@ class Runner:
         self.locks: list[Lock] = []
         self.outdir: OutDir | None = None
         self._final: dict[str, tuple[int, str | None, int]] = {}  # final shard -> (bytes, checksum, rows)
-        self.executor: LocalExecutor | None = None
+        self.executor: Executor | None = None
         self.stats: dict[int, StageStats] = {}
         self.extra: dict[int, dict] = {}
         self.bad_records = 0
@@ -315,7 +316,7 @@ class Runner:
             self.outdir.claim([], self._manifest)
         stages = {s.index: s.build() for s in plan.stages}
         preload = sorted({m for st in stages.values() for m in st.preload_modules()})
-        self.executor = make_executor(opts.executor, self.workers, preload)
+        self.executor = make_executor(opts.executor, self.workers, preload, opts.ray_address, opts.storage_options)
         self.executor.start()  # in the background, while stages prepare
         for s in plan.stages:
             s.ctx.mapper = self.executor.map
@@ -445,9 +446,10 @@ class Runner:
                 tasks = [ScanTask(spec, plan.stages, s, r, plan_path, m) for s, m in zip(sources, markers, strict=True)]
                 results = self._execute(run_scan_task, tasks, f"{spec.name} scan {r + 1}/{stage.rounds}", markers)
             partials = [(shard_info(p), res.partial) for p, res in zip(plan.pieces, results, strict=True)]
-            for res in results:
-                for i, st in res.stats.items():
-                    self.stats.setdefault(i, StageStats()).seconds += st.seconds
+            if not (r == 0 and gi in plan.fused):  # a fused scan's pass already counted its seconds
+                for res in results:
+                    for i, st in res.stats.items():
+                        self.stats.setdefault(i, StageStats()).seconds += st.seconds
             t0 = time.perf_counter()
             assert self.executor is not None
             spec.ctx.mapper = self.executor.map

@@ -1,6 +1,7 @@
-"""Executors run task functions over lists of tasks: in the driver, in a local process pool, or on
-Ray. Tasks are plain picklable (function, argument) pairs, so every executor runs the same code;
-results never depend on which executor or how many workers ran them."""
+"""Executors run task functions over lists of tasks: in the driver and a local process pool (here),
+or on Ray (:mod:`dcurate.runner.ray_executor`). Both implement
+:class:`dcurate.runner.executor_api.Executor`; tasks are plain picklable (function, argument) pairs,
+so every executor runs the same code and results never depend on which one ran them."""
 
 from __future__ import annotations
 
@@ -16,33 +17,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from dcurate.core.errors import RunError
-
-
-def _unwrap(task: Any) -> Any:
-    """The task itself from the (slot, task) pairs that progress tracking hands the executor."""
-    if isinstance(task, tuple) and len(task) == 2 and isinstance(task[0], int):
-        return task[1]
-    return task
-
-
-def describe_task(task: Any) -> str:
-    """What a task works on, for error messages: its input file (and piece), else its kind."""
-    task = _unwrap(task)
-    for attr in ("source", "piece", "shard"):
-        obj = getattr(task, attr, None)
-        if obj is None:
-            continue
-        piece = getattr(obj, "piece", obj)
-        shard = getattr(piece, "shard", piece)
-        path = getattr(shard, "path", None)
-        if path is not None:
-            n = getattr(piece, "n_pieces", 1)
-            return f"{path} (piece {piece.index + 1} of {n})" if n > 1 else str(path)
-    for attr in ("path", "out_path", "marker"):
-        v = getattr(task, attr, None)
-        if isinstance(v, str):
-            return v
-    return f"a {type(task).__name__}"
+from dcurate.runner.executor_api import Executor, describe_task, unwrap_task
 
 
 def _killed(task: Any) -> RunError:
@@ -118,12 +93,6 @@ def _init_worker(driver: int | None = None) -> None:
     pa.set_io_thread_count(1)
 
 
-def _call(arg: tuple[int, Callable, Any]) -> tuple[int, Any]:
-    """Ray's task body: run one task and tag its result with its index."""
-    i, fn, x = arg
-    return i, fn(x)
-
-
 def prestart_fork_server(modules: list[str]) -> None:
     """Start the fork server that pool processes fork from, with ``modules`` imported and warmed.
 
@@ -173,7 +142,7 @@ def _located(e: OSError, task: Any) -> OSError:
     """A write that failed without naming its file (``write()`` on a full disk) names the task's
     output, so the one-line message can say where."""
     if e.filename is None:
-        task = _unwrap(task)
+        task = unwrap_task(task)
         where = getattr(task, "out_path", None)
         e.filename = where if isinstance(where, str) else describe_task(task)
     return e
@@ -186,7 +155,7 @@ PREFETCH = 2
 _PRESTARTED = False
 
 
-class LocalExecutor:
+class LocalExecutor(Executor):
     """A process pool over tasks: ``workers - 1`` pool processes plus the driver (``workers=1``
     runs everything in the driver, no pool).
 
@@ -318,12 +287,6 @@ class LocalExecutor:
             for fut in futures:
                 fut.cancel()
 
-    def map(self, fn: Callable, items: list) -> list:
-        out: list[Any] = [None] * len(items)
-        for i, r in self.imap_unordered(fn, items):
-            out[i] = r
-        return out
-
     def close(self) -> None:
         if self._starter is not None:
             self._starter.join()
@@ -347,55 +310,13 @@ class LocalExecutor:
             self._pool = None
 
 
-class RayExecutor(LocalExecutor):
-    """Runs tasks as Ray tasks (``executor: ray``); connects to ``RAY_ADDRESS`` or starts a local
-    instance. Work files must live on storage every node can read (a shared file system)."""
+def make_executor(
+    kind: str, workers: int, preload: list[str] | None = None, ray_address: str | None = None,
+    storage_options: dict | None = None,
+) -> Executor:
+    """The executor of a run: ``local`` (the default, a process pool) or ``ray``."""
+    if kind == "ray":
+        from dcurate.runner.ray_executor import RayExecutor
 
-    def __init__(self, workers: int, preload: list[str] | None = None):
-        super().__init__(workers)
-        try:
-            import ray
-        except ImportError:
-            from dcurate.core.errors import RecipeError
-
-            raise RecipeError("executor 'ray' needs the ray extra: pip install 'dcurate[ray]'") from None
-        self._ray = ray
-        if not ray.is_initialized():
-            address = os.environ.get("RAY_ADDRESS")
-            if address:
-                ray.init(address=address, log_to_driver=False)
-            else:
-                # A local instance: its workers see the driver's import path (stages defined in
-                # the user's own modules included).
-                import sys
-
-                path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
-                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                         runtime_env={"env_vars": {"PYTHONPATH": path}})
-        self._remote = ray.remote(_call)
-
-    def imap_unordered(self, fn: Callable, items: list) -> Iterator[tuple[int, Any]]:
-        ray = self._ray
-        pending = [self._remote.remote((i, fn, x)) for i, x in enumerate(items)]
-        index = {ref: i for i, ref in enumerate(pending)}
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            for ref in done:
-                try:
-                    yield ray.get(ref)
-                except (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError,
-                        ray.exceptions.NodeDiedError):
-                    raise _killed(items[index[ref]]) from None
-
-    def start(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def terminate(self) -> None:
-        pass
-
-
-def make_executor(kind: str, workers: int, preload: list[str] | None = None) -> LocalExecutor:
-    return RayExecutor(workers) if kind == "ray" else LocalExecutor(workers, preload)
+        return RayExecutor(workers, address=ray_address, storage_options=storage_options)
+    return LocalExecutor(workers, preload)

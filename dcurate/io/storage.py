@@ -1,0 +1,449 @@
+"""Paths that may be object-store URIs: local files and ``s3://bucket/key``.
+
+The layer the runner adopts to read and write object storage (not wired into the runner yet). Every
+function takes a path or URI; a *folder* URI means its key prefix plus ``/`` (``s3://b/out`` and
+``s3://b/out2`` are different folders), exactly as local folders are.
+
+* reading: :func:`open_input` (random access, for Parquet footers and row groups), :func:`read_bytes`
+* metadata: :func:`exists`, :func:`size`, :func:`list_files` (a folder, recursively), :func:`glob`
+* inputs: :func:`expand_input` resolves one input item (an object, a folder prefix or a glob) into
+  data files with their output stems, sizes and mtimes, by the rules of local inputs
+* writing: :func:`publish` (atomic: the object or file appears complete or not at all),
+  :func:`create_exclusive` (create only if absent: the output folder's lock), :func:`remove`,
+  :func:`remove_tree`
+
+Libraries, and why. Reads, listings and metadata go through ``pyarrow.fs`` (already a dependency):
+its S3 client is native code with parallel ranged reads that Parquet readers use directly, and its
+listings page without Python in the loop. Writes to S3 go through ``boto3`` (the ``s3`` extra), because
+correctness needs two things ``pyarrow.fs`` does not expose: a multipart upload that is *aborted*
+when the writer fails (pyarrow's output stream completes the upload when it is closed or garbage
+collected, so an exception mid-shard would publish a truncated object under its final key), and a
+conditional ``PutObject`` with ``If-None-Match: *`` for the lock. ``fsspec``/``s3fs`` would do
+both but adds an async stack with its own pinned botocore, and reads slower than pyarrow's.
+
+Atomic publish. Local: a temporary file beside the target (``.NAME.tmp-PID``), ``fsync``,
+``os.replace``, then ``fsync`` of the folder. S3: parts are uploaded as they fill
+(``part_size``, default 16 MiB) and the object appears only when ``CompleteMultipartUpload``
+succeeds on a clean close; an error aborts the upload, and a killed process leaves only an
+incomplete upload, which is invisible to readers and listings (a bucket lifecycle rule
+``AbortIncompleteMultipartUpload`` reclaims its parts). Objects smaller than one part are one
+``PutObject``, atomic by nature.
+
+Credentials and endpoint: the standard AWS variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_DEFAULT_REGION``/``AWS_REGION``,
+``AWS_PROFILE`` and the files it names), overridden by ``storage_options`` (the recipe key; Ray tasks receive it as JSON in
+``DCURATE_STORAGE_OPTIONS``): ``endpoint_url``, ``region``, ``access_key``, ``secret_key``,
+``session_token``, ``part_size``. The region defaults to ``us-east-1`` and is never
+looked up, and EC2 instance-metadata lookups are switched off, so no request leaves the configured
+endpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import json
+import os
+import re
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from dcurate.core.errors import DcurateError, InputError
+from dcurate.io.formats import detect_format, is_data_file
+
+#: Keys of ``storage_options`` (anything else is an error, so typos do not pass silently).
+OPTION_KEYS = ("endpoint_url", "region", "access_key", "secret_key", "session_token", "part_size")
+DEFAULT_PART_SIZE = 16 * 1024 * 1024
+_MIN_PART_SIZE = 5 * 1024 * 1024  # S3's minimum for every part but the last
+
+
+class StorageError(DcurateError):
+    """A storage operation failed; the message names the path."""
+
+
+def is_uri(path: str) -> bool:
+    """True for ``s3://...`` (and other ``scheme://`` URIs); False for local paths and ``file://``."""
+    scheme = urlparse(str(path)).scheme
+    return len(scheme) > 1 and scheme != "file"
+
+
+def _local(path: str) -> str:
+    return path[len("file://"):] if path.startswith("file://") else path
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    u = urlparse(uri)
+    if u.scheme != "s3":
+        raise StorageError(f"{uri}: unsupported storage scheme '{u.scheme}://' (supported: local paths, s3://)")
+    if not u.netloc:
+        raise StorageError(f"{uri}: no bucket in the URI")
+    return u.netloc, u.path.lstrip("/")
+
+
+# .. options and clients ...........................................................................
+
+def resolve_options(storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``DCURATE_STORAGE_OPTIONS`` (JSON) updated by ``storage_options``, checked."""
+    opts: dict[str, Any] = {}
+    env = os.environ.get("DCURATE_STORAGE_OPTIONS")
+    if env:
+        try:
+            opts.update(json.loads(env))
+        except ValueError:
+            raise StorageError("DCURATE_STORAGE_OPTIONS is not valid JSON") from None
+    opts.update(storage_options or {})
+    unknown = sorted(set(opts) - set(OPTION_KEYS))
+    if unknown:
+        raise StorageError(f"storage_options: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(OPTION_KEYS)}")
+    return opts
+
+
+def _settings(opts: dict[str, Any]) -> dict[str, Any]:
+    """The effective S3 settings: options over the AWS variables, region never looked up."""
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+    region = opts.get("region") or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
+    return {
+        "endpoint_url": opts.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL") or None,
+        "region": region,
+        "access_key": opts.get("access_key"),
+        "secret_key": opts.get("secret_key"),
+        "session_token": opts.get("session_token"),
+    }
+
+
+def _frozen(opts: dict[str, Any]) -> tuple:
+    """Hashable settings: the key of the cached clients."""
+    return tuple(sorted((k, None if v is None else str(v)) for k, v in _settings(opts).items()))
+
+
+@functools.lru_cache(maxsize=8)
+def _pyarrow_s3(key: tuple) -> pafs.S3FileSystem:
+    s = dict(key)
+    kwargs: dict[str, Any] = {"region": s["region"], "allow_bucket_creation": False, "allow_bucket_deletion": False}
+    if s["endpoint_url"]:
+        u = urlparse(s["endpoint_url"])
+        kwargs["endpoint_override"] = u.netloc or u.path
+        kwargs["scheme"] = u.scheme or "https"
+    if s["access_key"]:
+        kwargs["access_key"] = s["access_key"]
+        kwargs["secret_key"] = s["secret_key"]
+        if s["session_token"]:
+            kwargs["session_token"] = s["session_token"]
+    return pafs.S3FileSystem(**kwargs)
+
+
+@functools.lru_cache(maxsize=8)
+def _boto3_s3(key: tuple) -> Any:
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError:
+        raise StorageError("writing to s3:// needs boto3: pip install 'dcurate[s3]'") from None
+    s = dict(key)
+    return boto3.session.Session().client(
+        "s3", endpoint_url=s["endpoint_url"], region_name=s["region"], aws_access_key_id=s["access_key"],
+        aws_secret_access_key=s["secret_key"], aws_session_token=s["session_token"],
+        config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+    )
+
+
+def filesystem(path: str, storage_options: dict[str, Any] | None = None) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow file system holding ``path`` and the path inside it (``bucket/key`` on S3); for
+    readers that take a ``filesystem=`` argument (``pyarrow.parquet``, ``pyarrow.dataset``)."""
+    if not is_uri(path):
+        return pafs.LocalFileSystem(), os.path.abspath(_local(path))
+    bucket, key = _split_s3(path)
+    return _pyarrow_s3(_frozen(resolve_options(storage_options))), f"{bucket}/{key}".rstrip("/")
+
+
+def _uri(path: str, inner: str) -> str:
+    """The URI (or local path) of ``inner``, a path inside ``path``'s file system."""
+    return f"s3://{inner}" if is_uri(path) else inner
+
+
+@contextlib.contextmanager
+def _errors(path: str) -> Iterator[None]:
+    try:
+        yield
+    except FileNotFoundError:
+        raise StorageError(f"{path}: no such file or object") from None
+    except OSError as e:
+        raise StorageError(f"{path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+# .. reading and metadata ..........................................................................
+
+def open_input(path: str, storage_options: dict[str, Any] | None = None) -> pa.NativeFile:
+    """A seekable binary file for reading (ranged GETs on S3)."""
+    fs, p = filesystem(path, storage_options)
+    with _errors(path):
+        return fs.open_input_file(p)
+
+
+def read_bytes(path: str, storage_options: dict[str, Any] | None = None) -> bytes:
+    with open_input(path, storage_options) as f:
+        return f.read()
+
+
+def _info(path: str, storage_options: dict[str, Any] | None) -> pafs.FileInfo:
+    fs, p = filesystem(path, storage_options)
+    with _errors(path):
+        return fs.get_file_info(p)
+
+
+def exists(path: str, storage_options: dict[str, Any] | None = None) -> bool:
+    """True for a file/object, or a folder (a prefix with objects under ``prefix/``)."""
+    return _info(path, storage_options).type != pafs.FileType.NotFound
+
+
+def is_file(path: str, storage_options: dict[str, Any] | None = None) -> bool:
+    return _info(path, storage_options).type == pafs.FileType.File
+
+
+def size(path: str, storage_options: dict[str, Any] | None = None) -> int:
+    info = _info(path, storage_options)
+    if info.type != pafs.FileType.File:
+        raise StorageError(f"{path}: no such file or object")
+    return int(info.size)
+
+
+def list_files(folder: str, storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Every file under ``folder`` (recursively), sorted; [] when there is none."""
+    fs, p = filesystem(folder, storage_options)
+    with _errors(folder):
+        infos = fs.get_file_info(pafs.FileSelector(p, recursive=True, allow_not_found=True))
+    return sorted(_uri(folder, i.path) for i in infos if i.type == pafs.FileType.File)
+
+
+def _glob_regex(pattern: str) -> re.Pattern:
+    out = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+            continue
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        out.append({"*": "[^/]*", "?": "[^/]"}.get(c, re.escape(c)))
+        i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def glob(pattern: str, storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Files matching ``pattern``: ``*`` and ``?`` within one path segment, ``**`` across segments;
+    sorted. Lists only below the pattern's last folder without wildcards."""
+    m = re.search(r"[*?\[]", pattern)
+    if m is None:
+        return [pattern] if is_file(pattern, storage_options) else []
+    base = pattern[: m.start()].rsplit("/", 1)[0]
+    rx = _glob_regex(pattern)
+    return [f for f in list_files(base, storage_options) if rx.match(f)]
+
+
+# .. writing .......................................................................................
+
+def remove(path: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Delete one file or object; a missing one is not an error."""
+    if not is_uri(path):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(_local(path))
+        return
+    bucket, key = _split_s3(path)
+    with _errors(path):
+        _boto3_s3(_frozen(resolve_options(storage_options))).delete_object(Bucket=bucket, Key=key)
+
+
+def remove_tree(folder: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Delete every file under ``folder`` (``folder/`` prefix); missing is not an error."""
+    if not is_uri(folder):
+        import shutil
+
+        shutil.rmtree(_local(folder), ignore_errors=True)
+        return
+    bucket, _ = _split_s3(folder)
+    client = _boto3_s3(_frozen(resolve_options(storage_options)))
+    keys = [f[len("s3://") + len(bucket) + 1:] for f in list_files(folder, storage_options)]
+    for i in range(0, len(keys), 1000):
+        with _errors(folder):
+            client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]],
+                                                          "Quiet": True})
+
+
+class _S3Upload(io.RawIOBase):
+    """A write-only stream that becomes one S3 object on :meth:`commit`, and nothing on :meth:`abort`."""
+
+    def __init__(self, client: Any, bucket: str, key: str, part_size: int):
+        self.client, self.bucket, self.key = client, bucket, key
+        self.part_size = max(_MIN_PART_SIZE, part_size)
+        self.buf = bytearray()
+        self.upload_id: str | None = None
+        self.parts: list[dict] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        self.buf += b
+        while len(self.buf) >= self.part_size:
+            self._part(bytes(self.buf[: self.part_size]))
+            del self.buf[: self.part_size]
+        return len(memoryview(b).cast("B"))
+
+    def _part(self, data: bytes) -> None:
+        if self.upload_id is None:
+            self.upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key)["UploadId"]
+        n = len(self.parts) + 1
+        r = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=n, Body=data)
+        self.parts.append({"PartNumber": n, "ETag": r["ETag"]})
+
+    def commit(self) -> None:
+        if self.upload_id is None:
+            self.client.put_object(Bucket=self.bucket, Key=self.key, Body=bytes(self.buf))
+        else:
+            if self.buf:
+                self._part(bytes(self.buf))
+            self.client.complete_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                                                  MultipartUpload={"Parts": self.parts})
+        self.buf = bytearray()
+
+    def abort(self) -> None:
+        self.buf = bytearray()
+        if self.upload_id is not None:
+            with contextlib.suppress(Exception):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+            self.upload_id = None
+
+
+@contextlib.contextmanager
+def publish(path: str, storage_options: dict[str, Any] | None = None) -> Iterator[BinaryIO]:
+    """Write ``path`` atomically: ``with publish(p) as f: f.write(...)``. Readers see the previous
+    content (or nothing) until the block ends without an exception, then the complete new content;
+    after an exception, or if the process dies, nothing new is visible under ``path``."""
+    if not is_uri(path):
+        target = _local(path)
+        folder = os.path.dirname(os.path.abspath(target))
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f".{os.path.basename(target)}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                yield f  # type: ignore[misc]
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return
+    bucket, key = _split_s3(path)
+    if not key or key.endswith("/"):
+        raise StorageError(f"{path}: not an object key")
+    opts = resolve_options(storage_options)
+    up = _S3Upload(_boto3_s3(_frozen(opts)), bucket, key, int(opts.get("part_size") or DEFAULT_PART_SIZE))
+    stream = io.BufferedWriter(up, buffer_size=1024 * 1024)
+    try:
+        yield stream  # type: ignore[misc]
+        stream.flush()
+        with _errors(path):
+            up.commit()
+    except BaseException:
+        up.abort()
+        raise
+
+
+def write_bytes(path: str, data: bytes, storage_options: dict[str, Any] | None = None) -> None:
+    """Atomically replace ``path`` with ``data`` (see :func:`publish`)."""
+    with publish(path, storage_options) as f:
+        f.write(data)
+
+
+def create_exclusive(path: str, data: bytes, storage_options: dict[str, Any] | None = None) -> bool:
+    """Create ``path`` holding ``data`` only if nothing is there: True if this call created it,
+    False if it already existed. Local: ``O_CREAT | O_EXCL``. S3: ``PutObject`` with
+    ``If-None-Match: *`` (one writer wins even when two race; the loser gets 412 or 409)."""
+    if not is_uri(path):
+        target = _local(path)
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
+    bucket, key = _split_s3(path)
+    client = _boto3_s3(_frozen(resolve_options(storage_options)))
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+    except client.exceptions.ClientError as e:
+        code = str(e.response.get("Error", {}).get("Code", ""))
+        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+            return False
+        raise StorageError(f"{path}: {code or status}: {e}") from None
+    return True
+
+
+# .. input expansion ...............................................................................
+
+def expand_input(
+    item: str, input_format: str | None = None, storage_options: dict[str, Any] | None = None
+) -> list[tuple[str, str, int, float]]:
+    """One input item (file, folder or glob; a URI or a local path) as ``(path, stem, size, mtime)``
+    for each data file, sorted, with the rules of local inputs: a folder is listed recursively,
+    skipping names that start with '_' or '.', and keeps the data-file extensions (any file with
+    ``input_format``); a glob keeps what it matches; the stem is the output name (relative to the
+    folder, without extension). Raises a one-line error when nothing matches."""
+    fs, p = filesystem(item, storage_options)
+    with _errors(item):
+        info = fs.get_file_info(p)
+    out: list[tuple[str, str, int, float]] = []
+
+    def add(path: str, rel: str, fi: pafs.FileInfo) -> None:
+        _, stem = detect_format(rel, input_format)
+        if "/" in rel:
+            stem = rel.rsplit("/", 1)[0] + "/" + stem
+        mtime = fi.mtime.timestamp() if fi.mtime is not None else 0.0
+        out.append((path, stem, int(fi.size), mtime))
+
+    if re.search(r"[*?\[]", item):
+        for f in glob(item, storage_options):
+            fi = _info(f, storage_options)
+            add(f, f.rsplit("/", 1)[-1], fi)
+        if not out:
+            raise InputError(f"{item}: the glob matches no file")
+    elif info.type == pafs.FileType.File:
+        add(item, item.rsplit("/", 1)[-1], info)
+    elif info.type == pafs.FileType.Directory:
+        with _errors(item):
+            infos = fs.get_file_info(pafs.FileSelector(p, recursive=True))
+        base = item.rstrip("/")
+        for fi in sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path):
+            rel = fi.path[len(p.rstrip("/")) + 1:]
+            if any(part.startswith((".", "_")) for part in rel.split("/")):
+                continue
+            if is_data_file(rel.rsplit("/", 1)[-1]) or input_format:
+                add(f"{base}/{rel}", rel, fi)
+        if not out:
+            raise InputError(f"{item}: folder has no .parquet/.jsonl/.jsonl.gz/.jsonl.zst files")
+    else:
+        raise InputError(f"{item}: no such file, object or folder")
+    return out
