@@ -18,6 +18,7 @@ __all__ = [
     "dedup",
     "filter",
     "mix",
+    "mix_fit",
     "perplexity",
     "quality",
     "reshard",

@@ -110,6 +110,14 @@ def train_lm(inputs: str | list[str], out: str, **kwargs: Any) -> dict[str, Any]
     from dcurate.stages.perplexity.stage import train_lm as _train
 
     return _train(inputs, out, **kwargs)
+def mix_fit(runs: str | None = None, **kwargs: Any) -> dict[str, Any]:
+    """``dcurate mix-fit``: fit a domain mixture from proxy runs (RegMix) and write a weights YAML,
+    or propose mixtures to train proxy models on (see :func:`dcurate.stages.mix.fit.mix_fit`)."""
+    from dcurate.stages.mix.fit import mix_fit as _fit
+
+    return _fit(runs, **kwargs)
+
+
 def verify(output: str) -> list[str]:
     """Problems with the output folder ``output`` (an empty list when it is complete and
     consistent: every manifest shard present with its size and checksum, row counts equal to the

@@ -295,6 +295,40 @@ def test_cli_propose(tmp_path):
     assert res.exit_code != 0 and "--prior" in str(res.exception) + res.output
 
 
+def test_api_mix_fit_returns_the_summary(tmp_path):
+    import dcurate
+
+    train, test = synthetic_runs(60, 8), synthetic_runs(30, 9)
+    m, lo = write_regmix_layout(tmp_path, train, "train")
+    tm, tl = write_regmix_layout(tmp_path, test, "test")
+    out = tmp_path / "w.yaml"
+    lines: list[str] = []
+    res = dcurate.mix_fit(
+        mixtures=str(m),
+        metrics=str(lo),
+        target="metric/loss",
+        test_mixtures=str(tm),
+        test_metrics=str(tl),
+        trees=20,
+        learning_rate=0.1,
+        samples=500,
+        top=8,
+        out=str(out),
+        say=lines.append,
+    )
+    assert "mix_fit" in dcurate.__all__
+    written = mf.read_weights_file(out)
+    assert res["out"] == str(out) and list(res["weights"]) == list(written)
+    assert [res["weights"][d] for d in written] == pytest.approx(list(written.values()), abs=1e-6)
+    assert res["meta"]["train_runs"] == 60 and res["meta"]["test_runs"] == 30
+    assert res["spearman"] == pytest.approx(res["meta"]["test_spearman"], abs=1e-6)
+    assert lines and lines[0].startswith("mix-fit: 60 training runs")
+    proposed = dcurate.mix_fit(propose=3, prior="a=0.5,b=0.5", out=str(tmp_path / "p.csv"), say=lines.append)
+    assert proposed == {"out": str(tmp_path / "p.csv"), "domains": ["a", "b"], "proposed": 3}
+    with pytest.raises(dcurate.RecipeError, match="--target"):
+        dcurate.mix_fit(mixtures=str(m), metrics=str(lo), out=str(tmp_path / "x.yaml"))
+
+
 @pytest.mark.shared
 @pytest.mark.skipif(not SHARED.exists(), reason="needs ../shared")
 def test_regmix_1m_spearman():
