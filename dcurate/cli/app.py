@@ -27,7 +27,7 @@ from dcurate.core.errors import (
     explain,
 )
 from dcurate.core.options import RunOptions
-from dcurate.core.stage import load_stage_modules, registry
+from dcurate.core.stage import Stage, load_stage_modules, registry
 from dcurate.core.version import __version__
 
 
@@ -176,7 +176,7 @@ def check_output_folder(out: str, where: str) -> None:
         )
 
 
-def _make_stage_command(cls: type) -> None:
+def _make_stage_command(cls: type[Stage]) -> None:
     stage_fields = {f.name for f in dataclasses.fields(cls.Params)}
     paths = inspect.Parameter(
         "paths", inspect.Parameter.POSITIONAL_OR_KEYWORD,
@@ -206,7 +206,7 @@ def _make_stage_command(cls: type) -> None:
     summary = cls.summary or doc.split("\n")[0]
     epilog = f"Example: {cls.example}" if cls.example else None
     app.command(name=cls.name, help=doc or summary, short_help=summary, epilog=epilog, cls=_StageCommand)(command)
-    _STAGE_FIELDS[cls.name] = stage_fields  # type: ignore[attr-defined]
+    _STAGE_FIELDS[cls.name] = stage_fields
 
 
 def _make_run_command() -> None:
@@ -452,6 +452,10 @@ def fail(message: str, code: int, prefix: str = "dcurate: error: ") -> None:
     raise typer.Exit(code)
 
 
+#: Command callbacks already wrapped by _friendly (the app is built once per process).
+_FRIENDLY: set[Any] = set()
+
+
 def _build_app() -> None:
     mods = load_stage_modules()
     first = list(app.registered_commands)  # look/stats/reshard, defined above
@@ -467,9 +471,9 @@ def _build_app() -> None:
     for info in app.registered_commands:
         if info.short_help is None:
             info.short_help = _short_help(info)
-        if info.callback is not None and not getattr(info.callback, "_dcurate_friendly", False):
+        if info.callback is not None and info.callback not in _FRIENDLY:
             info.callback = _friendly(info.callback)
-            info.callback._dcurate_friendly = True  # type: ignore[attr-defined]
+            _FRIENDLY.add(info.callback)
 
 
 _build_app()

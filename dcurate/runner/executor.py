@@ -5,6 +5,7 @@ so every executor runs the same code and results never depend on which one ran t
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import os
 import queue
@@ -12,7 +13,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -224,22 +225,23 @@ class LocalExecutor(Executor):
         state: dict[str, Any] = {"outstanding": 0, "stop": False, "broken": None}
 
         def submit_next() -> None:
+            pool = self._pool
             with lock:
-                if state["stop"] or not todo:
+                if state["stop"] or not todo or pool is None:  # no pool: the driver runs the rest
                     return
                 i = todo.pop()
                 state["outstanding"] += 1
             try:
-                fut = self._pool.submit(fn, items[i])
+                fut = pool.submit(fn, items[i])
             except BrokenProcessPool:  # the pool is broken: the driver reports it on the next result
                 with lock:
                     state["outstanding"] -= 1
                     state["broken"] = i
                 return
             futures.append(fut)
-            fut.add_done_callback(lambda f, i=i: on_done(i, f))
+            fut.add_done_callback(functools.partial(on_done, i))
 
-        def on_done(i: int, fut) -> None:
+        def on_done(i: int, fut: Future) -> None:
             done_q.put((i, fut))
             if not fut.cancelled() and fut.exception() is None:
                 submit_next()
@@ -268,10 +270,10 @@ class LocalExecutor(Executor):
                 with lock:
                     if state["broken"] is not None:
                         raise _killed(items[state["broken"]])
-                    i = todo.pop() if todo else None
-                if i is None:
+                    mine = todo.pop() if todo else None
+                if mine is None:
                     break
-                yield i, _run_here(fn, items[i])
+                yield mine, _run_here(fn, items[mine])
             while True:
                 with lock:
                     if state["broken"] is not None:

@@ -138,7 +138,7 @@ SCHEMES = ("affine32", "legacy", "affine64")
 HASHES = ("xxh64", "xxh32")
 
 _MERSENNE = np.uint64((1 << 61) - 1)
-_SCHEME_DTYPE = {"affine32": np.uint32, "legacy": np.uint64, "affine64": np.uint64}
+_SCHEME_DTYPE: dict[str, type[np.uint32] | type[np.uint64]] = {"affine32": np.uint32, "legacy": np.uint64, "affine64": np.uint64}
 _SCHEME_MAX = {"affine32": (1 << 32) - 1, "legacy": (1 << 32) - 1, "affine64": (1 << 64) - 1}
 
 

@@ -41,6 +41,7 @@ from dcurate.core.errors import InputError
 from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
 from dcurate.io.atomic import atomic_open
 from dcurate.stages.dedup import candidates, graph, store
+from dcurate.stages.dedup import params as dedup_params
 from dcurate.stages.dedup.params import Params
 from dcurate.text.normalize import normalize_for_hash_series
 
@@ -81,7 +82,7 @@ class Dedup(Stage):
     example = "dcurate dedup data/demo/corpus data/demo/dedup --threshold 0.8 --keep longest"
     kind = "global"
 
-    def __init__(self, params: Params, ctx):
+    def __init__(self, params: dedup_params.Params, ctx):
         super().__init__(params, ctx)
         self._bands: tuple[int, int] | None = None
         self._cache: dict[str, dict[str, np.ndarray]] = {}
@@ -588,7 +589,8 @@ class Dedup(Stage):
         for s, e in zip(starts, ends, strict=True):
             key = store.piece_key(int(packed[s]))
             path = folder / f"{key}.npz"
-            np.savez(path, rows=rows[s:e], **{k: v[s:e] for k, v in cols.items()})
+            arrays: dict[str, Any] = {k: v[s:e] for k, v in cols.items()}
+            np.savez(path, rows=rows[s:e], **arrays)
             files[key] = str(path)
         return files
 

@@ -149,7 +149,7 @@ def _propose(
         if runs is not None and target is not None:
             train = regmix.load_runs(runs, target=target, domains=dom_list)
         else:  # weights are enough for a prior; no metrics needed
-            train = _mixtures_only(mixtures if mixtures is not None else runs, dom_list)
+            train = _mixtures_only(mixtures if mixtures is not None else str(runs), dom_list)
         names = train.domains
         mean = train.X.mean(axis=0)
         centre = (regmix.parse_prior(prior, names) or {}) if prior else dict(zip(names, mean / mean.sum(), strict=True))
@@ -164,7 +164,7 @@ def _propose(
     return {"out": out, "domains": list(names), "proposed": len(mixes)}
 
 
-def _mixtures_only(path: str | None, domains: list[str] | None) -> regmix.Runs:
+def _mixtures_only(path: str, domains: list[str] | None) -> regmix.Runs:
     df = regmix._read_any(path)  # noqa: SLF001 - same package
     cols = domains or [c for c in df.columns if c != "index" and df[c].dtype.is_numeric()]
     if not cols:
