@@ -26,6 +26,7 @@ from dcurate.core.errors import (
     RecipeError,
     explain,
 )
+from dcurate.core.names import STAGE_NAMES
 from dcurate.core.options import RunOptions
 from dcurate.core.stage import Stage, load_stage_modules, registry
 from dcurate.core.version import __version__
@@ -74,7 +75,7 @@ app = typer.Typer(
     name="dcurate",
     cls=_Group,
     help=(
-        "Curate large text corpora for language-model training: dedup, quality, select, mix, filter.\n\n"
+        f"Curate large text corpora for language-model training: {', '.join(STAGE_NAMES)}.\n\n"
         "-q/--quiet, -v/--verbose and --log-format text|json work anywhere on the line.\n\n"
         "Example: dcurate run configs/demo.yaml --workers 2"
     ),

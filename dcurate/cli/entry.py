@@ -4,11 +4,17 @@ Before importing anything heavy, a data command (a stage, ``run`` or ``reshard``
 than one worker starts the process pool's fork server, which imports and warms the stage modules on
 another core while this process imports the CLI; pools then start in milliseconds."""
 
+import importlib
 import os
 import sys
+from typing import Any
 
-_DATA_COMMANDS = {"run", "reshard", "filter", "dedup", "quality", "perplexity", "select", "mix"}
-_STAGE_MODULES = ["filter", "dedup", "quality", "perplexity", "select", "mix"]
+from dcurate.core.names import STAGE_NAMES
+
+_DATA_COMMANDS = {"run", "reshard", *STAGE_NAMES}
+#: Options of the whole CLI that may stand anywhere on the line (see dcurate.cli.app), with whether
+#: they take a value.
+_GLOBAL_OPTIONS = {"-v": False, "--verbose": False, "-q": False, "--quiet": False, "--log-format": True}
 
 
 #: Inputs below this many bytes run in one process unless --workers says otherwise: a pool's start
@@ -37,6 +43,7 @@ def _input_bytes(argv: list[str], limit: int) -> int:
 
 
 def _wants_pool(argv: list[str]) -> bool:
+    argv = _command_line(argv)
     if len(argv) < 2 or argv[1] not in _DATA_COMMANDS or {"--help", "-h", "--dry-run"} & set(argv):
         return False
     if argv[1] != "run" and "--workers" not in argv and _input_bytes(argv[:-1], SMALL_INPUT_BYTES) < SMALL_INPUT_BYTES:
@@ -47,21 +54,49 @@ def _wants_pool(argv: list[str]) -> bool:
     return (os.cpu_count() or 1) > 1
 
 
-def _filter_rules_off(stage: dict) -> bool:
-    """A filter stage with no text rule (``preset: none``, no ``rules``) needs no rule module."""
-    return str(stage.get("preset")) == "none" and not stage.get("rules")
+def _command_line(argv: list[str]) -> list[str]:
+    """``argv`` without the global options (``dcurate -v run r.yaml`` reads as ``dcurate run r.yaml``)."""
+    out = argv[:1]
+    skip = False
+    for a in argv[1:]:
+        if skip:
+            skip = False
+        elif a.split("=", 1)[0] in _GLOBAL_OPTIONS:
+            skip = _GLOBAL_OPTIONS[a.split("=", 1)[0]] and "=" not in a
+        else:
+            out.append(a)
+    return out
+
+
+def _cli_options(argv: list[str]) -> dict[str, Any]:
+    """The ``--name value`` / ``--name=value`` options of a stage command, keyed like the recipe
+    (``--gzip-engine auto`` -> ``gzip_engine``); a flag without a value reads as True."""
+    opts: dict[str, Any] = {}
+    for i, a in enumerate(argv[2:], start=2):
+        if not a.startswith("--") or a == "--":
+            continue
+        key, eq, value = a[2:].partition("=")
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if eq:
+            opts[key.replace("-", "_")] = value
+        else:
+            opts[key.replace("-", "_")] = nxt if nxt is not None and not nxt.startswith("--") else True
+    return opts
+
+
+def _preload(name: str, options: dict[str, Any]) -> list[str]:
+    """Modules besides ``dcurate.stages.<name>.stage`` that a stage with these options uses: the
+    stage package's own ``preload_modules(options)`` (import-free), as its stage class does."""
+    hook = getattr(importlib.import_module(f"dcurate.stages.{name}"), "preload_modules", None)
+    return list(hook(options)) if hook is not None else []
 
 
 def _stage_modules(argv: list[str]) -> list[str]:
-    """The stage modules the command will use (for `run`, read from the recipe's stage names)."""
-    stages: list[dict] = [{"stage": argv[1]}]
-    if argv[1] == "filter":
-        opts: dict[str, str | None] = {"preset": None, "rules": None}
-        for k in opts:
-            flag = f"--{k}"
-            if flag in argv and argv.index(flag) + 1 < len(argv):
-                opts[k] = argv[argv.index(flag) + 1]
-        stages = [{"stage": "filter", **opts}]
+    """The stage modules the command will use (for `run`, read from the recipe's stages)."""
+    argv = _command_line(argv)
+    if len(argv) < 2:
+        return []
+    stages: list[dict] = [{**_cli_options(argv), "stage": argv[1]}]
     if argv[1] == "run" and len(argv) > 2:
         try:
             import yaml
@@ -74,10 +109,9 @@ def _stage_modules(argv: list[str]) -> list[str]:
     out = []
     for s in stages:
         name = str(s.get("stage"))
-        if name in _STAGE_MODULES:
+        if name in STAGE_NAMES:
             out.append(f"dcurate.stages.{name}.stage")
-            if name == "filter" and not _filter_rules_off(s):
-                out.append("dcurate.stages.filter.rules")
+            out += _preload(name, {str(k).replace("-", "_"): v for k, v in s.items()})
     return list(dict.fromkeys(out))
 
 
@@ -98,15 +132,16 @@ def main() -> None:
 
 
 def _main() -> None:
-    unused = _UNUSED_PACKAGES.get(sys.argv[1] if len(sys.argv) > 1 else "", ())
+    argv = _command_line(sys.argv)
+    unused = _UNUSED_PACKAGES.get(argv[1] if len(argv) > 1 else "", ())
     if unused:
         from dcurate.runner.imports import hide
 
         hide(unused)
-    if _wants_pool(sys.argv) and os.environ.get("DCURATE_NO_PRESTART") is None:
+    if _wants_pool(argv) and os.environ.get("DCURATE_NO_PRESTART") is None:
         from dcurate.runner.executor import prestart_fork_server
 
-        prestart_fork_server(_stage_modules(sys.argv))
+        prestart_fork_server(_stage_modules(argv))
     from dcurate.cli.app import main as cli_main
 
     cli_main()

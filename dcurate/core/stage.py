@@ -38,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 
 from dcurate.core.errors import RecipeError
+from dcurate.core.names import STAGE_NAMES
 
 REASON_COLUMN = "dcurate_reason"
 
@@ -234,7 +235,7 @@ class Stage:
 
 # -- registry -------------------------------------------------------------------------------------
 
-STAGE_MODULES = ["filter", "dedup", "quality", "perplexity", "select", "mix"]
+STAGE_MODULES: list[str] = list(STAGE_NAMES)  # dcurate.stages.<name>.stage for each name
 _REGISTRY: dict[str, type[Stage]] = {}
 
 

@@ -328,11 +328,10 @@ class Select(Stage):
         self._piece_cache: tuple[str, dict] | None = None
 
     def preload_modules(self) -> list[str]:
-        p = self.params
-        if p.method == "zipfit" and p.level == 9 and p.gzip_engine == "auto":
-            # the fork server loads the deflate model's kernels and runs its self-check once
-            return [*super().preload_modules(), "dcurate.stages.select.deflate_model"]
-        return super().preload_modules()
+        # ZIP-FIT's deflate model: the fork server loads its kernels and runs its self-check once
+        from dcurate.stages.select import preload_modules as zipfit_preload
+
+        return [*super().preload_modules(), *zipfit_preload(dataclasses.asdict(self.params))]
 
     @property
     def rounds(self) -> int:  # type: ignore[override]
