@@ -248,3 +248,22 @@ def test_stage_seconds_are_counted_once(corpus, tmp_path):
     elapsed = time.perf_counter() - t0
     assert s["stages"][0]["seconds"] >= 0.2
     assert sum(st["seconds"] for st in s["stages"]) <= elapsed
+
+
+def test_context_mapping_sets_and_restores_the_mapper():
+    from dcurate.core.stage import StageContext
+
+    calls: list[int] = []
+
+    def mapper(fn, items):
+        calls.append(len(items))
+        return [fn(x) for x in items]
+
+    ctx = StageContext()
+    with ctx.mapping(mapper) as c:
+        assert c is ctx and ctx.map(abs, [-1, -2]) == [1, 2]
+    assert calls == [2] and ctx.mapper is None
+    with pytest.raises(ValueError), ctx.mapping(mapper):
+        raise ValueError("the block failed")
+    assert ctx.mapper is None  # cleared on failure too
+    assert ctx.map(abs, [-3, -4]) == [3, 4] and calls == [2]

@@ -25,11 +25,12 @@ and registered dataclasses; never pickles) and must be small; large data goes to
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import importlib.util
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -143,6 +144,16 @@ class StageContext:
         if self.mapper is None or len(items) <= 1:
             return [fn(x) for x in items]
         return self.mapper(fn, items)
+
+    @contextlib.contextmanager
+    def mapping(self, mapper: Callable[[Callable, list], list]) -> Iterator[StageContext]:
+        """Inside the block, :meth:`map` runs on ``mapper`` (the runner passes its executor's
+        ``map``); afterwards, also when the block raises, the previous mapper is back."""
+        previous, self.mapper = self.mapper, mapper
+        try:
+            yield self
+        finally:
+            self.mapper = previous
 
     def for_worker(self) -> StageContext:
         return dataclasses.replace(self, mapper=None)

@@ -319,12 +319,11 @@ class Runner:
         self.executor = make_executor(opts.executor, self.workers, preload, opts.ray_address, opts.storage_options)
         self.executor.start()  # in the background, while stages prepare
         for s in plan.stages:
-            s.ctx.mapper = self.executor.map
             st = stages[s.index]
             st.ctx = s.ctx
             os.makedirs(s.ctx.workdir, exist_ok=True)
-            st.prepare()
-            s.ctx.mapper = None
+            with s.ctx.mapping(self.executor.map):
+                st.prepare()
         plans: dict[int, str] = {}
         for p in plan.passes:
             # Global stages fed by this pass's source (not fused) scan before the pass runs.
@@ -333,9 +332,8 @@ class Runner:
             self._run_pass(plan, p, plans.get(p.apply) if p.apply is not None else None)
         for s in plan.stages:
             if s.index in plans:
-                s.ctx.mapper = self.executor.map
-                extra = stages[s.index].finish(load_plan(plans[s.index]))
-                s.ctx.mapper = None
+                with s.ctx.mapping(self.executor.map):
+                    extra = stages[s.index].finish(load_plan(plans[s.index]))
                 if extra:
                     self.extra[s.index] = extra
         if opts.shard_size:
@@ -452,10 +450,9 @@ class Runner:
                         self.stats.setdefault(i, StageStats()).seconds += st.seconds
             t0 = time.perf_counter()
             assert self.executor is not None
-            spec.ctx.mapper = self.executor.map
             stage.ctx = spec.ctx
-            new_plan = stage.reduce(partials, r, prev_plan)
-            spec.ctx.mapper = None
+            with spec.ctx.mapping(self.executor.map):
+                new_plan = stage.reduce(partials, r, prev_plan)
             log.debug("%s reduce %d/%d in %.2f s", spec.name, r + 1, stage.rounds, time.perf_counter() - t0)
             self.stats.setdefault(gi, StageStats()).seconds += time.perf_counter() - t0
             write_plan(path, new_plan)
