@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from dcurate.core import params as P
+from dcurate.core import params as core_params
 from dcurate.core.options import RunOptions
 from dcurate.core.stage import get_stage
 from dcurate.runner import outdir
@@ -33,7 +33,7 @@ def curate(
 
     ``options`` are :class:`dcurate.core.options.RunOptions` fields (workers, seed, text_field, ...).
     """
-    opts = P.build(RunOptions, options, "options")
+    opts = core_params.build(RunOptions, options, "options")
     return run(inputs, output, parse_stages(stages or []), opts)
 
 
@@ -48,8 +48,8 @@ def run_stage(name: str, inputs: str | list[str], output: str, **kwargs: Any) ->
     stage's subcommand does (``dcurate NAME IN... OUT --flags``)."""
     cls = get_stage(name, f"dcurate.{name}")
     stage_keys = {f.name for f in dataclasses.fields(cls.Params)}
-    params = P.build(cls.Params, {k: v for k, v in kwargs.items() if k in stage_keys}, f"dcurate.{name}")
-    opts = P.build(RunOptions, {k: v for k, v in kwargs.items() if k not in stage_keys}, f"dcurate.{name}")
+    params = core_params.build(cls.Params, {k: v for k, v in kwargs.items() if k in stage_keys}, f"dcurate.{name}")
+    opts = core_params.build(RunOptions, {k: v for k, v in kwargs.items() if k not in stage_keys}, f"dcurate.{name}")
     return run(inputs, output, [(name, params)], opts)
 
 
@@ -85,7 +85,7 @@ def mix(inputs: str | list[str], output: str, **kwargs: Any) -> dict[str, Any]:
 
 def reshard(inputs: str | list[str], output: str, shard_size: int, **options: Any) -> dict[str, Any]:
     """``dcurate reshard``: cut inputs into shards of ``shard_size`` documents."""
-    opts = P.build(RunOptions, {"shard_size": shard_size, **options}, "dcurate.reshard")
+    opts = core_params.build(RunOptions, {"shard_size": shard_size, **options}, "dcurate.reshard")
     return run(inputs, output, [], opts)
 
 

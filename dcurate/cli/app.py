@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from dcurate.cli import logs
-from dcurate.core import params as P
+from dcurate.core import params as core_params
 from dcurate.core.errors import (
     EXIT_BROKEN_PIPE,
     EXIT_DATA,
@@ -118,7 +118,7 @@ def _flag(f: dataclasses.Field) -> str:
 def option_parameters(cls: type, none_defaults: bool = False, skip: set[str] | None = None) -> list[inspect.Parameter]:
     """typer parameters for every CLI field of a params dataclass."""
     out = []
-    types = P.field_types(cls)
+    types = core_params.field_types(cls)
     for f in dataclasses.fields(cls):
         if not f.metadata.get("cli", True) or (skip and f.name in skip):
             continue
@@ -194,8 +194,8 @@ def _make_stage_command(cls: type[Stage]) -> None:
         where = f"dcurate {cls.name}"
         check_output_folder(paths[-1], where)
         _OUTPUT[0] = paths[-1]
-        stage_params = P.build(cls.Params, _given(kwargs, cls.Params), where)
-        opts = P.build(RunOptions, _given(kwargs, RunOptions), where)
+        stage_params = core_params.build(cls.Params, _given(kwargs, cls.Params), where)
+        opts = core_params.build(RunOptions, _given(kwargs, RunOptions), where)
         from dcurate.runner.driver import run
 
         run(paths[:-1], paths[-1], [(cls.name, stage_params)], opts)
@@ -356,7 +356,7 @@ def reshard_command(
         raise RecipeError("dcurate reshard: give at least one input and the output: IN... OUT")
     check_output_folder(paths[-1], "dcurate reshard")
     _OUTPUT[0] = paths[-1]
-    opts = P.build(
+    opts = core_params.build(
         RunOptions,
         {k: v for k, v in dict(shard_size=shard_size, output_format=output_format, compression_level=compression_level,
                                text_field=text_field, id_field=id_field, workers=workers, force=force).items() if v is not None},

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from dcurate.core import params as P
+from dcurate.core import params as core_params
 from dcurate.core.errors import RecipeError
 from dcurate.core.options import RunOptions
 from dcurate.core.stage import get_stage
@@ -69,7 +69,7 @@ def parse_stages(items: Any, where: str = "stages", base: Path | None = None) ->
             name = item["stage"]
             cls = get_stage(str(name), loc)
             rest = resolve_paths(cls.Params, {k: v for k, v in item.items() if k != "stage"}, base)
-            out.append((cls.name, P.build(cls.Params, rest, f"{loc} ({cls.name})")))
+            out.append((cls.name, core_params.build(cls.Params, rest, f"{loc} ({cls.name})")))
         except RecipeError as e:
             errors.append(str(e))
     if errors:
@@ -106,7 +106,7 @@ def from_dict(doc: dict, where: str = "recipe", overrides: dict[str, Any] | None
     errors = []
     for k in doc:
         if str(k).replace("-", "_") not in allowed:
-            errors.append(f"{where}: unknown key '{k}'{P.did_you_mean(str(k), allowed)}; "
+            errors.append(f"{where}: unknown key '{k}'{core_params.did_you_mean(str(k), allowed)}; "
                           f"allowed: {', '.join(sorted(allowed))}")
     if "input" not in doc and need_input:
         errors.append(f"{where}: missing 'input' (a path, directory, glob or list of them)")
@@ -125,7 +125,7 @@ def from_dict(doc: dict, where: str = "recipe", overrides: dict[str, Any] | None
     for step in ("options", "stages"):
         try:
             if step == "options":
-                options = P.build(RunOptions, opts_map, where)
+                options = core_params.build(RunOptions, opts_map, where)
             else:
                 stages = parse_stages(doc.get("stages"), "stages", base)
         except RecipeError as e:

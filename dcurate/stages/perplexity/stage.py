@@ -46,7 +46,7 @@ from dcurate.core.errors import InputError, ModelError, RecipeError
 from dcurate.core.params import param
 from dcurate.core.paths import check_writes
 from dcurate.core.stage import Result, ShardInfo, Stage, StageContext, register, with_column
-from dcurate.stages.perplexity import lm as LM
+from dcurate.stages.perplexity import lm as ngram_lm
 
 log = logging.getLogger("dcurate")
 
@@ -134,18 +134,18 @@ class PerplexityParams:
 class _Scorer:
     """Turns document texts into (sum of log10 p, token count) per document."""
 
-    def __init__(self, tokenizer: LM.Tokenizer):
+    def __init__(self, tokenizer: ngram_lm.Tokenizer):
         self.tokenizer = tokenizer
 
     def log10_and_count(self, texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
     def perplexity(self, texts: pa.Array) -> np.ndarray:
-        return LM.perplexity(*self.log10_and_count(texts))
+        return ngram_lm.perplexity(*self.log10_and_count(texts))
 
 
 class KenLMScorer(_Scorer):
-    def __init__(self, path: str, tokenizer: LM.Tokenizer):
+    def __init__(self, path: str, tokenizer: ngram_lm.Tokenizer):
         super().__init__(tokenizer)
         self.model = load_kenlm(path)
 
@@ -161,7 +161,7 @@ class KenLMScorer(_Scorer):
 
 
 class BuiltinScorer(_Scorer):
-    def __init__(self, model: LM.NGramModel, tokenizer: LM.Tokenizer):
+    def __init__(self, model: ngram_lm.NGramModel, tokenizer: ngram_lm.Tokenizer):
         super().__init__(tokenizer)
         self.model = model
 
@@ -257,7 +257,7 @@ class Perplexity(Stage):
     def _sentencepiece(self) -> str | None:
         if self.params.sentencepiece:
             return self.params.sentencepiece
-        return LM.read_sidecar(self.params.lm).get("sentencepiece") or None
+        return ngram_lm.read_sidecar(self.params.lm).get("sentencepiece") or None
 
     def _model_cache(self) -> Path:
         return Path(self.ctx.workdir) / "model.npz"
@@ -281,22 +281,22 @@ class Perplexity(Stage):
         if not Path(path).is_file():
             raise ModelError(f"{path}: language model file not found")
         backend = resolve_backend(self.params.backend, path)
-        LM.Tokenizer(self._sentencepiece())  # fails early on a missing sentencepiece setup
+        ngram_lm.Tokenizer(self._sentencepiece())  # fails early on a missing sentencepiece setup
         if backend == "kenlm":
             load_kenlm(path)
             return
-        if not LM.is_arpa(path):
+        if not ngram_lm.is_arpa(path):
             raise ModelError(
                 f"{path}: not an ARPA file; the builtin scorer reads ARPA only (a KenLM binary needs "
                 "--backend kenlm and the kenlm module)"
             )
-        model = LM.read_arpa(path)
+        model = ngram_lm.read_arpa(path)
         cache = self._model_cache()
         workfile.dump({"order": model.order, "vocab": list(model.vocab), "keys": list(model.keys),
                        "logprob": list(model.logprob), "backoff": list(model.backoff)}, cache)
 
     def setup(self) -> None:
-        tokenizer = LM.Tokenizer(self._sentencepiece())
+        tokenizer = ngram_lm.Tokenizer(self._sentencepiece())
         backend = resolve_backend(self.params.backend, self.params.lm)
         if backend == "kenlm":
             self._scorer = KenLMScorer(self.params.lm, tokenizer)
@@ -306,15 +306,15 @@ class Perplexity(Stage):
         if cache.is_file():
             try:
                 d = workfile.load(cache)
-                model = LM.NGramModel(d["order"], d["vocab"], d["keys"], d["logprob"], d["backoff"])
+                model = ngram_lm.NGramModel(d["order"], d["vocab"], d["keys"], d["logprob"], d["backoff"])
             except (workfile.BadWorkFile, KeyError, TypeError):
                 log.warning("ignoring the malformed model cache %s", cache)
         if model is None:
-            if not LM.is_arpa(self.params.lm):
+            if not ngram_lm.is_arpa(self.params.lm):
                 raise ModelError(
                     f"{self.params.lm}: not an ARPA file (use --backend kenlm for KenLM binaries)"
                 )
-            model = LM.read_arpa(self.params.lm)
+            model = ngram_lm.read_arpa(self.params.lm)
         self._scorer = BuiltinScorer(model, tokenizer)
 
     def scores(self, batch: pa.RecordBatch) -> np.ndarray:
@@ -519,7 +519,7 @@ def train_lm(
         raise RecipeError("--order must be >= 2 (KenLM cannot load unigram-only models)")
     check_writes([inputs] if isinstance(inputs, str) else inputs, {"--out": out, "the sidecar": out + ".json"})
     thresholds = parse_prune(prune, order)
-    tokenizer = LM.Tokenizer(sentencepiece)
+    tokenizer = ngram_lm.Tokenizer(sentencepiece)
     t0 = time.perf_counter()
     docs = 0
 
@@ -533,7 +533,7 @@ def train_lm(
             docs += b.num_rows
             yield b.column(text_field)
 
-    model = LM.train(
+    model = ngram_lm.train(
         texts(), order=order, prune=thresholds, tokenizer=tokenizer, discount_fallback=discount_fallback
     )
     Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -543,9 +543,9 @@ def train_lm(
         "prune": thresholds,
         "seconds": round(time.perf_counter() - t0, 3),
         "trainer": "dcurate interpolated modified Kneser-Ney (lmplz-compatible)",
-        **LM.Tokenizer(sentencepiece).describe(),
+        **ngram_lm.Tokenizer(sentencepiece).describe(),
     }
-    return LM.write_arpa(model, out, meta)
+    return ngram_lm.write_arpa(model, out, meta)
 
 
 def register_cli(app) -> None:

@@ -43,7 +43,7 @@ from dcurate.core.errors import InputError, ModelError, RecipeError
 from dcurate.core.params import param
 from dcurate.core.paths import check_writes
 from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
-from dcurate.stages.quality import classifier as ftu
+from dcurate.stages.quality import classifier
 
 DEFAULT_COLUMN = "quality_score"
 DEFAULT_LABEL = "__label__hq"
@@ -84,7 +84,7 @@ class QualityParams:
         "Text preprocessing before fastText: dclm = lines joined with spaces (DCLM), lower = dclm + "
         "lower-case, normalize = dclm + NFKC + lower-case; auto = what the model's sidecar says, "
         "else dclm.",
-        choices=["auto", *ftu.PREPROCESS_MODES],
+        choices=["auto", *classifier.PREPROCESS_MODES],
     )
     top_k: int = param(
         -1,
@@ -169,28 +169,28 @@ class Quality(Stage):
         triples = p.triples()
         for path, label, _ in triples:
             if path not in self._modes:
-                side = ftu.read_sidecar(path) if p.preprocess == "auto" else None
+                side = classifier.read_sidecar(path) if p.preprocess == "auto" else None
                 mode = p.preprocess
                 if mode == "auto":
                     mode = (side or {}).get("preprocess", "dclm")
-                    if mode not in ftu.PREPROCESS_MODES:
-                        raise ModelError(f"{ftu.sidecar_path(path)}: unknown preprocess {mode!r}")
+                    if mode not in classifier.PREPROCESS_MODES:
+                        raise ModelError(f"{classifier.sidecar_path(path)}: unknown preprocess {mode!r}")
                 self._modes[path] = mode
             if load:
                 if path not in self._models:
-                    self._models[path] = ftu.load_model(path)
-                ftu.check_label(self._models[path], label, path)
+                    self._models[path] = classifier.load_model(path)
+                classifier.check_label(self._models[path], label, path)
         if p.threshold == "auto":
             path, label, _ = triples[0]
-            side = ftu.read_sidecar(path)
+            side = classifier.read_sidecar(path)
             if side is None or side.get("threshold") is None:
                 raise ModelError(
-                    f"--threshold auto needs the sidecar {ftu.sidecar_path(path)} written by train-quality "
+                    f"--threshold auto needs the sidecar {classifier.sidecar_path(path)} written by train-quality "
                     "(with a calibrated threshold); give a number instead"
                 )
             if side.get("positive_label") not in (None, label):
                 raise ModelError(
-                    f"{ftu.sidecar_path(path)}: the calibrated threshold is for {side['positive_label']}, "
+                    f"{classifier.sidecar_path(path)}: the calibrated threshold is for {side['positive_label']}, "
                     f"not {label}; give a number instead of 'auto'"
                 )
             self._threshold = float(side["threshold"])
@@ -213,7 +213,7 @@ class Quality(Stage):
     def fingerprint(self) -> Any:
         out = []
         for path in dict.fromkeys(m for m, _, _ in self.params.triples()):
-            for f in (Path(path), ftu.sidecar_path(path)):
+            for f in (Path(path), classifier.sidecar_path(path)):
                 try:
                     st = f.stat()
                     out.append([str(f), st.st_size, st.st_mtime_ns])
@@ -236,8 +236,8 @@ class Quality(Stage):
             idx = [j for j, t in enumerate(triples) if t[0] == path]
             mode = self._modes[path]
             if mode not in prepared:
-                prepared[mode] = ftu.preprocess(texts, mode)
-            out[:, idx] = ftu.predict_many(
+                prepared[mode] = classifier.preprocess(texts, mode)
+            out[:, idx] = classifier.predict_many(
                 self._models[path], prepared[mode], [triples[j][1] for j in idx], self.params.top_k
             )
         return out
@@ -477,9 +477,9 @@ def train_quality(
     Returns the sidecar's content.
     """
     check_writes([*(positive or []), *(negative or []), *(input or [])], {"--out": out, "the sidecar": out + ".json"})
-    if preprocess not in ftu.PREPROCESS_MODES:
+    if preprocess not in classifier.PREPROCESS_MODES:
         raise RecipeError(
-            f"--preprocess must be one of {', '.join(ftu.PREPROCESS_MODES)}; got {preprocess!r}"
+            f"--preprocess must be one of {', '.join(classifier.PREPROCESS_MODES)}; got {preprocess!r}"
         )
     if calibrate not in ("f1", "accuracy"):
         raise RecipeError(f"--calibrate must be f1 or accuracy; got {calibrate!r}")
@@ -487,7 +487,7 @@ def train_quality(
         raise RecipeError(f"--holdout must be in [0, 1); got {holdout}")
     if threads < 1:
         raise RecipeError(f"--threads must be >= 1; got {threads}")
-    ftu._import_fasttext()
+    classifier._import_fasttext()
     t0 = time.perf_counter()
     ids, texts, labels = _load_labelled(
         positive, negative, input, label_field, positive_label, negative_label, text_field, id_field
@@ -503,7 +503,7 @@ def train_quality(
             f"positive label {pos_name} is not in the training data; its labels: {', '.join(distinct)} "
             "(choose one with --positive-label)"
         )
-    prepared = ftu.preprocess(texts, preprocess)
+    prepared = classifier.preprocess(texts, preprocess)
     nonempty = (prepared.str.strip_chars().str.len_bytes() > 0).to_numpy()
     y = np.array(labels, dtype=object)
     held = _split_keys(ids, seed, "holdout") < holdout
@@ -541,15 +541,15 @@ def train_quality(
         with open(train_file, "w", encoding="utf-8") as f:
             f.write(lines)
         tmp_model = str(out_path) + ".tmp"
-        ftu.train_supervised_isolated(train_file, tmp_model, targs)
+        classifier.train_supervised_isolated(train_file, tmp_model, targs)
     os.replace(tmp_model, out_path)
-    model = ftu.load_model(out_path)
+    model = classifier.load_model(out_path)
     seconds = time.perf_counter() - t0
 
     metrics: dict[str, Any] = {"documents": int(len(test_rows))}
     threshold = None
     if len(test_rows):
-        probs = ftu.predict_many(model, prepared.gather(test_rows), model.get_labels())
+        probs = classifier.predict_many(model, prepared.gather(test_rows), model.get_labels())
         yt = y[test_rows]
         is_pos = yt == pos_name
         pcol = model.get_labels().index(pos_name) if pos_name in model.get_labels() else None
@@ -567,13 +567,13 @@ def train_quality(
                     "precision": tp / (tp + fp) if tp + fp else 0.0,
                     "recall": tp / (tp + fn) if tp + fn else 0.0,
                 },
-                "roc_auc": ftu.roc_auc(p_pos, is_pos),
+                "roc_auc": classifier.roc_auc(p_pos, is_pos),
             }
         )
         if 0 < is_pos.sum() < len(is_pos):
-            threshold = ftu.calibrate_threshold(p_pos, is_pos, calibrate)
-            metrics["at_threshold"] = ftu.binary_metrics(p_pos, is_pos, threshold)
-            metrics["at_0.5"] = ftu.binary_metrics(p_pos, is_pos, 0.5)
+            threshold = classifier.calibrate_threshold(p_pos, is_pos, calibrate)
+            metrics["at_threshold"] = classifier.binary_metrics(p_pos, is_pos, threshold)
+            metrics["at_0.5"] = classifier.binary_metrics(p_pos, is_pos, 0.5)
     sidecar = {
         "format": "dcurate-fasttext-sidecar/1",
         "model": out_path.name,
@@ -601,7 +601,7 @@ def train_quality(
         "heldout": metrics,
         "versions": {"dcurate": _dcurate_version(), "fasttext": _fasttext_version()},
     }
-    side = ftu.sidecar_path(out_path)
+    side = classifier.sidecar_path(out_path)
     tmp = str(side) + ".tmp"
     Path(tmp).write_text(json.dumps(sidecar, indent=2, default=_json_default) + "\n")
     os.replace(tmp, side)
@@ -640,7 +640,7 @@ def _dcurate_version() -> str:
 
 def format_report(side: dict[str, Any], out: str) -> str:
     h = side["heldout"]
-    lines = [f"wrote {out} and {ftu.sidecar_path(out)}"]
+    lines = [f"wrote {out} and {classifier.sidecar_path(out)}"]
     tr = side["training"]
     lines.append(
         f"trained on {tr['trained_on']} documents ({tr['seconds']} s; epoch {tr['epoch']}, lr {tr['lr']}, "
@@ -752,5 +752,5 @@ def register_cli(app: Any) -> None:
                                               text_field, id_field)
             if not labels:
                 raise InputError(f"--eval {', '.join(eval_)}: no labelled documents")
-            e = ftu.evaluate(out, texts, labels, _label_name(positive_label), preprocess, side["threshold"])
-            typer.echo(ftu.format_eval(e, ", ".join(eval_)))
+            e = classifier.evaluate(out, texts, labels, _label_name(positive_label), preprocess, side["threshold"])
+            typer.echo(classifier.format_eval(e, ", ".join(eval_)))

@@ -38,8 +38,7 @@ from dcurate.core.errors import InputError, RecipeError
 from dcurate.core.params import param
 from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
 from dcurate.core.workfile import work_type
-from dcurate.stages.select import dsir as D
-from dcurate.stages.select import zipfit as Z
+from dcurate.stages.select import dsir, zipfit
 
 DSIR_MIN_WORDS = 100  # data-selection HashedNgramDSIR(min_example_length=100)
 ZIPFIT_CHUNK_DOCS = 200  # pool documents per parallel ZIP-FIT scoring task
@@ -124,7 +123,7 @@ class SelectParams:
                 f"give only one of --k, --fraction, --tokens (got {', '.join('--' + g for g in given)})"
             )
         if self.method == "zipfit":
-            Z.check_level(self.level)
+            zipfit.check_level(self.level)
 
 
 def _size_mode(p: SelectParams) -> tuple[str, float]:
@@ -272,12 +271,12 @@ def _dsir_piece_keys(arg: tuple) -> int:
     words = np.fromfile(files["words"], dtype=np.int64)
     doc = np.repeat(np.arange(len(ngrams), dtype=np.int64), ngrams)
     weights = np.bincount(doc, weights=table[buckets], minlength=len(ngrams))
-    keys = weights + D.gumbel_noise(_read_ids(files["ids"]), seed) if noise else weights.copy()
+    keys = weights + dsir.gumbel_noise(_read_ids(files["ids"]), seed) if noise else weights.copy()
     _write_atomic_npz(files["keys"], keys=keys, score=weights, eligible=words >= min_words, sizes=words)
     return len(ngrams)
 
 
-_TARGETS: dict[str, Z.TargetSet] = {}
+_TARGETS: dict[str, zipfit.TargetSet] = {}
 
 
 def _id_strings(col) -> pa.Array:
@@ -302,7 +301,7 @@ def _zipfit_score_chunk(arg: tuple) -> tuple[np.ndarray, int, int]:
         with pa.memory_map(str(targets_path)) as f:
             texts = pa.ipc.open_file(f).read_all().column("text").to_pylist()
         _TARGETS.clear()
-        ts = _TARGETS[key] = Z.TargetSet(texts, level, engine)
+        ts = _TARGETS[key] = zipfit.TargetSet(texts, level, engine)
     ts.seed = seed
     with pa.memory_map(str(chunk)) as f:
         table = pa.ipc.open_file(f).read_all()
@@ -395,7 +394,7 @@ class Select(Stage):
         if p.method == "dsir":
             counts = np.zeros(p.num_buckets, dtype=np.int64)
             for b in table.to_batches(max_chunksize=4096):
-                counts += D.ngram_counts(D.featurize(b.column(tf), p.num_buckets, p.hash), p.num_buckets)
+                counts += dsir.ngram_counts(dsir.featurize(b.column(tf), p.num_buckets, p.hash), p.num_buckets)
             if counts.sum() == 0:
                 raise InputError(f"{p.target}: the target documents contain no words")
             np.save(self._wd("target_counts.npy"), counts)
@@ -407,7 +406,7 @@ class Select(Stage):
             nonempty = np.asarray(pc.greater(pc.utf8_length(texts), 0).to_numpy(zero_copy_only=False))
             table = table.filter(pa.array(nonempty))
             ids = table.column(idf).cast(pa.large_string())
-            h = D.hash_strings(ids, self.ctx.seed)
+            h = dsir.hash_strings(ids, self.ctx.seed)
             id_list = ids.to_pylist()
             order = sorted(range(table.num_rows), key=lambda i: (int(h[i]), id_list[i]))
             n = p.num_targets if p.num_targets is not None else len(order)
@@ -446,7 +445,7 @@ class Select(Stage):
             open(tmp["words"], "wb") as fw,
         ):
             for batch in batches:
-                f = D.featurize(batch.column(self.ctx.text_field), p.num_buckets, p.hash)
+                f = dsir.featurize(batch.column(self.ctx.text_field), p.num_buckets, p.hash)
                 counts += np.bincount(f.buckets, minlength=p.num_buckets)
                 fb.write(f.buckets.astype(dt).tobytes())
                 fn.write(np.diff(f.offsets).astype(np.int64).tobytes())
@@ -486,7 +485,7 @@ class Select(Stage):
             text = batch.column(self.ctx.text_field).cast(pa.large_string())
             ids.append(batch.column(self.ctx.id_field))
             id_text = _id_strings(batch.column(self.ctx.id_field))
-            words.append(D.token_counts(text).astype(np.int64))
+            words.append(dsir.token_counts(text).astype(np.int64))
             nbytes = np.asarray(pc.binary_length(text.fill_null("")).to_numpy(zero_copy_only=False))
             start = 0
             while start < len(text):
@@ -520,7 +519,7 @@ class Select(Stage):
             if raw.sum() == 0:
                 table = np.zeros(p.num_buckets)
             else:
-                table = D.log_ratio(target, raw, p.laplace, p.log_eps)
+                table = dsir.log_ratio(target, raw, p.laplace, p.log_eps)
             plan = {"table": table, "raw_counts": raw, "target_counts": target, "n": n}
             # per-document keys from the buckets kept by the scan, in parallel over pieces
             wd = Path(self.ctx.workdir)
@@ -600,8 +599,8 @@ class Select(Stage):
                 _dsir_selected_counts, [(f, shard, cut, p.num_buckets) for shard, f in files]
             )
             sel = np.sum(parts, axis=0)
-            before = D.kl_divergence(plan["target_counts"], plan["raw_counts"])
-            after = D.kl_divergence(plan["target_counts"], sel)
+            before = dsir.kl_divergence(plan["target_counts"], plan["raw_counts"])
+            after = dsir.kl_divergence(plan["target_counts"], sel)
             plan["kl"] = {
                 "kl_target_pool": before,
                 "kl_target_selected": after,
