@@ -47,6 +47,7 @@ bench: bench-setup
 
 lint: setup
 	$(BIN)/ruff check dcurate tests scripts
+	$(BIN)/mypy dcurate --ignore-missing-imports
 
 # The acceptance checks of the open issues (needs ../shared).
 checks: setup
