@@ -60,8 +60,9 @@ def mix_fit(
     ``say`` receives progress lines (default: the ``dcurate`` logger).
 
     Returns a summary: ``out``, ``domains`` and ``proposed`` (the count) for ``propose``; otherwise
-    ``out``, ``weights`` (as written) and ``meta`` (target, training/held-out runs, Spearman on the
-    held-out runs when given, predicted target of the fitted mixture and of the prior, ...)."""
+    ``out``, ``weights`` (as written), ``meta`` (the file's metadata: target, runs, model settings,
+    ...), ``predicted`` and ``prior_predicted`` (the model's target for the fitted mixture and for
+    the prior) and ``spearman`` (on the held-out runs; None without them)."""
     say = say or log.info
     check_writes(
         [x for x in (runs, mixtures, metrics, test_mixtures, test_metrics, test_runs, prior) if x],
@@ -129,7 +130,7 @@ def mix_fit(
         "meta": meta,
         "predicted": float(sim.predicted),
         "prior_predicted": float(sim.prior_predicted),
-        "spearman": meta.get("test_spearman") if rho is None else float(rho),
+        "spearman": None if rho is None else float(rho),
     }
 
 
