@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from dcurate.cli.app import app
 from dcurate.core import workfile
-from dcurate.core.errors import DcurateError, InputError
+from dcurate.core.errors import DcurateError, RecipeError
 from dcurate.core.options import RunOptions
 from dcurate.runner.driver import run
 from dcurate.runner.outdir import data_files, read_manifest
@@ -73,14 +73,14 @@ def test_written_paths_may_not_overlap_inputs(tmp_path):
     ]
     for case in refused:
         out = case.pop("output")
-        with pytest.raises(InputError, match="refusing"):
+        with pytest.raises(RecipeError, match="refusing"):
             run(str(inp), out, none_filter(), opts(**case))
         assert snapshot(inp) == before, case
     assert not (tmp_path / "out").exists()
     theirs = tmp_path / "theirs"
     (theirs / "markers").mkdir(parents=True)
     (theirs / "markers" / "keep").write_text("not dcurate's")
-    with pytest.raises(InputError, match="not a dcurate work folder"):
+    with pytest.raises(RecipeError, match="not a dcurate work folder"):
         run(str(inp), str(tmp_path / "o"), none_filter(), opts(workdir=str(theirs)))
     assert (theirs / "markers" / "keep").exists()
 
@@ -89,11 +89,11 @@ def test_symlinks_and_globs_are_resolved(tmp_path):
     inp = make_inputs(tmp_path / "in", 2)
     before = snapshot(inp)
     (tmp_path / "alias").symlink_to(inp)
-    with pytest.raises(InputError, match="refusing"):  # OUT is the input under another name
+    with pytest.raises(RecipeError, match="refusing"):  # OUT is the input under another name
         run(str(inp), str(tmp_path / "alias"), none_filter(), opts(force=True))
-    with pytest.raises(InputError, match="refusing"):  # a glob's files lie inside OUT
+    with pytest.raises(RecipeError, match="refusing"):  # a glob's files lie inside OUT
         run(str(inp / "*.jsonl"), str(inp), none_filter(), opts())
-    with pytest.raises(InputError, match="refusing"):  # the workdir through a symlink
+    with pytest.raises(RecipeError, match="refusing"):  # the workdir through a symlink
         run(str(tmp_path / "alias" / "*.jsonl"), str(tmp_path / "o"), none_filter(), opts(workdir=str(inp)))
     assert snapshot(inp) == before
 
@@ -104,12 +104,12 @@ def test_stage_and_model_outputs_may_not_overwrite_inputs(tmp_path):
 
     inp = make_inputs(tmp_path / "in", 2)
     before = snapshot(inp)
-    with pytest.raises(InputError, match="--clusters"):
+    with pytest.raises(RecipeError, match="--clusters"):
         run(str(inp), str(tmp_path / "o"), [("dedup", DedupParams(clusters=str(inp / "p0.jsonl")))], opts())
     ref = make_inputs(tmp_path / "ref", 1)
-    with pytest.raises(InputError, match="refusing"):  # OUT inside the reference set of --against
+    with pytest.raises(RecipeError, match="refusing"):  # OUT inside the reference set of --against
         run(str(inp / "p0.jsonl"), str(ref / "o"), [("dedup", DedupParams(against=str(ref)))], opts())
-    with pytest.raises(InputError, match="--out"):
+    with pytest.raises(RecipeError, match="--out"):
         train_lm([str(inp / "p0.jsonl")], str(inp / "p0.jsonl"), order=2)
     assert snapshot(inp) == before
 
@@ -163,14 +163,14 @@ def test_foreign_data_files_are_refused_unless_allowed(tmp_path):
     inp = make_inputs(tmp_path / "in", 1)
     out = tmp_path / "out"
     write_jsonl(out / "theirs.jsonl", docs(3))
-    with pytest.raises(InputError, match=r"did not write \(theirs.jsonl\).*--allow-foreign"):
+    with pytest.raises(RecipeError, match=r"did not write \(theirs.jsonl\).*--allow-foreign"):
         run(str(inp), str(out), none_filter(), opts())
     run(str(inp), str(out), none_filter(), opts(allow_foreign=True))
     assert sorted(data_files(out)) == ["p0.jsonl", "theirs.jsonl"]
     assert len((out / "theirs.jsonl").read_text().splitlines()) == 3
     clash = tmp_path / "o2"
     write_jsonl(clash / "p0.jsonl", docs(2))
-    with pytest.raises(InputError, match="would overwrite a data file"):
+    with pytest.raises(RecipeError, match="would overwrite a data file"):
         run(str(inp), str(clash), none_filter(), opts(allow_foreign=True))
     assert len((clash / "p0.jsonl").read_text().splitlines()) == 2
 

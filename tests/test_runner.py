@@ -189,9 +189,9 @@ def test_same_stage_twice_in_one_process_uses_each_runs_work_folder(corpus, tmp_
 
 
 def test_refuses_to_write_over_input(corpus, tmp_path):
-    with pytest.raises(InputError, match="refusing"):
+    with pytest.raises(RecipeError, match="refusing"):
         run(str(corpus), str(corpus), [], opts())
-    with pytest.raises(InputError, match="refusing"):
+    with pytest.raises(RecipeError, match="refusing"):
         run(str(corpus), str(corpus / "out"), [], opts())
 
 

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from dcurate.core.errors import InputError
+from dcurate.core.errors import RecipeError
 
 STDIN = "-"
 
@@ -48,7 +48,7 @@ def _relation(w: Path, r: Path) -> str | None:
 
 
 def check_writes(inputs: Iterable[str | os.PathLike], writes: dict[str, str | os.PathLike | None]) -> None:
-    """Refuse (InputError, one line) when a written path equals, is inside or contains an input.
+    """Refuse (a usage error: RecipeError, one line, exit 2) when a written path equals, is inside or contains an input.
 
     ``writes`` maps a label ("the output", "--workdir", ...) to the path written (None = unused).
     """
@@ -60,7 +60,7 @@ def check_writes(inputs: Iterable[str | os.PathLike], writes: dict[str, str | os
         for given, r in ins:
             rel = _relation(wr, r)
             if rel is not None:
-                raise InputError(f"refusing to write {label} {w}: it {rel} the input {given}")
+                raise RecipeError(f"refusing to write {label} {w}: it {rel} the input {given}")
 
 
 def check_not_inside(label: str, path: str | os.PathLike | None, other_label: str, other: str | os.PathLike | None) -> None:
@@ -69,4 +69,4 @@ def check_not_inside(label: str, path: str | os.PathLike | None, other_label: st
         return
     rel = _relation(resolve(path), resolve(other))
     if rel is not None:
-        raise InputError(f"refusing {label} {path}: it {rel} {other_label} {other}")
+        raise RecipeError(f"refusing {label} {path}: it {rel} {other_label} {other}")

@@ -31,7 +31,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from dcurate.core import paths as safe_paths
-from dcurate.core.errors import DcurateError, InputError, RecipeError
+from dcurate.core.errors import DcurateError, RecipeError
 from dcurate.core.options import RunOptions
 from dcurate.core.params import digest
 from dcurate.core.stage import Stage, StageContext, get_stage
@@ -130,10 +130,10 @@ class Runner:
             w, r = safe_paths.resolve(o.workdir), safe_paths.resolve(out)
             inside = r in w.parents and not any(x.startswith((".", "_")) for x in w.relative_to(r).parts)
             if w == r or w in r.parents or inside:
-                raise InputError(f"refusing --workdir {o.workdir}: work files would mix with the data in {out}")
+                raise RecipeError(f"refusing --workdir {o.workdir}: work files would mix with the data in {out}")
         if o.workdir and os.path.isdir(o.workdir) and not (self.workdir / WORK_TAG).is_file():
             if any(n not in (".dcurate-lock",) for n in os.listdir(o.workdir)):
-                raise InputError(f"refusing --workdir {o.workdir}: it is not empty and not a dcurate work folder; "
+                raise RecipeError(f"refusing --workdir {o.workdir}: it is not empty and not a dcurate work folder; "
                                  "give a new or empty folder")
 
     def _check_stage_paths(self, plan: RunPlan) -> None:
@@ -157,7 +157,7 @@ class Runner:
         shards = expand_inputs(self.inputs, opts.input_format)
         if any(s.path == STDIN for s in shards):
             if len(shards) > 1:
-                raise InputError("'-' (stdin) cannot be combined with other inputs")
+                raise RecipeError("'-' (stdin) cannot be combined with other inputs")
             os.makedirs(self.workdir / "stdin", exist_ok=True)
             path = spool_stdin(str(self.workdir / "stdin" / "stdin.spool"))
             st = os.stat(path)

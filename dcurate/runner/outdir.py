@@ -21,7 +21,7 @@ from typing import Any
 
 import xxhash
 
-from dcurate.core.errors import EXIT_USAGE, DcurateError, InputError
+from dcurate.core.errors import EXIT_USAGE, DcurateError, RecipeError
 from dcurate.io.atomic import is_temp_name, write_json
 
 log = logging.getLogger("dcurate")
@@ -195,7 +195,7 @@ class OutDir:
         self.foreign = [p for p in data_files(self.out) if p not in self.owned]
         if self.foreign and not self.allow_foreign:
             more = f" and {len(self.foreign) - 1} more" if len(self.foreign) > 1 else ""
-            raise InputError(
+            raise RecipeError(
                 f"{self.out} holds data files dcurate did not write ({self.foreign[0]}{more}); "
                 "choose an empty or new output folder, or pass --allow-foreign to leave them there"
             )
@@ -208,7 +208,7 @@ class OutDir:
         new = {self.rel(p) for p in paths} - self.owned
         clash = sorted(new & set(self.foreign))
         if clash:
-            raise InputError(f"{self.out / clash[0]}: this run would overwrite a data file dcurate did not write")
+            raise RecipeError(f"{self.out / clash[0]}: this run would overwrite a data file dcurate did not write")
         if new or not (self.own / MANIFEST).exists():
             self.owned |= new
             self.write_manifest(dict(manifest, status="running", shards=[]))
