@@ -45,6 +45,7 @@ from dcurate.core.paths import check_writes
 from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
 from dcurate.core.topk import Cutoff, compute_cutoff, count_budget, kept_mask, tie_key
 from dcurate.stages.quality import classifier as ftu
+from dcurate.text.keys import seeded_keys, uniform
 
 DEFAULT_COLUMN = "quality_score"
 DEFAULT_LABEL = "__label__hq"
@@ -377,14 +378,7 @@ def _label_name(value: Any) -> str:
 
 def _split_keys(ids: list[Any], seed: int, salt: str) -> np.ndarray:
     """A uniform number in [0, 1) per document from (seed, salt, id): seeded, order-independent."""
-    import xxhash
-
-    h = np.fromiter(
-        (xxhash.xxh64_intdigest(f"{salt}\x00{i}".encode(), seed=seed & 0xFFFFFFFFFFFFFFFF) for i in ids),
-        dtype=np.uint64,
-        count=len(ids),
-    )
-    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return uniform(seeded_keys(ids, seed, salt))
 
 
 def _load_labelled(

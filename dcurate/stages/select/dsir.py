@@ -48,6 +48,7 @@ from numba import njit
 from dcurate.text import normalize as _text
 from dcurate.text import scan as textscan
 from dcurate.text.hashing import xxh64 as _xxh64_range
+from dcurate.text.keys import seeded_keys, uniform
 
 #: Number of hash buckets (DSIR paper and ``data-selection``'s default).
 DEFAULT_BUCKETS = 10_000
@@ -199,8 +200,7 @@ def log_weights(feats: Features, table: np.ndarray) -> np.ndarray:
 
 def gumbel_noise(ids, seed: int) -> np.ndarray:
     """Standard Gumbel noise, one value per document id, a pure function of (seed, id)."""
-    h = hash_strings(ids, seed)
-    u = ((h >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / 9007199254740992.0)  # (0, 1)
+    u = uniform(seeded_keys(ids, seed), open_interval=True)  # XXH64 of the id, top 53 bits -> (0, 1)
     return -np.log(-np.log(u))
 
 

@@ -40,6 +40,7 @@ from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
 from dcurate.core.topk import Cutoff, compute_cutoff, kept_mask, tie_key
 from dcurate.stages.select import dsir as D
 from dcurate.stages.select import zipfit as Z
+from dcurate.text.keys import seeded_keys
 
 DSIR_MIN_WORDS = 100  # data-selection HashedNgramDSIR(min_example_length=100)
 ZIPFIT_CHUNK_DOCS = 200  # pool documents per parallel ZIP-FIT scoring task
@@ -357,7 +358,7 @@ class Select(Stage):
             nonempty = np.asarray(pc.greater(pc.utf8_length(texts), 0).to_numpy(zero_copy_only=False))
             table = table.filter(pa.array(nonempty))
             ids = table.column(idf).cast(pa.large_string())
-            h = D.hash_strings(ids, self.ctx.seed)
+            h = seeded_keys(ids, self.ctx.seed)
             id_list = ids.to_pylist()
             order = sorted(range(table.num_rows), key=lambda i: (int(h[i]), id_list[i]))
             n = p.num_targets if p.num_targets is not None else len(order)
