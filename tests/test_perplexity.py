@@ -182,12 +182,12 @@ def test_keep_top_exact_with_ties_across_shards(tmp_path, arpa):
         )
     ]
     assert dropped == [
-        ("d0", "perplexity.keep_top"),
+        ("d0", "perplexity.below_cutoff"),
         ("d3", "perplexity.empty"),
-        ("d4", "perplexity.keep_top"),
-        ("d2", "perplexity.keep_top"),
-        ("d3", "perplexity.keep_top"),
-        ("d4", "perplexity.keep_top"),
+        ("d4", "perplexity.below_cutoff"),
+        ("d2", "perplexity.below_cutoff"),
+        ("d3", "perplexity.below_cutoff"),
+        ("d4", "perplexity.below_cutoff"),
     ]
 
 

@@ -115,6 +115,7 @@ def test_dsir_selects_exactly_k_and_keeps_columns(corpus):
     assert st["selected"] == 10 and st["eligible"] == 54
     assert st["kl_reduction"] > 0
     assert st["removed"]["select.too_short"] == 6
+    assert st["removed"]["select.below_cutoff"] == 44  # eligible, outside the top k
 
 
 @pytest.mark.slow

@@ -469,7 +469,7 @@ class Perplexity(Stage):
             return [tie_key(i, shard.index, shard.piece, pos + int(r)) for r, i in zip(rows, tid, strict=True)]
 
         keep = kept_mask(-ppl, plan["keep"], tie_keys)
-        return self._decide(out, ppl, keep, self.reason("keep_top"))
+        return self._decide(out, ppl, keep, self.reason("below_cutoff"))
 
     def finish(self, plan: Any) -> dict[str, Any]:
         out = {k: v for k, v in plan.items() if k not in ("keep", "keep_threshold")}

@@ -338,7 +338,7 @@ class Quality(Stage):
             return [tie_key(i, shard.index, shard.piece, pos + int(r)) for r, i in zip(rows, tid, strict=True)]
 
         keep = kept_mask(s[:, 0], cut, tie_keys)
-        return Result.keep_where(out, keep, self.reason("below_top_fraction"))
+        return Result.keep_where(out, keep, self.reason("below_cutoff"))
 
     def finish(self, plan: Any) -> dict[str, Any]:
         if not plan:

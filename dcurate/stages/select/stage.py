@@ -622,7 +622,7 @@ class Select(Stage):
         ids = batch.column(self.ctx.id_field) if cut.last is not None else None
         sel = selected_mask(keys, elig, ids.to_pylist() if ids is not None else None, shard, pos, cut)
         batch = with_column(batch, self.score_column, pa.array(k["score"][pos : pos + n], pa.float64()))
-        reasons = np.where(elig, self.reason("not_selected"), self.reason("too_short"))
+        reasons = np.where(elig, self.reason("below_cutoff"), self.reason("too_short"))
         return Result.keep_where(batch, sel, reasons, {"selected": int(sel.sum())})
 
     def finish(self, plan: Any) -> dict[str, Any]:
