@@ -171,6 +171,10 @@ def test_keep_top_exact_with_ties_across_shards(tmp_path, arpa):
     # ranking: the two 'good' (s0:d2, s1:d1), then the 'mid' ties by id, then input order:
     # s1:d0, s0:d1, s1:d3, s0:d4 (core.topk's rule; before it, ties went in input order)
     assert kept == [["d1"], ["d2"], [], ["d0", "d1"], [], []]
+    # the plan layout is part of the stage key: a run interrupted under an older layout restarts
+    from dcurate.core import topk
+
+    assert st.fingerprint()["topk"] == topk.FORMAT and "topk" not in make(arpa, tmp_path).fingerprint()
     stats = st.finish(st._plan)
     assert stats["kept_top"] == 4 and stats["threshold"] == pytest.approx(float(one[1]))
     dropped = [

@@ -25,7 +25,11 @@ import numpy as np
 
 from dcurate.core.workfile import work_type
 
-__all__ = ["Cutoff", "compute_cutoff", "count_budget", "kept_mask", "tie_key"]
+__all__ = ["FORMAT", "Cutoff", "compute_cutoff", "count_budget", "kept_mask", "tie_key"]
+
+#: Version of the plans built on :class:`Cutoff`; stages put it in their fingerprint so that a run
+#: interrupted under an older plan layout starts its global stages again instead of resuming.
+FORMAT = 1
 
 TieKey = tuple[Any, ...]
 

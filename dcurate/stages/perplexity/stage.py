@@ -46,6 +46,7 @@ from dcurate.core.errors import InputError, ModelError, RecipeError
 from dcurate.core.params import param
 from dcurate.core.paths import check_writes
 from dcurate.core.stage import Result, ShardInfo, Stage, StageContext, register, with_column
+from dcurate.core.topk import FORMAT as topk_format
 from dcurate.core.topk import Cutoff, compute_cutoff, count_budget, kept_mask, tie_key
 from dcurate.io.atomic import atomic_open
 from dcurate.stages.perplexity import lm as LM
@@ -270,6 +271,8 @@ class Perplexity(Stage):
             if p and os.path.exists(p):
                 st = os.stat(p)
                 out[str(p)] = [st.st_size, st.st_mtime_ns]
+        if self.params.keep_top is not None:
+            return {"models": out, "topk": topk_format}
         return out
 
     def describe(self) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from dcurate.core.errors import InputError, ModelError, RecipeError
 from dcurate.core.params import param
 from dcurate.core.paths import check_writes
 from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
+from dcurate.core.topk import FORMAT as topk_format
 from dcurate.core.topk import Cutoff, compute_cutoff, count_budget, kept_mask, tie_key
 from dcurate.stages.quality import classifier as ftu
 from dcurate.text.keys import seeded_keys, uniform
@@ -221,7 +222,7 @@ class Quality(Stage):
                     out.append([str(f), st.st_size, st.st_mtime_ns])
                 except OSError:
                     out.append([str(f), None, None])
-        return out
+        return {"models": out, "topk": topk_format} if self.params.keep_top is not None else out
 
     # -- scoring ---------------------------------------------------------------------------------
     def scores(self, batch: pa.RecordBatch) -> np.ndarray:

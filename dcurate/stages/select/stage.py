@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 from dcurate.core.errors import InputError, RecipeError
 from dcurate.core.params import param
 from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
+from dcurate.core.topk import FORMAT as topk_format
 from dcurate.core.topk import Cutoff, compute_cutoff, kept_mask, tie_key
 from dcurate.stages.select import dsir as D
 from dcurate.stages.select import zipfit as Z
@@ -318,7 +319,7 @@ class Select(Stage):
                 out.append([s.path, st.st_size, st.st_mtime_ns])
             except OSError:
                 out.append([s.path])
-        return out
+        return {"targets": out, "topk": topk_format}
 
     def _read_targets(self) -> pa.Table:
         from dcurate.io import read_table
