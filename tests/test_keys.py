@@ -12,7 +12,7 @@ import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dcurate.text.keys import seeded_keys, uniform
+from dcurate.text.keys import seeded_keys, splitmix64, uniform
 
 M = 0xFFFFFFFFFFFFFFFF
 
@@ -94,3 +94,14 @@ def test_uniform_ranges_and_bad_variant():
     assert seeded_keys(pa.array([None, ""]), 5).tolist() == [xxhash.xxh64_intdigest(b"", seed=5)] * 2
     with pytest.raises(ValueError, match="unknown seeded-key variant"):
         seeded_keys(["a"], 0, variant="md5")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, M), max_size=20))
+def test_splitmix64_is_the_finaliser_zipfit_used(xs):
+    def ref(z: int) -> int:
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M
+        return z ^ (z >> 31)
+
+    assert splitmix64(np.array(xs, dtype=np.uint64)).tolist() == [ref(x) for x in xs]

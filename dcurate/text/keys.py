@@ -28,7 +28,7 @@ from numba import njit
 
 from dcurate.text.hashing import fmix64, xxh64
 
-__all__ = ["VARIANTS", "seeded_keys", "uniform"]
+__all__ = ["VARIANTS", "seeded_keys", "splitmix64", "uniform"]
 
 VARIANTS = ("xxh64", "fnv1a-fmix64")
 
@@ -110,3 +110,15 @@ def uniform(keys: np.ndarray, *, open_interval: bool = False) -> np.ndarray:
     if open_interval:
         return (top + 0.5) * (1.0 / 9007199254740992.0)
     return top / float(1 << 53)
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser over a uint64 array (wrapping arithmetic): mixes keys that are
+    already per-document (ZIP-FIT's self-check sample combines a document key and a target key)."""
+    x = np.asarray(x, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        x = x ^ (x >> np.uint64(30))
+        x = x * np.uint64(0xBF58476D1CE4E5B9)
+        x = x ^ (x >> np.uint64(27))
+        x = x * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))

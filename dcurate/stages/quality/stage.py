@@ -46,7 +46,6 @@ from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
 from dcurate.core.topk import FORMAT as topk_format
 from dcurate.core.topk import Cutoff, compute_cutoff, count_budget, kept_mask, tie_key
 from dcurate.stages.quality import classifier as ftu
-from dcurate.text.keys import seeded_keys, uniform
 
 DEFAULT_COLUMN = "quality_score"
 DEFAULT_LABEL = "__label__hq"
@@ -379,6 +378,8 @@ def _label_name(value: Any) -> str:
 
 def _split_keys(ids: list[Any], seed: int, salt: str) -> np.ndarray:
     """A uniform number in [0, 1) per document from (seed, salt, id): seeded, order-independent."""
+    from dcurate.text.keys import seeded_keys, uniform  # numba: only train-quality needs it
+
     return uniform(seeded_keys(ids, seed, salt))
 
 
