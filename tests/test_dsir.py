@@ -8,6 +8,7 @@ import pytest
 import xxhash
 
 from dcurate.stages.select import dsir
+from dcurate.text.keys import seeded_keys
 
 TEXTS = [
     "",
@@ -30,13 +31,13 @@ def _expected_buckets(text: str, nb: int) -> list[int]:
 @pytest.mark.parametrize("seed", [0, 1, 12345, 2**63 + 7])
 def test_xxh64_matches_xxhash(seed):
     strs = ["", "a", "ab", "abcd", "abcdefgh", "x" * 31, "y" * 32, "z" * 33, "ü" * 40, "0123456789" * 13]
-    got = dsir.hash_strings(strs, seed)
+    got = seeded_keys(strs, seed)
     assert [int(v) for v in got] == [xxhash.xxh64_intdigest(s.encode(), seed=seed) for s in strs]
 
 
-def test_hash_strings_nulls_and_slices():
+def test_seeded_keys_nulls_and_slices():
     arr = pa.array(["skip", "a", None, "b"])[1:]
-    got = dsir.hash_strings(arr, 3)
+    got = seeded_keys(arr, 3)
     assert [int(v) for v in got] == [xxhash.xxh64_intdigest(s.encode(), seed=3) for s in ["a", "", "b"]]
 
 

@@ -168,3 +168,22 @@ def test_chunked_and_empty_batch() -> None:
     empty = pa.record_batch({"q": pa.array([], pa.float64())})
     assert keep_mask(parse("q > 1"), empty).tolist() == []
     assert keep_mask(parse("true"), empty).tolist() == []
+
+
+def test_old_drop_reason_names_still_match():
+    """Renamed drop reasons (<stage>.below_cutoff): an old name in a query matches new rejected data
+    and a new name matches data written with the old one, for one release."""
+    from dcurate.core.stage import REASON_ALIASES, canonical_reason
+
+    assert set(REASON_ALIASES.values()) == {"quality.below_cutoff", "perplexity.below_cutoff", "select.below_cutoff"}
+    assert canonical_reason("perplexity.keep_top") == "perplexity.below_cutoff"
+    assert canonical_reason("filter.min_words") == "filter.min_words"
+    b = pa.record_batch(
+        {"dcurate_reason": ["select.not_selected", "select.below_cutoff", "perplexity.keep_top", None, "x"]}
+    )
+    got = lambda src: keep_mask(parse(src), b).tolist()  # noqa: E731
+    assert got("dcurate_reason == 'select.not_selected'") == [True, True, False, False, False]
+    assert got("'select.below_cutoff' == dcurate_reason") == [True, True, False, False, False]
+    assert got("dcurate_reason in ('perplexity.below_cutoff', 'x')") == [False, False, True, False, True]
+    assert got("dcurate_reason not in ('quality.below_top_fraction')") == [True, True, True, False, True]
+    assert got("dcurate_reason != 'perplexity.keep_top'") == [True, True, False, False, True]

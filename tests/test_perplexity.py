@@ -15,7 +15,7 @@ from dcurate.core import params as P
 from dcurate.core.errors import DcurateError, ModelError, RecipeError
 from dcurate.core.stage import REASON_COLUMN, ShardInfo, StageContext
 from dcurate.stages.perplexity import lm
-from dcurate.stages.perplexity.stage import Perplexity, PerplexityParams, keep_top_plan
+from dcurate.stages.perplexity.stage import Perplexity, PerplexityParams
 
 TRAIN = [
     "the cat sat on the mat",
@@ -168,8 +168,15 @@ def test_keep_top_exact_with_ties_across_shards(tmp_path, arpa):
     assert one[0] < one[1] < one[2]
     results = run_global(st, [shard0, shard1], rows_per_batch=2)
     kept = [(r.batch.column("id").to_pylist()) for r in results]
-    # ranking: the two 'good' (s0:d2, s1:d1), then the 'mid' ties in input order s0:d1, s0:d4, s1:d0, ...
-    assert kept == [["d1"], ["d2"], ["d4"], ["d1"], [], []]
+    # ranking: the two 'good' (s0:d2, s1:d1), then the 'mid' ties by id, then input order:
+    # s1:d0, s0:d1, s1:d3, s0:d4 (core.topk's rule; before it, ties went in input order)
+    assert kept == [["d1"], ["d2"], [], ["d0", "d1"], [], []]
+    # the plan layout is part of the stage key: a run interrupted under an older layout restarts
+    from dcurate.core import topk
+
+    assert st.fingerprint()["topk"] == topk.FORMAT and "topk" not in make(arpa, tmp_path).fingerprint()
+    stats = st.finish(st._plan)
+    assert stats["kept_top"] == 4 and stats["threshold"] == pytest.approx(float(one[1]))
     dropped = [
         (i, r)
         for res in results
@@ -179,23 +186,13 @@ def test_keep_top_exact_with_ties_across_shards(tmp_path, arpa):
         )
     ]
     assert dropped == [
-        ("d0", "perplexity.keep_top"),
+        ("d0", "perplexity.below_cutoff"),
         ("d3", "perplexity.empty"),
-        ("d0", "perplexity.keep_top"),
-        ("d2", "perplexity.keep_top"),
-        ("d3", "perplexity.keep_top"),
-        ("d4", "perplexity.keep_top"),
+        ("d4", "perplexity.below_cutoff"),
+        ("d2", "perplexity.below_cutoff"),
+        ("d3", "perplexity.below_cutoff"),
+        ("d4", "perplexity.below_cutoff"),
     ]
-
-
-def test_keep_top_plan_tie_break():
-    # four equal scores across two pieces: k=3 keeps the first three in (shard, piece, row) order
-    parts = [(ShardInfo("a", 0), None), (ShardInfo("b", 1), None)]
-    arrays = [np.array([5.0, 1.0, 5.0]), np.array([5.0, 5.0, np.nan])]
-    plan = keep_top_plan(parts, arrays, 0.5)
-    assert plan == {"k": 3, "threshold": 5.0, "last": (0, 0, 2)}
-    assert keep_top_plan(parts, arrays, 0.01)["k"] == 0
-    assert keep_top_plan(parts, arrays, 1.0)["k"] == 5  # never more than the scored documents
 
 
 @pytest.mark.parametrize(

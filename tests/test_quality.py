@@ -321,7 +321,7 @@ def test_keep_top_ties_broken_by_id(tmp_path, model):
             [str(d)], str(o), stages=[{"stage": "quality", "model": str(model), "keep_top": 0.25}], workers=2
         )
         assert sorted(read_out(o)["id"].to_pylist()) == ids[:5]
-        assert stats
+        assert stats["stages"][0]["removed"] == {"quality.below_cutoff": 15}
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import pytest
 
 from dcurate.api import curate
 from dcurate.core.errors import DcurateError
-from dcurate.stages.select.stage import compute_cutoff
+from dcurate.core.topk import compute_cutoff, tie_key
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -81,25 +81,25 @@ def _select(corpus, out: str, inputs=None, workers=1, seed=0, **params):
 
 
 def _ties(ids):
-    return lambda idx: [(ids[i], 0, 0, int(i)) for i in idx]
+    return lambda idx: [tie_key(ids[i], 0, 0, int(i)) for i in idx]
 
 
 def test_cutoff_breaks_ties_by_id():
     keys = np.array([1.0, 5.0, 3.0, 3.0, 3.0, 0.0])
     ids = ["f", "a", "z", "b", "m", "c"]
-    cut = compute_cutoff(keys, np.ones(6, bool), np.ones(6), 3, _ties(ids))
-    assert cut.value == 3.0 and cut.selected == 3 and cut.last == ("m", 0, 0, 4)
+    cut = compute_cutoff(keys, 3, _ties(ids), eligible=np.ones(6, bool))
+    assert cut.value == 3.0 and cut.selected == 3 and cut.last == (False, "m", 0, 0, 4)
 
 
 def test_cutoff_tokens_and_eligibility():
     keys = np.array([9.0, 8.0, 7.0, 6.0])
     elig = np.array([True, False, True, True])
     sizes = np.array([10.0, 50.0, 10.0, 10.0])
-    cut = compute_cutoff(keys, elig, sizes, 15, _ties(list("abcd")))
+    cut = compute_cutoff(keys, 15, _ties(list("abcd")), eligible=elig, sizes=sizes)
     assert cut.value == 7.0 and cut.selected == 2  # the second eligible document crosses 15
-    every = compute_cutoff(keys, elig, sizes, 1000, _ties(list("abcd")))
+    every = compute_cutoff(keys, 1000, _ties(list("abcd")), eligible=elig, sizes=sizes)
     assert every.value == -math.inf and every.selected == 3 and every.eligible == 3
-    none = compute_cutoff(keys, elig, sizes, 0, _ties(list("abcd")))
+    none = compute_cutoff(keys, 0, _ties(list("abcd")), eligible=elig, sizes=sizes)
     assert none.selected == 0
 
 
@@ -115,6 +115,7 @@ def test_dsir_selects_exactly_k_and_keeps_columns(corpus):
     assert st["selected"] == 10 and st["eligible"] == 54
     assert st["kl_reduction"] > 0
     assert st["removed"]["select.too_short"] == 6
+    assert st["removed"]["select.below_cutoff"] == 44  # eligible, outside the top k
 
 
 @pytest.mark.slow

@@ -43,6 +43,20 @@ from dcurate.core.names import STAGE_NAMES
 
 REASON_COLUMN = "dcurate_reason"
 
+#: Drop reasons renamed after 0.1.0 to one pattern, ``<stage>.below_cutoff`` = outside the corpus-wide
+#: top-k. The old names stay readable for one release: ``--keep-if``/``--where`` comparisons of
+#: ``dcurate_reason`` treat an old and a new name as the same reason (on old and new rejected data).
+REASON_ALIASES: dict[str, str] = {
+    "quality.below_top_fraction": "quality.below_cutoff",
+    "perplexity.keep_top": "perplexity.below_cutoff",
+    "select.not_selected": "select.below_cutoff",
+}
+
+
+def canonical_reason(name: str) -> str:
+    """The current name of a drop reason (an old name from :data:`REASON_ALIASES` is renamed)."""
+    return REASON_ALIASES.get(name, name)
+
 
 @dataclass(frozen=True)
 class ShardInfo:

@@ -3,7 +3,8 @@ bit the reference algorithms (``xxhash.xxh64_intdigest`` / ``xxh32_intdigest``),
 finalisers and a sort for uniformly distributed 64-bit hashes.
 
 Shared by the MinHash shingles (:mod:`dcurate.stages.dedup.minhash`), the compiled text scanners
-(:mod:`dcurate.text.scan`) and DSIR's hashed n-grams (:mod:`dcurate.stages.select.dsir`).
+(:mod:`dcurate.text.scan`), DSIR's hashed n-grams (:mod:`dcurate.stages.select.dsir`) and the
+seeded per-document keys (:mod:`dcurate.text.keys`).
 """
 
 from __future__ import annotations

@@ -79,18 +79,6 @@ def piece_key(packed: int) -> str:
     return f"{packed >> PIECE_BITS:06d}-{packed & ((1 << PIECE_BITS) - 1):04d}"
 
 
-def mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser (vectorised, wrapping uint64 arithmetic)."""
-    x = x.astype(np.uint64, copy=True)
-    with np.errstate(over="ignore"):
-        x ^= x >> np.uint64(30)
-        x *= np.uint64(0xBF58476D1CE4E5B9)
-        x ^= x >> np.uint64(27)
-        x *= np.uint64(0x94D049BB133111EB)
-        x ^= x >> np.uint64(31)
-    return x
-
-
 @dataclass(frozen=True)
 class Chunk:
     """One flushed run of rows of a piece: its folder, first reference and row count."""

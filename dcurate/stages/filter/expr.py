@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dcurate.core.errors import InputError, RecipeError
+from dcurate.core.stage import REASON_ALIASES, REASON_COLUMN, canonical_reason
 
 __all__ = ["Expr", "parse", "keep_mask", "ExprSyntaxError"]
 
@@ -190,7 +191,8 @@ class Column(Expr):
             raise InputError(
                 f"keep_if: unknown column '{self.name}' (position {self.pos}); available columns: {names}"
             )
-        return batch.column(idx)
+        col = batch.column(idx)
+        return _canonical_reasons(col) if self.name == REASON_COLUMN else col
 
     def to_pyarrow(self):
         return pc.field(self.name)
@@ -457,7 +459,9 @@ class _Parser:
         t = self.tok
         if t.kind == "op" and t.value in _CMP:
             self.take()
-            e: Expr = Compare(t.value, left, self.sum(), t.pos)
+            right = self.sum()
+            left, right = _reason_literal(left, right), _reason_literal(right, left)
+            e: Expr = Compare(t.value, left, right, t.pos)
             if self.tok.kind == "op" and self.tok.value in _CMP:
                 raise self.error("comparisons do not chain (write 'a < b and b < c')")
             return e
@@ -469,7 +473,10 @@ class _Parser:
             negated = self.take().value == "not"
             if negated:
                 self.take()
-            return InList(left, self.literal_list(), negated, t.pos)
+            values = self.literal_list()
+            if _is_reason(left):
+                values = tuple(canonical_reason(v) if isinstance(v, str) else v for v in values)
+            return InList(left, values, negated, t.pos)
         if self.at("keyword", "is"):
             self.take()
             negated = False
@@ -564,6 +571,29 @@ class _Parser:
         if t.kind == "end":
             raise self.error("expected a value (column, number or string), found end of expression")
         raise self.error(f"expected a value (column, number or string), found {self._found()}")
+
+
+def _is_reason(e: Expr) -> bool:
+    return isinstance(e, Column) and e.name == REASON_COLUMN
+
+
+def _reason_literal(e: Expr, other: Expr) -> Expr:
+    """A string compared with ``dcurate_reason``: an old drop-reason name means the new one."""
+    if isinstance(e, Literal) and isinstance(e.value, str) and _is_reason(other):
+        return Literal(canonical_reason(e.value), e.pos)
+    return e
+
+
+def _canonical_reasons(col: Any) -> Any:
+    """``dcurate_reason`` values with old names renamed (rejected data written by older releases)."""
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        return col
+    old = pa.array(list(REASON_ALIASES), col.type)
+    idx = pc.index_in(col, value_set=old)
+    if idx.null_count == len(idx):
+        return col
+    new = pa.array(list(REASON_ALIASES.values()), col.type)
+    return pc.if_else(pc.is_null(idx), col, pc.take(new, pc.fill_null(idx, 0)))
 
 
 def parse(source: str) -> Expr:

@@ -9,53 +9,17 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-from numba import njit
 
 from dcurate.core.workfile import work_type
+from dcurate.text.keys import seeded_keys
 
 # -- hashing --------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
-def _fmix64(h):
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xFF51AFD7ED558CCD)
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xC4CEB9FE1A85EC53)
-    h ^= h >> np.uint64(33)
-    return h
-
-
-@njit(cache=True)
-def _hash_strings(offsets, data, seed):
-    """FNV-1a over each string's bytes from a seeded basis, then the murmur3 64-bit finaliser (so
-    that the top bits, used as histogram bins, are well mixed)."""
-    n = len(offsets) - 1
-    out = np.empty(n, dtype=np.uint64)
-    basis = _fmix64(np.uint64(seed) ^ np.uint64(0xCBF29CE484222325))
-    prime = np.uint64(0x100000001B3)
-    for i in range(n):
-        h = basis
-        for p in range(offsets[i], offsets[i + 1]):
-            h ^= np.uint64(data[p])
-            h *= prime
-        out[i] = _fmix64(h ^ np.uint64(offsets[i + 1] - offsets[i]))
-    return out
-
-
 def selection_keys(ids: pa.Array | pa.ChunkedArray, seed: int) -> np.ndarray:
-    """A uint64 key per document from (seed, id): the order in which documents are taken."""
-    if isinstance(ids, pa.ChunkedArray):
-        ids = ids.combine_chunks()
-    if not pa.types.is_large_string(ids.type):
-        ids = pc.cast(ids, pa.large_string())
-    if len(ids) == 0:
-        return np.empty(0, dtype=np.uint64)
-    _, obuf, dbuf = ids.buffers()
-    offsets = np.frombuffer(obuf, dtype=np.int64)[ids.offset : ids.offset + len(ids) + 1]
-    data = np.frombuffer(dbuf, dtype=np.uint8) if dbuf is not None else np.empty(0, dtype=np.uint8)
-    return _hash_strings(offsets, data, np.uint64(seed & 0xFFFFFFFFFFFFFFFF))
+    """A uint64 key per document from (seed, id): the order in which documents are taken
+    (seeded FNV-1a + fmix64, :func:`dcurate.text.keys.seeded_keys`)."""
+    return seeded_keys(ids, seed, variant="fnv1a-fmix64")
 
 
 # -- weights ----------------------------------------------------------------------------------------

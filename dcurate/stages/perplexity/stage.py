@@ -46,6 +46,9 @@ from dcurate.core.errors import InputError, ModelError, RecipeError
 from dcurate.core.params import param
 from dcurate.core.paths import check_writes
 from dcurate.core.stage import Result, ShardInfo, Stage, StageContext, register, with_column
+from dcurate.core.topk import FORMAT as topk_format
+from dcurate.core.topk import Cutoff, compute_cutoff, count_budget, kept_mask, tie_key
+from dcurate.io.atomic import atomic_open
 from dcurate.stages.perplexity import lm as ngram_lm
 
 log = logging.getLogger("dcurate")
@@ -268,6 +271,8 @@ class Perplexity(Stage):
             if p and os.path.exists(p):
                 st = os.stat(p)
                 out[str(p)] = [st.st_size, st.st_mtime_ns]
+        if self.params.keep_top is not None:
+            return {"models": out, "topk": topk_format}
         return out
 
     def describe(self) -> dict[str, Any]:
@@ -368,15 +373,32 @@ class Perplexity(Stage):
     def _score_file(self, shard: ShardInfo) -> Path:
         return Path(self.ctx.workdir) / f"scores-{shard.key}.npy"
 
+    def _ids_file(self, shard: ShardInfo) -> Path:
+        return Path(self.ctx.workdir) / f"ids-{shard.key}.arrow"
+
     def scan(self, batches, shard: ShardInfo, round: int, plan: Any) -> Any:
-        parts = [self.scores(b) for b in batches]
+        parts, ids = [], []
+        for b in batches:
+            parts.append(self.scores(b))
+            if self.ctx.id_field in b.schema.names:
+                ids.append(b.column(self.ctx.id_field))
         ppl = np.concatenate(parts) if parts else np.zeros(0)
         path = self._score_file(shard)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npy")
         np.save(tmp, ppl)
         os.replace(tmp, path)
-        return {"n": len(ppl), "file": str(path)}
+        has_ids = self.params.keep_top is not None and bool(ids) and len(ids) == len(parts)
+        if has_ids:  # tie-breaks of keep_top: the ids of the documents tied at the cut-off
+            arr = (
+                pa.chunked_array(ids)
+                if len({a.type for a in ids}) == 1
+                else pa.chunked_array([a.cast(pa.string()) for a in ids])
+            )
+            t = pa.table({"id": arr})
+            with atomic_open(str(self._ids_file(shard))) as f, pa.ipc.new_file(f, t.schema) as w:
+                w.write_table(t)
+        return {"n": len(ppl), "file": str(path), "ids": has_ids}
 
     def reduce(self, partials: list[tuple[ShardInfo, Any]], round: int, plan: Any) -> Any:
         parts = sorted(partials, key=lambda sp: (sp[0].index, sp[0].piece))
@@ -397,8 +419,35 @@ class Perplexity(Stage):
                     [float(x) for x in np.percentile(valid, pct)] if len(valid) else [math.nan] * len(pct)
                 )
         if self.params.keep_top is not None:
-            out["keep"] = keep_top_plan(parts, arrays, self.params.keep_top)
+            cut = out["keep"] = self._keep_top_plan(parts, arrays)
+            if math.isfinite(cut.value):
+                out["keep_threshold"] = -cut.value
+            else:  # everything scored (-inf) or nothing (+inf)
+                out["keep_threshold"] = float(valid.max()) if cut.selected else None
         return out
+
+    def _keep_top_plan(self, parts: list[tuple[ShardInfo, Any]], arrays: list[np.ndarray]) -> Cutoff:
+        """The k = round(keep_top * documents) lowest-perplexity documents (documents without a
+        token never), ties by id then input order (:mod:`dcurate.core.topk`)."""
+        ppl = np.concatenate(arrays) if arrays else np.zeros(0)
+        starts = np.cumsum([0] + [len(a) for a in arrays])
+
+        def tie_keys(idx: np.ndarray) -> list[tuple]:
+            out: list[tuple] = []
+            piece_of = np.searchsorted(starts, idx, side="right") - 1
+            for pi in np.unique(piece_of):
+                sh, part = parts[pi]
+                rows = idx[piece_of == pi] - int(starts[pi])
+                if part.get("ids"):
+                    with pa.memory_map(str(self._ids_file(sh))) as f:
+                        col = pa.ipc.open_file(f).read_all().column("id").combine_chunks()
+                    tid = col.take(pa.array(rows)).to_pylist()
+                else:
+                    tid = [None] * len(rows)
+                out.extend(tie_key(i, sh.index, sh.piece, int(r)) for i, r in zip(tid, rows, strict=True))
+            return out
+
+        return compute_cutoff(-ppl, count_budget(float(self.params.keep_top or 0.0), len(ppl)), tie_keys)
 
     def _piece_scores(self, shard: ShardInfo) -> np.ndarray:
         key = shard.key
@@ -416,73 +465,22 @@ class Perplexity(Stage):
         out = self._annotate(batch, ppl, plan.get("cutoffs"))
         if self.params.keep_top is None:
             return Result(out, None, {})
-        keep = keep_mask(ppl, shard, pos, plan["keep"])
-        return self._decide(out, ppl, keep, self.reason("keep_top"))
+        ids = batch.column(self.ctx.id_field) if self.ctx.id_field in batch.schema.names else None
+
+        def tie_keys(rows: np.ndarray) -> list[tuple]:
+            tid = ids.take(pa.array(rows)).to_pylist() if ids is not None else [None] * len(rows)
+            return [tie_key(i, shard.index, shard.piece, pos + int(r)) for r, i in zip(rows, tid, strict=True)]
+
+        keep = kept_mask(-ppl, plan["keep"], tie_keys)
+        return self._decide(out, ppl, keep, self.reason("below_cutoff"))
 
     def finish(self, plan: Any) -> dict[str, Any]:
-        out = {k: v for k, v in plan.items() if k != "keep"}
+        out = {k: v for k, v in plan.items() if k not in ("keep", "keep_threshold")}
         if "keep" in plan:
-            out["kept_top"] = plan["keep"]["k"]
-            out["threshold"] = plan["keep"]["threshold"]
+            cut: Cutoff = plan["keep"]
+            out["kept_top"] = cut.selected
+            out["threshold"] = plan.get("keep_threshold")
         return out
-
-
-def keep_top_plan(
-    parts: list[tuple[ShardInfo, Any]], arrays: list[np.ndarray], fraction: float
-) -> dict[str, Any]:
-    """Exactly k = round(fraction * documents) lowest-perplexity documents (at most the number of
-    scored ones); ties at the threshold go to the earliest documents in input order."""
-    n_total = sum(len(a) for a in arrays)
-    k = int(math.floor(fraction * n_total + 0.5))
-    ppl = np.concatenate(arrays) if arrays else np.zeros(0)
-    shard_idx = (
-        np.concatenate(
-            [np.full(len(a), s.index, dtype=np.int64) for (s, _), a in zip(parts, arrays, strict=True)]
-        )
-        if arrays
-        else np.zeros(0, np.int64)
-    )
-    piece_idx = (
-        np.concatenate(
-            [np.full(len(a), s.piece, dtype=np.int64) for (s, _), a in zip(parts, arrays, strict=True)]
-        )
-        if arrays
-        else np.zeros(0, np.int64)
-    )
-    rows = (
-        np.concatenate([np.arange(len(a), dtype=np.int64) for a in arrays])
-        if arrays
-        else np.zeros(0, np.int64)
-    )
-    valid = ~np.isnan(ppl)
-    k = min(k, int(valid.sum()))
-    if k == 0:
-        return {"k": 0, "threshold": None, "last": None}
-    order = np.lexsort((rows, piece_idx, shard_idx, np.where(valid, ppl, np.inf)))
-    last = order[k - 1]
-    return {
-        "k": k,
-        "threshold": float(ppl[last]),
-        "last": (int(shard_idx[last]), int(piece_idx[last]), int(rows[last])),
-    }
-
-
-def keep_mask(ppl: np.ndarray, shard: ShardInfo, pos: int, keep: dict[str, Any]) -> np.ndarray:
-    if keep["k"] == 0:
-        return np.zeros(len(ppl), dtype=bool)
-    t = keep["threshold"]
-    li, lp, lr = keep["last"]
-    with np.errstate(invalid="ignore"):
-        below = ppl < t
-        tie = ppl == t
-    here = (shard.index, shard.piece)
-    if here < (li, lp):
-        tie_ok = np.ones(len(ppl), dtype=bool)
-    elif here > (li, lp):
-        tie_ok = np.zeros(len(ppl), dtype=bool)
-    else:
-        tie_ok = (pos + np.arange(len(ppl))) <= lr
-    return below | (tie & tie_ok)
 
 
 # -- training ----------------------------------------------------------------------------------------

@@ -43,6 +43,8 @@ from dcurate.core.errors import InputError, ModelError, RecipeError
 from dcurate.core.params import param
 from dcurate.core.paths import check_writes
 from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
+from dcurate.core.topk import FORMAT as topk_format
+from dcurate.core.topk import Cutoff, compute_cutoff, count_budget, kept_mask, tie_key
 from dcurate.stages.quality import classifier
 
 DEFAULT_COLUMN = "quality_score"
@@ -219,7 +221,7 @@ class Quality(Stage):
                     out.append([str(f), st.st_size, st.st_mtime_ns])
                 except OSError:
                     out.append([str(f), None, None])
-        return out
+        return {"models": out, "topk": topk_format} if self.params.keep_top is not None else out
 
     # -- scoring ---------------------------------------------------------------------------------
     def scores(self, batch: pa.RecordBatch) -> np.ndarray:
@@ -293,35 +295,26 @@ class Quality(Stage):
         return {"rows": int(scores.shape[0]), "ids": has_ids}
 
     def reduce(self, partials: list[tuple[ShardInfo, Any]], round: int, plan: Any) -> Any:
-        frac = float(self.params.keep_top or 0.0)
         firsts = [np.load(self._score_path(sh.key))[:, 0] for sh, _ in partials]
         n = int(sum(len(a) for a in firsts))
-        k = min(n, int(math.floor(frac * n + 0.5)))  # round half up
-        if k == 0:
-            return {"cutoff": math.inf, "boundary": None, "k": 0, "n": n}
-        if k == n:
-            return {"cutoff": -math.inf, "boundary": None, "k": n, "n": n}
-        allv = np.concatenate(firsts)
-        cut = np.partition(allv, n - k)[n - k]  # the k-th largest score
-        need = k - int((allv > cut).sum())  # documents to keep among those scoring exactly `cut`
-        ties: list[tuple] = []
-        for (sh, part), a in zip(partials, firsts, strict=True):
-            rows = np.flatnonzero(a == cut)
-            if len(rows) == 0:
-                continue
-            if part.get("ids"):
-                idcol = self._read_ids(sh.key)
-                tid = idcol.take(pa.array(rows)).to_pylist()
-            else:
-                tid = [None] * len(rows)
-            ties.extend(self._tie_key(i, sh, int(r)) for i, r in zip(tid, rows, strict=True))
-        ties.sort()
-        return {"cutoff": float(cut), "boundary": ties[need - 1], "k": k, "n": n}
+        allv = np.concatenate(firsts) if firsts else np.zeros(0, np.float32)
+        starts = np.cumsum([0] + [len(a) for a in firsts])
 
-    @staticmethod
-    def _tie_key(doc_id: Any, sh: ShardInfo, row: int) -> tuple:
-        # Documents without an id sort after those with one, then in input order.
-        return (doc_id is None, "" if doc_id is None else doc_id, sh.index, sh.piece, row)
+        def tie_keys(idx: np.ndarray) -> list[tuple]:
+            out: list[tuple] = []
+            piece_of = np.searchsorted(starts, idx, side="right") - 1
+            for pi in np.unique(piece_of):  # idx is ascending, so pieces come in order
+                sh, part = partials[pi]
+                rows = idx[piece_of == pi] - int(starts[pi])
+                if part.get("ids"):
+                    tid = self._read_ids(sh.key).take(pa.array(rows)).to_pylist()
+                else:
+                    tid = [None] * len(rows)
+                out.extend(tie_key(i, sh.index, sh.piece, int(r)) for i, r in zip(tid, rows, strict=True))
+            return out
+
+        cut = compute_cutoff(allv, count_budget(float(self.params.keep_top or 0.0), n), tie_keys)
+        return {"cutoff": cut, "n": n}
 
     def _read_ids(self, key: str) -> pa.Array:
         with pa.memory_map(str(self._ids_path(key))) as f:
@@ -337,29 +330,25 @@ class Quality(Stage):
         else:  # pragma: no cover - the runner guarantees scan and apply see the same rows
             s = self.scores(batch)
         out = self._annotate(batch, s)
-        cut = np.float32(plan["cutoff"]) if math.isfinite(plan["cutoff"]) else plan["cutoff"]
-        first = s[:, 0]
-        keep = first > cut
-        tie_rows = np.flatnonzero(first == cut)
-        if len(tie_rows) and plan["boundary"] is not None:
-            ids = (
-                batch.column(self.ctx.id_field).take(pa.array(tie_rows)).to_pylist()
-                if self.ctx.id_field in batch.schema.names
-                else [None] * len(tie_rows)
-            )
-            for r, i in zip(tie_rows, ids, strict=True):  # only the documents tied at the cut-off
-                keep[r] = self._tie_key(i, shard, pos + int(r)) <= plan["boundary"]
-        return Result.keep_where(out, keep, self.reason("below_top_fraction"))
+        cut: Cutoff = plan["cutoff"]
+        ids = batch.column(self.ctx.id_field) if self.ctx.id_field in batch.schema.names else None
+
+        def tie_keys(rows: np.ndarray) -> list[tuple]:
+            tid = ids.take(pa.array(rows)).to_pylist() if ids is not None else [None] * len(rows)
+            return [tie_key(i, shard.index, shard.piece, pos + int(r)) for r, i in zip(rows, tid, strict=True)]
+
+        keep = kept_mask(s[:, 0], cut, tie_keys)
+        return Result.keep_where(out, keep, self.reason("below_cutoff"))
 
     def finish(self, plan: Any) -> dict[str, Any]:
         if not plan:
             return {}
-        cut = plan["cutoff"]
+        cut: Cutoff = plan["cutoff"]
         return {
             "keep_top": self.params.keep_top,
             "documents": plan["n"],
-            "kept": plan["k"],
-            "cutoff_score": cut if math.isfinite(cut) else None,
+            "kept": cut.selected,
+            "cutoff_score": cut.value if math.isfinite(cut.value) else None,
         }
 
 
@@ -389,14 +378,9 @@ def _label_name(value: Any) -> str:
 
 def _split_keys(ids: list[Any], seed: int, salt: str) -> np.ndarray:
     """A uniform number in [0, 1) per document from (seed, salt, id): seeded, order-independent."""
-    import xxhash
+    from dcurate.text.keys import seeded_keys, uniform  # numba: only train-quality needs it
 
-    h = np.fromiter(
-        (xxhash.xxh64_intdigest(f"{salt}\x00{i}".encode(), seed=seed & 0xFFFFFFFFFFFFFFFF) for i in ids),
-        dtype=np.uint64,
-        count=len(ids),
-    )
-    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return uniform(seeded_keys(ids, seed, salt))
 
 
 def _load_labelled(

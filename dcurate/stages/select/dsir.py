@@ -42,40 +42,15 @@ from typing import NamedTuple
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
-from numba import njit
 
 from dcurate.text import normalize as _text
 from dcurate.text import scan as textscan
-from dcurate.text.hashing import xxh64 as _xxh64_range
+from dcurate.text.keys import seeded_keys, uniform
 
 #: Number of hash buckets (DSIR paper and ``data-selection``'s default).
 DEFAULT_BUCKETS = 10_000
 #: Constant the reference adds inside the logs of the log-ratio.
 REFERENCE_EPS = 1e-8
-
-
-@njit(inline="always", cache=True)
-def _xxh64(buf, start, length, seed):
-    """XXH64 of ``buf[start:start + length]`` (:func:`dcurate.text.hashing.xxh64` over a start and a length)."""
-    return _xxh64_range(buf, start, start + length, seed)
-
-
-@njit(cache=True)
-def _hash_strings(data, offsets, seed):
-    n = len(offsets) - 1
-    out = np.empty(n, dtype=np.uint64)
-    for j in range(n):
-        out[j] = _xxh64(data, offsets[j], offsets[j + 1] - offsets[j], seed)
-    return out
-
-
-def hash_strings(values: pa.Array | pa.ChunkedArray | list[str], seed: int = 0) -> np.ndarray:
-    """XXH64 (uint64) of each string's UTF-8 bytes with ``seed``; nulls hash as ``""``."""
-    if isinstance(values, list):
-        values = pa.array(values, type=pa.large_string())
-    _, offsets, data = textscan.string_buffers(values)
-    return _hash_strings(data, offsets, np.uint64(seed & 0xFFFFFFFFFFFFFFFF))
 
 
 #: Word-punct tokens (the reference's WordPunctTokenizer pattern), on dcurate's normalised text.
@@ -199,8 +174,7 @@ def log_weights(feats: Features, table: np.ndarray) -> np.ndarray:
 
 def gumbel_noise(ids, seed: int) -> np.ndarray:
     """Standard Gumbel noise, one value per document id, a pure function of (seed, id)."""
-    h = hash_strings(ids, seed)
-    u = ((h >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / 9007199254740992.0)  # (0, 1)
+    u = uniform(seeded_keys(ids, seed), open_interval=True)  # XXH64 of the id, top 53 bits -> (0, 1)
     return -np.log(-np.log(u))
 
 

@@ -37,8 +37,10 @@ import pyarrow.compute as pc
 from dcurate.core.errors import InputError, RecipeError
 from dcurate.core.params import param
 from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
-from dcurate.core.workfile import work_type
+from dcurate.core.topk import FORMAT as topk_format
+from dcurate.core.topk import Cutoff, compute_cutoff, kept_mask, tie_key
 from dcurate.stages.select import dsir, zipfit
+from dcurate.text.keys import seeded_keys
 
 DSIR_MIN_WORDS = 100  # data-selection HashedNgramDSIR(min_example_length=100)
 ZIPFIT_CHUNK_DOCS = 200  # pool documents per parallel ZIP-FIT scoring task
@@ -135,75 +137,24 @@ def _size_mode(p: SelectParams) -> tuple[str, float]:
     return "k", float(p.k)
 
 
-# -- selection: exact global cut-off ---------------------------------------------------------------
+# -- selection: exact global cut-off (dcurate.core.topk) ------------------------------------------
 
 
-@work_type
-@dataclass
-class Cutoff:
-    """Selected = eligible and (key > value, or key == value and (id, order) <= last)."""
-
-    value: float  # -inf: every eligible document
-    last: tuple | None = None  # (id, shard index, piece, row) of the last selected tie
-    selected: int = 0
-    requested: int = 0
-    eligible: int = 0
-
-
-def compute_cutoff(
-    keys: np.ndarray,
-    eligible: np.ndarray,
-    sizes: np.ndarray,
-    budget: float,
-    tie_info,
-) -> Cutoff:
-    """Exact cut-off for the largest keys: keep documents in (key desc, id asc) order until
-    ``budget`` is reached (count mode: sizes are 1; token mode: the last document may cross it).
-    ``tie_info(idx)`` returns (id, shard, piece, row) tuples of global indices ``idx``."""
-    elig_idx = np.flatnonzero(eligible)
-    total = float(sizes[elig_idx].sum()) if len(elig_idx) else 0.0
-    n_elig = len(elig_idx)
-    if budget <= 0:
-        return Cutoff(math.inf, None, 0, 0, n_elig)
-    if total <= budget:
-        return Cutoff(-math.inf, None, n_elig, 0, n_elig)
-    ke = keys[elig_idx]
-    order = np.argsort(-ke, kind="stable")
-    cum = np.cumsum(sizes[elig_idx][order], dtype=np.float64)
-    p = int(np.searchsorted(cum, budget, side="left"))  # first position reaching the budget
-    v = float(ke[order[p]])
-    greater = ke > v
-    before = float(sizes[elig_idx][greater].sum())
-    tie = elig_idx[ke == v]
-    info = sorted(zip(tie_info(tie), tie.tolist(), strict=True))
-    acc = before
-    n_sel = int(greater.sum())
-    last = None
-    for t, g in info:
-        if acc >= budget:
-            break
-        acc += float(sizes[g])
-        n_sel += 1
-        last = t
-    return Cutoff(v, last, n_sel, 0, n_elig)
-
-
-def _as_str(v) -> str:
-    return v.as_py() if isinstance(v, pa.Scalar) else str(v)
+def _as_str(v) -> str | None:
+    v = v.as_py() if isinstance(v, pa.Scalar) else v
+    return None if v is None else str(v)
 
 
 def selected_mask(
     keys: np.ndarray, eligible: np.ndarray, ids, shard: ShardInfo, pos: int, cut: Cutoff
 ) -> np.ndarray:
     """Rows ``pos..pos+len(keys)`` of a piece: which are selected under ``cut``."""
-    sel = eligible & (keys > cut.value)
-    if cut.last is not None:
-        eq = np.flatnonzero(eligible & (keys == cut.value))
-        for i in eq.tolist():
-            t = (_as_str(ids[i]), shard.index, shard.piece, pos + i)
-            if t <= cut.last:
-                sel[i] = True
-    return sel
+    return kept_mask(
+        keys,
+        cut,
+        lambda rows: [tie_key(_as_str(ids[i]), shard.index, shard.piece, pos + i) for i in rows.tolist()],
+        eligible=eligible,
+    )
 
 
 # -- per-piece work files ----------------------------------------------------------------------------
@@ -366,7 +317,7 @@ class Select(Stage):
                 out.append([s.path, st.st_size, st.st_mtime_ns])
             except OSError:
                 out.append([s.path])
-        return out
+        return {"targets": out, "topk": topk_format}
 
     def _read_targets(self) -> pa.Table:
         from dcurate.io import read_table
@@ -406,7 +357,7 @@ class Select(Stage):
             nonempty = np.asarray(pc.greater(pc.utf8_length(texts), 0).to_numpy(zero_copy_only=False))
             table = table.filter(pa.array(nonempty))
             ids = table.column(idf).cast(pa.large_string())
-            h = dsir.hash_strings(ids, self.ctx.seed)
+            h = seeded_keys(ids, self.ctx.seed)
             id_list = ids.to_pylist()
             order = sorted(range(table.num_rows), key=lambda i: (int(h[i]), id_list[i]))
             n = p.num_targets if p.num_targets is not None else len(order)
@@ -557,11 +508,12 @@ class Select(Stage):
         p = self.params
         keys, elig, sizes, starts, files = self._gather(partials)
         mode, amount = _size_mode(p)
+        unit: np.ndarray | None = None
         if mode == "tokens":
             budget, unit = amount, sizes.astype(np.float64)
         else:
             k = amount if mode == "k" else math.floor(amount * len(keys) + 0.5)
-            budget, unit = float(k), np.ones(len(keys))
+            budget = float(k)
 
         def tie_info(idx: np.ndarray) -> list[tuple]:
             out = []
@@ -571,11 +523,11 @@ class Select(Stage):
                 ids = _read_ids(f["ids"])
                 for g in idx[piece_of == pi].tolist():
                     row = g - int(starts[pi])
-                    out.append((g, (ids[row].as_py(), shard.index, shard.piece, row)))
-            out.sort()
+                    out.append((g, tie_key(_as_str(ids[row]), shard.index, shard.piece, row)))
+            out.sort(key=lambda gt: gt[0])
             return [t for _, t in out]
 
-        cut = compute_cutoff(keys, elig, unit, budget, tie_info)
+        cut = compute_cutoff(keys, budget, tie_info, eligible=elig, sizes=unit)
         cut.requested = int(budget)
         if cut.value == -math.inf and cut.eligible < budget:
             unit_name = "words" if mode == "tokens" else "documents"
@@ -669,7 +621,7 @@ class Select(Stage):
         ids = batch.column(self.ctx.id_field) if cut.last is not None else None
         sel = selected_mask(keys, elig, ids.to_pylist() if ids is not None else None, shard, pos, cut)
         batch = with_column(batch, self.score_column, pa.array(k["score"][pos : pos + n], pa.float64()))
-        reasons = np.where(elig, self.reason("not_selected"), self.reason("too_short"))
+        reasons = np.where(elig, self.reason("below_cutoff"), self.reason("too_short"))
         return Result.keep_where(batch, sel, reasons, {"selected": int(sel.sum())})
 
     def finish(self, plan: Any) -> dict[str, Any]:

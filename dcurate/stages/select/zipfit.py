@@ -37,6 +37,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dcurate.text.keys import splitmix64
+
 #: gzip header (10 bytes, no file name) + trailer (CRC32 + size, 8 bytes) around the deflate data.
 GZIP_OVERHEAD = 18
 DEFAULT_LEVEL = 9
@@ -47,15 +49,6 @@ CHECK_EVERY = 1000
 _M64 = 0xFFFFFFFFFFFFFFFF
 
 
-def _mix64(v: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser over a uint64 array (wrapping arithmetic)."""
-    v = v ^ (v >> np.uint64(30))
-    v = v * np.uint64(0xBF58476D1CE4E5B9)
-    v = v ^ (v >> np.uint64(27))
-    v = v * np.uint64(0x94D049BB133111EB)
-    return v ^ (v >> np.uint64(31))
-
-
 def check_sample(doc_id: str, target_keys: np.ndarray, seed: int = 0) -> np.ndarray:
     """Indices of the targets whose pair with document ``doc_id`` is checked against zlib:
     ``mix(xxh64(doc_id, seed) ^ key(target)) % CHECK_EVERY == 0`` (``target_keys`` from
@@ -63,12 +56,12 @@ def check_sample(doc_id: str, target_keys: np.ndarray, seed: int = 0) -> np.ndar
     import xxhash
 
     h = np.uint64(xxhash.xxh64_intdigest(doc_id.encode("utf-8", "surrogatepass"), seed=seed & _M64))
-    return np.flatnonzero(_mix64(target_keys ^ h) % np.uint64(CHECK_EVERY) == 0)
+    return np.flatnonzero(splitmix64(target_keys ^ h) % np.uint64(CHECK_EVERY) == 0)
 
 
 def target_keys(n: int) -> np.ndarray:
     """Per-target hash keys (of the target's index) for :func:`check_sample`."""
-    return _mix64(np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+    return splitmix64(np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15))
 
 
 def check_level(level: int) -> int:
