@@ -329,8 +329,10 @@ class Runner:
                              "give a new or empty folder")
 
     def _publish(self, paths: list[str]) -> None:
-        """Publish a finished task's files to the store (outputs first, its marker last)."""
+        """Publish a finished task's files to the store: the stages' work files (a task may write
+        more than its marker lists), its outputs, then its marker."""
         for m in self.mirrors:
+            m.sync(under=self.workdir / "stages")
             m.push(paths)
 
     def _sync(self) -> None:

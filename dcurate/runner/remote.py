@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -45,8 +46,10 @@ from dcurate.runner.outdir import _alive
 
 log = logging.getLogger("dcurate")
 
-#: Names never mirrored: the locks (the store has its own) and temporary files of writers.
+#: Names never mirrored: the locks (the store has its own) and temporary files of writers
+#: (dcurate's '.NAME.dctmp-PID' and the stages' 'NAME.tmp', 'NAME.tmp.npy', ...).
 _SKIP = {".dcurate-lock", "lock"}
+_STAGE_TMP = re.compile(r"\.tmp(\.[A-Za-z0-9]+)?$")
 
 
 def staging_root() -> Path:
@@ -91,7 +94,7 @@ class Mirror:
     @staticmethod
     def _skip(rel: str) -> bool:
         name = rel.rsplit("/", 1)[-1]
-        return name in _SKIP or is_temp_name(name)
+        return name in _SKIP or is_temp_name(name) or bool(_STAGE_TMP.search(name))
 
     def _stat(self, rel: str) -> tuple[int, int] | None:
         try:
@@ -138,11 +141,16 @@ class Mirror:
                 shutil.copyfileobj(src, out, 1 << 22)
             self.state[rel] = st
 
-    def sync(self) -> None:
+    def sync(self, under: Path | None = None) -> None:
         """Publish every new or changed file (data, then markers and plans, then .dcurate/) and
-        delete from the store the files removed from the staging folder."""
+        delete from the store the files removed from the staging folder. With ``under`` (a folder
+        in the staging folder): only the new or changed files there, markers and plans left out,
+        nothing deleted (what a finished task may have written besides its listed outputs)."""
         now: dict[str, tuple[int, int]] = {}
-        for dirpath, _dirs, names in os.walk(self.local):
+        top = under if under is not None else self.local
+        if under is not None and self.rel(under) is None:
+            return
+        for dirpath, _dirs, names in os.walk(top):
             for n in names:
                 rel = os.path.relpath(os.path.join(dirpath, n), self.local).replace(os.sep, "/")
                 if self._skip(rel):
@@ -151,6 +159,9 @@ class Mirror:
                 if st is not None:
                     now[rel] = st
         changed = sorted((r for r, st in now.items() if self.state.get(r) != st), key=_order)
+        if under is not None:
+            self.push([str(self.local / r) for r in changed if _order(r)[0] == 0])
+            return
         self.push([str(self.local / r) for r in changed])
         for rel in sorted(set(self.state) - set(now)):
             storage.remove(self._remote(rel))
