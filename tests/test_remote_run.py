@@ -135,6 +135,19 @@ def test_output_on_s3_with_local_workdir_and_stale_shards_removed(staged):
     assert _dcurate("verify", "s3://bkt/rr/out3", env=env).returncode == 0
 
 
+def test_s3_glob_input_and_target_with_local_output(staged):
+    tmp, env, local = staged
+    rec = _recipe(tmp, "glob", "s3://bkt/rr/in/part-*.jsonl", str(tmp / "out4"), None, "s3://bkt/rr/target.jsonl")
+    dry = _dcurate("run", str(rec), "--dry-run", env=env)
+    assert dry.returncode == 0 and "3 shard(s), jsonl" in dry.stdout, dry.stdout + dry.stderr
+    r = _dcurate("run", str(rec), env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert _files(str(tmp / "out4")) == local
+    bad = _recipe(tmp, "bad", "s3://bkt/rr/nothing/*.jsonl", str(tmp / "out5"), None, "s3://bkt/rr/target.jsonl")
+    r = _dcurate("run", str(bad), env=env)
+    assert r.returncode == 1 and "s3://bkt/rr/nothing/*.jsonl: the glob matches no file" in r.stderr
+
+
 @pytest.mark.slow
 def test_kill_9_then_resume_on_s3_equals_the_local_run(staged):
     tmp, env, local = staged

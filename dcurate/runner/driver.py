@@ -253,7 +253,7 @@ class Runner:
 
     def _count_rows(self, piece: Piece, cap: int) -> int:
         if piece.shard.fmt == "parquet":
-            md = pq.ParquetFile(piece.shard.path).metadata
+            md = pq.ParquetFile(storage.parquet_source(piece.shard.path)).metadata
             groups = piece.row_groups if piece.row_groups is not None else range(md.num_row_groups)
             return sum(md.row_group(g).num_rows for g in groups)
         n = 0

@@ -7,6 +7,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from dcurate.io import storage
+
 
 def _docs(shards: list[Any]) -> int | None:
     """Documents in the input, when Parquet metadata says so without reading."""
@@ -15,7 +17,7 @@ def _docs(shards: list[Any]) -> int | None:
         if s.fmt != "parquet":
             return None
         try:
-            total += pq.ParquetFile(s.path).metadata.num_rows
+            total += pq.ParquetFile(storage.parquet_source(s.path)).metadata.num_rows
         except Exception:  # noqa: BLE001 - an estimate only
             return None
     return total
