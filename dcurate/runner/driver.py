@@ -692,7 +692,7 @@ class Runner:
             "inputs": [{"path": s.path, "format": s.fmt, "stem": s.stem, "bytes": s.size} for s in plan.shards],
             "pieces": len(plan.pieces),
             "output": self.output,
-            "workdir": str(self.workdir),
+            "workdir": self.opts.workdir if self.opts.workdir and storage.is_uri(self.opts.workdir) else str(self.workdir),
             "options": dataclasses.asdict(self.opts),
             "stages": [
                 {"index": s.index, "stage": s.name, "kind": self._kind(s), "params": s.build().describe()}

@@ -64,7 +64,10 @@ def format_plan(runner: Any, plan: Any) -> str:
                  + (f", re-sharded into {o.shard_size:,} documents per shard" if o.shard_size else "") + ")")
     if o.rejected:
         lines.append(f"rejected documents  {o.rejected}")
-    lines.append(f"work folder  {runner.workdir}")
+    work = str(runner.workdir)
+    for m in getattr(runner, "mirrors", []):  # a folder on the store: name the URI, not its staging folder
+        work = work.replace(str(m.local), m.uri)
+    lines.append(f"work folder  {work}")
     lines.append(f"workers  {runner.workers}   seed  {o.seed}   executor  {o.executor}")
     lines.append("")
     lines.append("stages")
