@@ -149,20 +149,23 @@ def test_s3_glob_input_and_target_with_local_output(staged):
 
 
 @pytest.mark.slow
-def test_kill_9_then_resume_on_s3_equals_the_local_run(staged):
+@pytest.mark.parametrize("after", [1, 7])  # markers on the store before the kill: first pass, later phase
+def test_kill_9_then_resume_on_s3_equals_the_local_run(staged, after):
     tmp, env, local = staged
     rec = _recipe(tmp, "s3k", "s3://bkt/rr/in", "s3://bkt/rr/out2", "s3://bkt/rr/work2", "s3://bkt/rr/target.jsonl")
     p = subprocess.Popen([sys.executable, "-m", "dcurate", "run", str(rec)], env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         t0 = time.monotonic()
-        while not any(n.endswith(".done") for n in S.list_files("s3://bkt/rr/work2")) and p.poll() is None:
+        while sum(n.endswith(".done") for n in S.list_files("s3://bkt/rr/work2")) < after and p.poll() is None:
             assert time.monotonic() - t0 < 300
             time.sleep(0.05)
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
         p.wait()
+    assert p.returncode == -signal.SIGKILL  # killed mid-run, not finished
     r = _dcurate("run", str(rec), env=env)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "already complete (resumed)" in r.stderr
     assert _files("s3://bkt/rr/out2") == local
