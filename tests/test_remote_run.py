@@ -95,9 +95,12 @@ def staged(s3_env, tmp_path):  # noqa: F811
 def test_inputs_out_and_workdir_on_s3_equal_the_local_run(staged):
     tmp, env, local = staged
     rec = _recipe(tmp, "s3", "s3://bkt/rr/in", "s3://bkt/rr/out", "s3://bkt/rr/work", "s3://bkt/rr/target.jsonl")
+    rec.write_text(rec.read_text().replace("workers: 2", "workers: 2\nrejected: s3://bkt/rr/rej"))
     r = _dcurate("run", str(rec), env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert _files("s3://bkt/rr/out") == local
+    rejected = _files("s3://bkt/rr/rej")  # --rejected on the store: the documents each stage removed
+    assert any(k.startswith("01-dedup") for k in rejected) and any(k.startswith("02-select") for k in rejected)
     names = S.list_files("s3://bkt/rr/out")
     assert "s3://bkt/rr/out/.dcurate/manifest.json" in names and "s3://bkt/rr/out/.dcurate/lock" not in names
     assert any(n.endswith(".done") for n in S.list_files("s3://bkt/rr/work"))

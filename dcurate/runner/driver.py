@@ -117,6 +117,10 @@ class Runner:
         if opts.workdir and storage.is_uri(opts.workdir):
             self.mirrors.append(Mirror(opts.workdir))
             self.workdir = self.mirrors[-1].local
+        self.rejected = opts.rejected
+        if opts.rejected and storage.is_uri(opts.rejected):
+            self.mirrors.append(Mirror(opts.rejected))
+            self.rejected = str(self.mirrors[-1].local)
         self.locks: list[Lock | RemoteLock] = []
         self.outdir: OutDir | None = None
         self._final: dict[str, tuple[int, str | None, int]] = {}  # final shard -> (bytes, checksum, rows)
@@ -432,8 +436,8 @@ class Runner:
         roots = [self.workdir]
         if not self.to_stdout:
             roots.append(self.out_dir)
-        if self.opts.rejected:
-            roots.append(Path(self.opts.rejected))
+        if self.rejected:
+            roots.append(Path(self.rejected))
         sweep_temp_files(roots)
 
     def _source_specs(self, plan: RunPlan, source: str) -> list[SourceSpec]:
@@ -559,10 +563,10 @@ class Runner:
             else:
                 out_path = self._sink_path(p, piece.shard.stem, fmt)
             rej = None
-            if o.rejected and (p.maps or p.apply is not None):
+            if self.rejected and (p.maps or p.apply is not None):
                 rej_fmt = fmt if p.sink != "intermediate" else self._out_fmt(piece.shard)
                 suffix = f".{piece.index:04d}" if piece.n_pieces > 1 else ""
-                rej = os.path.join(o.rejected, f"{p.index:02d}-{p.label.replace('(apply)', '')}",
+                rej = os.path.join(self.rejected, f"{p.index:02d}-{p.label.replace('(apply)', '')}",
                                    output_name(piece.shard.stem + suffix, rej_fmt))
             marker = self._pass_marker(p, piece)
             markers.append(marker)
