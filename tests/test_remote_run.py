@@ -172,3 +172,38 @@ def test_kill_9_then_resume_on_s3_equals_the_local_run(staged, after):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "already complete (resumed)" in r.stderr
     assert _files("s3://bkt/rr/out2") == local
+
+
+def test_mirror_publishes_data_before_markers_and_mirrors_deletions(tmp_path, monkeypatch):
+    from dcurate.runner import remote
+
+    store, staging = tmp_path / "store", tmp_path / "staging"
+    (store / "old").mkdir(parents=True)
+    (store / "old" / "gone.parquet").write_bytes(b"old")
+    (store / "lock").write_bytes(b"someone's lock")
+    m = remote.Mirror(str(store), staging)
+    assert m.pull() == 1 and (staging / "old" / "gone.parquet").read_bytes() == b"old"
+    assert not (staging / "lock").exists()  # locks are never copied
+    order: list[str] = []
+    real = remote.storage.publish
+
+    def publish(path, *a, **kw):
+        order.append(os.path.relpath(path, store))
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(remote.storage, "publish", publish)
+    for rel, data in {".dcurate/manifest.json": b"{}", ".dcurate/stats.json": b"{}", "markers/p/0.done": b"m",
+                      "stages/s/plan-round0.plan": b"p", "stages/s/x.npy": b"x", "part-0.parquet": b"d",
+                      "stages/s/.y.npy.dctmp-7": b"t", "stages/s/z.tmp.npy": b"t"}.items():
+        (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+        (staging / rel).write_bytes(data)
+    (staging / "old" / "gone.parquet").unlink()
+    m.sync(under=staging / "stages")  # what a finished task wrote besides its outputs: work files only
+    assert order == ["stages/s/x.npy"]
+    m.sync()
+    assert order[1:] == ["part-0.parquet", "markers/p/0.done", "stages/s/plan-round0.plan", ".dcurate/stats.json",
+                         ".dcurate/manifest.json"]
+    assert not (store / "old" / "gone.parquet").exists() and (store / "lock").exists()
+    assert not (store / "stages" / "s" / "z.tmp.npy").exists()
+    m.sync()
+    assert len(order) == 6  # nothing changed, nothing published
