@@ -16,8 +16,10 @@ import dataclasses
 from typing import Any
 
 from dcurate.core import params as core_params
+from dcurate.core.errors import DcurateError
 from dcurate.core.options import RunOptions
 from dcurate.core.stage import get_stage
+from dcurate.io import storage
 from dcurate.runner import outdir
 from dcurate.runner.driver import run
 from dcurate.runner.recipe import load, parse_stages
@@ -122,11 +124,40 @@ def verify(output: str) -> list[str]:
     """Problems with the output folder ``output`` (an empty list when it is complete and
     consistent: every manifest shard present with its size and checksum, row counts equal to the
     stats, no foreign or stale data files). Raises :class:`dcurate.runner.outdir.NotAnOutput` when
-    it is not a dcurate output or its manifest is unreadable."""
+    it is not a dcurate output or its manifest is unreadable. ``output`` may be a URI
+    (``s3://bucket/out``): its data and ``.dcurate/`` files are fetched into a temporary folder."""
+    if storage.is_uri(output):
+        import tempfile
+        from pathlib import Path
+
+        from dcurate.runner.remote import Mirror
+
+        with tempfile.TemporaryDirectory(prefix="dcurate-verify-") as d:
+            m = Mirror(output, Path(d) / "out")
+            m.pull(skip_prefix=".dcurate/work/")
+            return [p.replace(str(m.local), m.uri) for p in outdir.verify(m.local)]
     return outdir.verify(output)
 
 
 def clean(output: str) -> list[str]:
     """Remove the work files (markers, plans, intermediates) of the output folder ``output``;
     return the folders removed. The data shards and ``OUT/.dcurate`` reports stay."""
+    if storage.is_uri(output):
+        import json
+
+        from dcurate.runner.outdir import MANIFEST, WORK_ENTRIES, WORK_TAG
+
+        try:
+            m = json.loads(storage.read_bytes(f"{output.rstrip('/')}/.dcurate/{MANIFEST}"))
+        except (DcurateError, ValueError):
+            raise outdir.NotAnOutput(f"{output}: not a dcurate output (no .dcurate/{MANIFEST})") from None
+        work = str(m.get("workdir") or f"{output.rstrip('/')}/.dcurate/work").rstrip("/")
+        if not storage.is_uri(work) or not storage.exists(f"{work}/{WORK_TAG}"):
+            return []
+        removed = []
+        for name in WORK_ENTRIES:
+            if storage.list_files(f"{work}/{name}"):
+                storage.remove_tree(f"{work}/{name}")
+                removed.append(f"{work}/{name}")
+        return removed
     return outdir.clean(output)

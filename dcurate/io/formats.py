@@ -12,54 +12,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from dcurate.core.errors import InputError
+from dcurate.io import storage
+from dcurate.io.names import _SUFFIXES, FORMATS, STDIN, detect_format, is_data_file  # noqa: F401 (re-exported)
 
-# format name -> file extension
-FORMATS = {
-    "parquet": ".parquet",
-    "jsonl": ".jsonl",
-    "jsonl.gz": ".jsonl.gz",
-    "jsonl.zst": ".jsonl.zst",
-}
-_SUFFIXES = [
-    (".jsonl.zst", "jsonl.zst"),
-    (".jsonl.zstd", "jsonl.zst"),
-    (".json.zst", "jsonl.zst"),
-    (".ndjson.zst", "jsonl.zst"),
-    (".jsonl.gz", "jsonl.gz"),
-    (".json.gz", "jsonl.gz"),
-    (".ndjson.gz", "jsonl.gz"),
-    (".jsonl", "jsonl"),
-    (".ndjson", "jsonl"),
-    (".json", "jsonl"),
-    (".parquet", "parquet"),
-    (".pq", "parquet"),
-]
-STDIN = "-"
 # Pieces: a plain JSONL file larger than this is cut at line boundaries into byte ranges, and a
 # Parquet file's row groups are grouped up to about this many bytes (uncompressed), so that one
 # huge file does not run on one core. Compressed JSONL cannot be split (use `dcurate reshard`).
 DEFAULT_PIECE_BYTES = 256 * 1024 * 1024
-
-
-def detect_format(path: str, override: str | None = None) -> tuple[str, str]:
-    """Return (format, stem-suffix) for ``path``; ``override`` forces the format."""
-    name = os.path.basename(path)
-    for suf, fmt in _SUFFIXES:
-        if name.lower().endswith(suf):
-            return (override or fmt), name[: -len(suf)]
-    if override:
-        return override, os.path.splitext(name)[0]
-    raise InputError(
-        f"{path}: unknown shard format (expected .parquet, .jsonl, .jsonl.gz or .jsonl.zst; "
-        "use --input-format to override)"
-    )
-
-
-def is_data_file(name: str) -> bool:
-    """Whether a directory listing should pick this file up. Plain ``.json`` files are only read
-    when named explicitly (so ``stats.json`` in an output folder is never taken for data)."""
-    low = name.lower()
-    return any(low.endswith(s) for s, _ in _SUFFIXES if s != ".json")
 
 
 def _hidden(rel: str) -> bool:
@@ -106,10 +65,16 @@ def expand_inputs(inputs: list[str] | str, input_format: str | None = None) -> l
     if not inputs:
         raise InputError("no input given")
     found: list[tuple[str, str]] = []  # (path, stem)
+    remote: dict[str, tuple[int, float]] = {}  # URI -> (size, mtime) from the listing
     for item in inputs:
         item = str(item)
         if item == STDIN:
             found.append((STDIN, "stdin"))
+            continue
+        if storage.is_uri(item):
+            for path, stem, size, mtime in storage.expand_input(item, input_format):
+                found.append((path, stem))
+                remote[path] = (size, mtime)
             continue
         if os.path.isdir(item):
             files = []
@@ -146,6 +111,9 @@ def expand_inputs(inputs: list[str] | str, input_format: str | None = None) -> l
             shards.append(Shard(STDIN, input_format or "jsonl", stem, i))
             continue
         fmt, _ = detect_format(path, input_format)
+        if path in remote:
+            shards.append(Shard(path, fmt, stem, i, *remote[path]))
+            continue
         try:
             st = os.stat(path)
         except OSError as e:
@@ -209,7 +177,7 @@ def plan_pieces(shard: Shard, piece_bytes: int = DEFAULT_PIECE_BYTES) -> list[Pi
         return [Piece(shard)]
     if shard.fmt == "parquet":
         try:
-            md = pq.ParquetFile(shard.path).metadata
+            md = pq.ParquetFile(storage.parquet_source(shard.path)).metadata
         except Exception as e:  # noqa: BLE001 - pyarrow raises several types
             raise InputError(f"{shard.path}: not a readable Parquet file ({e})") from None
         groups: list[list[int]] = [[]]
@@ -230,7 +198,7 @@ def plan_pieces(shard: Shard, piece_bytes: int = DEFAULT_PIECE_BYTES) -> list[Pi
         return pieces
     if shard.fmt == "jsonl" and shard.size > piece_bytes:
         bounds = [0]
-        with open(shard.path, "rb") as f:
+        with storage.open_read(shard.path) as f:
             while bounds[-1] + piece_bytes < shard.size:
                 f.seek(bounds[-1] + piece_bytes)
                 f.readline()

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import zstandard
 
 from dcurate.core.errors import InputError
+from dcurate.io import storage
 from dcurate.io.formats import STDIN, Piece
 
 BLOCK_BYTES = 4 * 1024 * 1024  # JSONL block (decompressed bytes) parsed at once
@@ -110,7 +111,7 @@ def _raw_chunks(piece: Piece) -> Iterator[bytes]:
                 return
             yield b
     if shard.fmt == "jsonl":
-        with open(path, "rb") as f:
+        with storage.open_read(path) as f:
             if piece.byte_range:
                 start, end = piece.byte_range
                 f.seek(start)
@@ -129,7 +130,7 @@ def _raw_chunks(piece: Piece) -> Iterator[bytes]:
                 yield b
     elif shard.fmt == "jsonl.zst":
         dctx = zstandard.ZstdDecompressor()
-        with open(path, "rb") as f:
+        with storage.open_read(path) as f:
             obj = dctx.decompressobj()
             started = False
             while True:
@@ -151,7 +152,7 @@ def _raw_chunks(piece: Piece) -> Iterator[bytes]:
                 raise InputError(f"{path}: truncated or corrupt zstd file (the last frame is incomplete)")
     elif shard.fmt == "jsonl.gz":
         try:
-            with gzip.open(path, "rb") as f:
+            with storage.open_read(path) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as f:
                 while True:
                     b = f.read(_READ_CHUNK)
                     if not b:
@@ -240,7 +241,7 @@ class BatchReader:
     # -- parquet ----------------------------------------------------------------------------------
     def _parquet(self) -> Iterator[pa.RecordBatch]:
         try:
-            pf = pq.ParquetFile(self.piece.shard.path)
+            pf = pq.ParquetFile(storage.parquet_source(self.piece.shard.path))
             schema = pf.schema_arrow
         except Exception as e:  # noqa: BLE001
             raise InputError(f"{self.path}: not a readable Parquet file ({e})") from None

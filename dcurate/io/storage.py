@@ -54,7 +54,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from dcurate.core.errors import DcurateError, InputError
-from dcurate.io.formats import detect_format, is_data_file
+from dcurate.io.names import detect_format, is_data_file
 
 #: Keys of ``storage_options`` (anything else is an error, so typos do not pass silently).
 OPTION_KEYS = ("endpoint_url", "region", "access_key", "secret_key", "session_token", "part_size")
@@ -184,6 +184,19 @@ def open_input(path: str, storage_options: dict[str, Any] | None = None) -> pa.N
     fs, p = filesystem(path, storage_options)
     with _errors(path):
         return fs.open_input_file(p)
+
+
+def open_read(path: str, storage_options: dict[str, Any] | None = None) -> BinaryIO:
+    """A binary file for reading: the built-in ``open`` for local paths (so local reads are
+    exactly as before), :func:`open_input` for URIs."""
+    if not is_uri(path):
+        return open(_local(path), "rb")
+    return open_input(path, storage_options)  # type: ignore[return-value]
+
+
+def parquet_source(path: str, storage_options: dict[str, Any] | None = None) -> Any:
+    """What ``pyarrow.parquet.ParquetFile`` takes: the path itself when local, an open file on S3."""
+    return path if not is_uri(path) else open_input(path, storage_options)
 
 
 def read_bytes(path: str, storage_options: dict[str, Any] | None = None) -> bytes:

@@ -47,6 +47,7 @@ from dcurate.io import (
     output_name,
     plan_pieces,
     spool_stdin,
+    storage,
 )
 from dcurate.io.atomic import write_json
 from dcurate.report import summary as summary_table
@@ -66,6 +67,7 @@ from dcurate.runner.plan import (
     _peak_rss,
     shard_info,
 )
+from dcurate.runner.remote import Mirror, RemoteLock
 from dcurate.runner.tasks import (
     MergeTask,
     PassTask,
@@ -106,8 +108,20 @@ class Runner:
             self.out_dir = Path(self._tmp_root) / "out"
         else:
             self.out_dir = Path(self.output)
+        # OUT / --workdir on object storage: local staging folders mirrored to the store (runner/remote.py)
+        self.mirrors: list[Mirror] = []
+        if not self.to_stdout and storage.is_uri(self.output):
+            self.mirrors.append(Mirror(self.output))
+            self.out_dir = self.mirrors[-1].local
         self.workdir = Path(opts.workdir) if opts.workdir else own_dir(self.out_dir) / "work"
-        self.locks: list[Lock] = []
+        if opts.workdir and storage.is_uri(opts.workdir):
+            self.mirrors.append(Mirror(opts.workdir))
+            self.workdir = self.mirrors[-1].local
+        self.rejected = opts.rejected
+        if opts.rejected and storage.is_uri(opts.rejected):
+            self.mirrors.append(Mirror(opts.rejected))
+            self.rejected = str(self.mirrors[-1].local)
+        self.locks: list[Lock | RemoteLock] = []
         self.outdir: OutDir | None = None
         self._final: dict[str, tuple[int, str | None, int]] = {}  # final shard -> (bytes, checksum, rows)
         self.executor: Executor | None = None
@@ -243,7 +257,7 @@ class Runner:
 
     def _count_rows(self, piece: Piece, cap: int) -> int:
         if piece.shard.fmt == "parquet":
-            md = pq.ParquetFile(piece.shard.path).metadata
+            md = pq.ParquetFile(storage.parquet_source(piece.shard.path)).metadata
             groups = piece.row_groups if piece.row_groups is not None else range(md.num_row_groups)
             return sum(md.row_group(g).num_rows for g in groups)
         n = 0
@@ -262,31 +276,73 @@ class Runner:
 
     # .. execution .............................................................................
     def run(self) -> dict[str, Any]:
+        env_before = os.environ.get("DCURATE_STORAGE_OPTIONS")
+        if self.opts.storage_options:  # storage reads in the driver and in forked workers use them
+            os.environ["DCURATE_STORAGE_OPTIONS"] = json.dumps(storage.resolve_options(self.opts.storage_options))
         try:
             out = self._run()
-        except BaseException:
+        except BaseException as e:
             if self.executor is not None:
                 self.executor.terminate()
+            if isinstance(e, DcurateError) and self.mirrors and e.args:
+                msg = str(e.args[0])  # name the store's folders, not their staging folders
+                for m in self.mirrors:
+                    msg = msg.replace(str(m.local), m.uri)
+                e.args = (msg, *e.args[1:])
             raise
         finally:
             for lock in reversed(self.locks):
                 lock.release()
+            for m in self.mirrors:
+                m.close()
             if self._tmp_root:
                 shutil.rmtree(self._tmp_root, ignore_errors=True)
+            if self.opts.storage_options:
+                if env_before is None:
+                    os.environ.pop("DCURATE_STORAGE_OPTIONS", None)
+                else:
+                    os.environ["DCURATE_STORAGE_OPTIONS"] = env_before
         if self.executor is not None:
             self.executor.close()
         return out
 
     def _take_locks(self) -> None:
         """One run per OUT and per work folder: exclusive lock files, taken before planning."""
+        lock: Lock | RemoteLock
         if not self.to_stdout:
-            lock = Lock(own_dir(self.out_dir) / "lock", f"the output folder {self.output}")
+            what = f"the output folder {self.output}"
+            if storage.is_uri(self.output):
+                lock = RemoteLock(self.output.rstrip("/") + "/.dcurate/lock", what)
+            else:
+                lock = Lock(own_dir(self.out_dir) / "lock", what)
             lock.acquire()
             self.locks.append(lock)
         if self.opts.workdir:
-            lock = Lock(self.workdir / ".dcurate-lock", f"the work folder {self.opts.workdir}")
+            what = f"the work folder {self.opts.workdir}"
+            if storage.is_uri(self.opts.workdir):
+                lock = RemoteLock(self.opts.workdir.rstrip("/") + "/.dcurate-lock", what)
+            else:
+                lock = Lock(self.workdir / ".dcurate-lock", what)
             lock.acquire()
             self.locks.append(lock)
+        for m in self.mirrors:  # the store is the state a run resumes from
+            m.pull()
+        wd = self.opts.workdir
+        if wd and storage.is_uri(wd) and not (self.workdir / WORK_TAG).is_file() and any(self.workdir.iterdir()):
+            raise RecipeError(f"refusing --workdir {wd}: it is not empty and not a dcurate work folder; "
+                             "give a new or empty folder")
+
+    def _publish(self, paths: list[str]) -> None:
+        """Publish a finished task's files to the store: the stages' work files (a task may write
+        more than its marker lists), its outputs, then its marker."""
+        for m in self.mirrors:
+            m.sync(under=self.workdir / "stages")
+            m.push(paths)
+
+    def _sync(self) -> None:
+        """Mirror the staging folders to the store after a phase (see runner/remote.py)."""
+        for m in self.mirrors:
+            m.sync()
 
     def _run(self) -> dict[str, Any]:
         opts = self.opts
@@ -300,7 +356,12 @@ class Runner:
             return {"dry_run": True, "shards": len(plan.shards), "pieces": len(plan.pieces)}
         self._take_locks()
         if not self.to_stdout:
-            self.outdir = OutDir(self.out_dir, self.workdir, opts.allow_foreign)
+            wd_name: Path | str = self.workdir  # the manifest names the work folder as the user sees it
+            if opts.workdir and storage.is_uri(opts.workdir):
+                wd_name = opts.workdir
+            elif not opts.workdir and storage.is_uri(self.output):
+                wd_name = self.output.rstrip("/") + "/.dcurate/work"
+            self.outdir = OutDir(self.out_dir, wd_name, opts.allow_foreign)
             self.outdir.check_foreign()
         if opts.force and (self.workdir / WORK_TAG).is_file():
             for name in WORK_ENTRIES:  # only the folders dcurate creates in its own work folder
@@ -324,6 +385,7 @@ class Runner:
             os.makedirs(s.ctx.workdir, exist_ok=True)
             with s.ctx.mapping(self.executor.map):
                 st.prepare()
+        self._sync()
         plans: dict[int, str] = {}
         for p in plan.passes:
             # Global stages fed by this pass's source (not fused) scan before the pass runs.
@@ -336,8 +398,10 @@ class Runner:
                     extra = stages[s.index].finish(load_plan(plans[s.index]))
                 if extra:
                     self.extra[s.index] = extra
+        self._sync()
         if opts.shard_size:
             self._reshard(plan)
+            self._sync()
         summary = self._summary(plan, time.time() - t_start)
         if self.outdir is not None:
             write_json(str(own_dir(self.out_dir) / "stats.json"), summary)
@@ -349,6 +413,7 @@ class Runner:
             from dcurate.report.html import report_after_run
 
             report_after_run(self.out_dir)
+        self._sync()
         self._print_summary(summary)  # last, so the run's final line is its summary
         return summary
 
@@ -369,8 +434,8 @@ class Runner:
         roots = [self.workdir]
         if not self.to_stdout:
             roots.append(self.out_dir)
-        if self.opts.rejected:
-            roots.append(Path(self.opts.rejected))
+        if self.rejected:
+            roots.append(Path(self.rejected))
         sweep_temp_files(roots)
 
     def _source_specs(self, plan: RunPlan, source: str) -> list[SourceSpec]:
@@ -412,6 +477,8 @@ class Runner:
         try:
             for j, r in self.executor.imap_unordered(*prog.wrap(fn, [tasks[i] for i in todo])):
                 results[todo[j]] = r
+                if self.mirrors:
+                    self._publish([str(o[0]) for o in [*r.outputs, *r.scan_outputs]] + [markers[todo[j]]])
                 prog.task_done(r)
             ok = True
         finally:
@@ -457,6 +524,7 @@ class Runner:
             self.stats.setdefault(gi, StageStats()).seconds += time.perf_counter() - t0
             write_plan(path, new_plan)
             forget_plan(path)
+            self._sync()
             plan_path, prev_plan = path, new_plan
         assert plan_path is not None
         return plan_path
@@ -492,10 +560,10 @@ class Runner:
             else:
                 out_path = self._sink_path(p, piece.shard.stem, fmt)
             rej = None
-            if o.rejected and (p.maps or p.apply is not None):
+            if self.rejected and (p.maps or p.apply is not None):
                 rej_fmt = fmt if p.sink != "intermediate" else self._out_fmt(piece.shard)
                 suffix = f".{piece.index:04d}" if piece.n_pieces > 1 else ""
-                rej = os.path.join(o.rejected, f"{p.index:02d}-{p.label.replace('(apply)', '')}",
+                rej = os.path.join(self.rejected, f"{p.index:02d}-{p.label.replace('(apply)', '')}",
                                    output_name(piece.shard.stem + suffix, rej_fmt))
             marker = self._pass_marker(p, piece)
             markers.append(marker)
@@ -505,6 +573,7 @@ class Runner:
         if p.sink == "final":
             self._claim([self._sink_path(p, sh.stem, self._out_fmt(sh)) for sh in plan.shards])
         results = self._execute(run_pass_task, tasks, f"pass {p.index + 1}/{len(plan.passes)}: {p.label}", markers)
+        self._sync()
         for res in results:
             for i, st in res.stats.items():
                 self.stats.setdefault(i, StageStats()).add(st)
@@ -624,7 +693,7 @@ class Runner:
             "inputs": [{"path": s.path, "format": s.fmt, "stem": s.stem, "bytes": s.size} for s in plan.shards],
             "pieces": len(plan.pieces),
             "output": self.output,
-            "workdir": str(self.workdir),
+            "workdir": self.opts.workdir if self.opts.workdir and storage.is_uri(self.opts.workdir) else str(self.workdir),
             "options": dataclasses.asdict(self.opts),
             "stages": [
                 {"index": s.index, "stage": s.name, "kind": self._kind(s), "params": s.build().describe()}

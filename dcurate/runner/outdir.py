@@ -174,7 +174,7 @@ def sweep_temp_files(folders: list[Path]) -> None:
 class OutDir:
     """OUT as one run sees it: what it owns, the manifest it writes, stale shards it removes."""
 
-    def __init__(self, out: Path, workdir: Path, allow_foreign: bool):
+    def __init__(self, out: Path, workdir: Path | str, allow_foreign: bool):
         self.out = out
         self.own = own_dir(out)
         self.workdir = workdir

@@ -7,6 +7,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from dcurate.io import storage
+
 
 def _docs(shards: list[Any]) -> int | None:
     """Documents in the input, when Parquet metadata says so without reading."""
@@ -15,7 +17,7 @@ def _docs(shards: list[Any]) -> int | None:
         if s.fmt != "parquet":
             return None
         try:
-            total += pq.ParquetFile(s.path).metadata.num_rows
+            total += pq.ParquetFile(storage.parquet_source(s.path)).metadata.num_rows
         except Exception:  # noqa: BLE001 - an estimate only
             return None
     return total
@@ -62,7 +64,10 @@ def format_plan(runner: Any, plan: Any) -> str:
                  + (f", re-sharded into {o.shard_size:,} documents per shard" if o.shard_size else "") + ")")
     if o.rejected:
         lines.append(f"rejected documents  {o.rejected}")
-    lines.append(f"work folder  {runner.workdir}")
+    work = str(runner.workdir)
+    for m in getattr(runner, "mirrors", []):  # a folder on the store: name the URI, not its staging folder
+        work = work.replace(str(m.local), m.uri)
+    lines.append(f"work folder  {work}")
     lines.append(f"workers  {runner.workers}   seed  {o.seed}   executor  {o.executor}")
     lines.append("")
     lines.append("stages")

@@ -93,7 +93,9 @@ def task_rows(task: Any) -> int | None:
     try:
         import pyarrow.parquet as pq
 
-        md = pq.ParquetFile(piece.shard.path).metadata
+        from dcurate.io.storage import parquet_source
+
+        md = pq.ParquetFile(parquet_source(piece.shard.path)).metadata
     except Exception:  # noqa: BLE001 - an estimate only; the real read reports errors
         return None
     groups = piece.row_groups if piece.row_groups is not None else range(md.num_row_groups)

@@ -82,15 +82,21 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None, inputs: list
     """Read and validate a recipe file; ``overrides`` (from CLI flags), ``inputs`` and ``output``
     (paths relative to the working directory) win over the file."""
     p = Path(path)
+    remote = "://" in str(path)  # a recipe on object storage: its relative paths are kept as given
     try:
-        doc = yaml.safe_load(p.read_text())
+        if remote:
+            from dcurate.io import storage
+
+            doc = yaml.safe_load(storage.read_bytes(str(path)).decode())
+        else:
+            doc = yaml.safe_load(p.read_text())
     except FileNotFoundError:
         raise RecipeError(f"{path}: recipe file not found") from None
     except yaml.YAMLError as e:
         raise RecipeError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(doc, dict):
         raise RecipeError(f"{path}: a recipe is a mapping with input, output and stages")
-    r = from_dict(doc, str(path), overrides, base=p.parent, need_input=not inputs, need_output=not output)
+    r = from_dict(doc, str(path), overrides, base=None if remote else p.parent, need_input=not inputs, need_output=not output)
     if inputs:
         r.inputs = list(inputs)
     if output:

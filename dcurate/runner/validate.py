@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from dcurate.core.errors import RecipeError
 from dcurate.core.params import did_you_mean
-from dcurate.io import STDIN, BatchReader, Piece, Shard
+from dcurate.io import STDIN, BatchReader, Piece, Shard, storage
 
 log = logging.getLogger("dcurate")
 
@@ -24,7 +24,7 @@ def input_columns(shard: Shard, text_field: str, id_field: str) -> list[str] | N
         return None
     try:
         if shard.fmt == "parquet":
-            names = list(pq.read_schema(shard.path).names)
+            names = list(pq.ParquetFile(storage.parquet_source(shard.path)).schema_arrow.names)
         else:
             reader = BatchReader(Piece(shard), text_field, id_field, "skip", require_text=False)
             first = next(iter(reader), None)
