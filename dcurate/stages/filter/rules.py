@@ -23,7 +23,8 @@ from dcurate.stages.filter.params import (
     RULE_NAMES,
     FilterParams,
 )
-from dcurate.text.normalize import WORD_PATTERN, normalize_series
+from dcurate.text.normalize import normalize_series
+from dcurate.text.tokenizers import GOPHER_WORD_PATTERN
 
 # -- vectorised measurements -------------------------------------------------------------------------
 
@@ -60,7 +61,7 @@ def c4_clean_lines(text: pl.Series, p: FilterParams, active: set[str]) -> tuple[
     if "c4_terminal_punct" in active:
         keep = keep & pl.col("line").str.contains(f"[{re.escape(C4_TERMINAL_PUNCT)}]$")
     if "c4_min_words_per_line" in active:
-        keep = keep & (pl.col("line").str.count_matches(WORD_PATTERN) >= p.c4_min_words_per_line)
+        keep = keep & (pl.col("line").str.count_matches(GOPHER_WORD_PATTERN) >= p.c4_min_words_per_line)
     blank = pl.col("line") == ""
     df = df.with_columns(keep=keep | blank)  # blank lines stay as paragraph separators
     removed = int(df.select((~pl.col("keep")).sum()).item())
@@ -215,7 +216,7 @@ def ngram_fractions(norm: pl.Series, top_ns: list[int], dup_ns: list[int]) -> tu
     """Top and duplicate n-gram character fractions of each (normalised) text; see
     :func:`_ngram_kernel`."""
     n = len(norm)
-    words = norm.str.extract_all(WORD_PATTERN).fill_null([])
+    words = norm.str.extract_all(GOPHER_WORD_PATTERN).fill_null([])
     counts = words.list.len().to_numpy().astype(np.int64)
     offsets = np.zeros(n + 1, np.int64)
     np.cumsum(counts, out=offsets[1:])
@@ -288,7 +289,7 @@ def gopher(p: FilterParams, text: pl.Series, active: set[str], v) -> None:
     norm = _normalize(text)
     if quality:
         t, nt = pl.col("t"), pl.col("n")
-        cols = {"words": nt.str.count_matches(WORD_PATTERN)}
+        cols = {"words": nt.str.count_matches(GOPHER_WORD_PATTERN)}
         if {"min_mean_word_length", "max_mean_word_length"} & active:
             cols["word_chars"] = nt.str.len_chars() - nt.str.count_matches(r"\W")  # cheaper than counting \w
         if "max_symbol_word_ratio" in active:

@@ -46,8 +46,9 @@ import pyarrow as pa
 from numba import njit
 
 from dcurate.text import normalize as _text
-from dcurate.text import scan as textscan
+from dcurate.text import tokenizers
 from dcurate.text.hashing import xxh64 as _xxh64_range
+from dcurate.text.scan import string_buffers
 
 #: Number of hash buckets (DSIR paper and ``data-selection``'s default).
 DEFAULT_BUCKETS = 10_000
@@ -74,17 +75,17 @@ def hash_strings(values: pa.Array | pa.ChunkedArray | list[str], seed: int = 0) 
     """XXH64 (uint64) of each string's UTF-8 bytes with ``seed``; nulls hash as ``""``."""
     if isinstance(values, list):
         values = pa.array(values, type=pa.large_string())
-    _, offsets, data = textscan.string_buffers(values)
+    _, offsets, data = string_buffers(values)
     return _hash_strings(data, offsets, np.uint64(seed & 0xFFFFFFFFFFFFFFFF))
 
 
 #: Word-punct tokens (the reference's WordPunctTokenizer pattern), on dcurate's normalised text.
-TOKEN_PATTERN = r"\w+|[^\w\s]+"
+TOKEN_PATTERN = tokenizers.DSIR_TOKEN_PATTERN
 
 
 def tokens_series(texts) -> pl.Series:
     """Word-punct tokens of the normalised texts (``list[str]`` series, vectorised)."""
-    return _text.normalize_series(texts).str.extract_all(TOKEN_PATTERN).fill_null([])
+    return tokenizers.dsir_tokens_series(texts)
 
 
 # -- features ---------------------------------------------------------------------------------------
@@ -114,13 +115,13 @@ def featurize(texts, num_buckets: int = DEFAULT_BUCKETS, mode: str = "fast") -> 
         return _featurize_reference(texts, num_buckets)
     if mode != "fast":
         raise ValueError(f"unknown DSIR hash mode {mode!r}; use 'fast' or 'reference'")
-    buckets, offsets, n_words = textscan.word_punct_ngrams(texts, int(num_buckets))
+    buckets, offsets, n_words = tokenizers.dsir_ngrams(texts, int(num_buckets))
     return Features(buckets, offsets, n_words)
 
 
 def token_counts(texts) -> np.ndarray:
     """Number of word-punct tokens of each text (what ``--min-words`` and ``--tokens`` count)."""
-    return textscan.word_punct_ngrams(texts, 1, count_only=True)[2]
+    return tokenizers.dsir_ngrams(texts, 1, count_only=True)[2]
 
 
 def _featurize_reference(texts, num_buckets: int) -> Features:
