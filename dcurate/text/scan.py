@@ -31,13 +31,13 @@ Two tokenisers use it:
 from __future__ import annotations
 
 import functools
-import unicodedata
 
 import numpy as np
 import pyarrow as pa
 from numba import njit
 
 from dcurate.text.hashing import xxh64
+from dcurate.text.normalize import normalize_array, normalize_series
 from dcurate.text.unicode import MAX_GROWTH, nfk_tables, python_word, rust_classes
 from dcurate.text.utf8 import buffers, decode, doc_span, large_string_array, put_utf8
 
@@ -208,15 +208,6 @@ def _lines_kernel(offs_a, data_a, src, offs_b, data_b, nfk, exp_off, exp_cps, is
     return out[:o], starts[: nl + 1], ldoc[:nl], lntok[:nl]
 
 
-def _nfkc_lower(sub: pa.Array):
-    # dcurate.text.normalize.normalize with CPython's unicodedata, the Unicode version the word table
-    # follows; its quick check returns already-normalised text untouched.
-    nf = unicodedata.normalize
-    isn = unicodedata.is_normalized
-    texts = [(t if isn("NFKC", t) else nf("NFKC", t)).lower() for t in sub.to_pylist()]
-    return pa.array(texts, type=pa.large_string())
-
-
 def ccnet_lines(texts) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """CCNet sentences of each document: per line of the normalised text, its ``\\w+`` words joined
     by one space; lines without a word are dropped.
@@ -225,7 +216,7 @@ def ccnet_lines(texts) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     line ``i`` is ``data[starts[i]:starts[i + 1] - 1]``, from document ``doc[i]``, with ``ntok[i]``
     words."""
     arr, offs_a, data_a = string_buffers(texts)
-    src, offs_b, data_b = _split_exact(arr, offs_a, data_a, _nfkc_lower)
+    src, offs_b, data_b = _split_exact(arr, offs_a, data_a, normalize_array)
     nfk, exp_off, exp_cps = nfk_tables()
     line_cap = int(np.count_nonzero(data_a[offs_a[0] : offs_a[-1]] == 10))
     line_cap += int(np.count_nonzero(data_b[offs_b[0] : offs_b[-1]] == 10)) + len(arr) + 1
@@ -340,8 +331,6 @@ def _wp_acls() -> np.ndarray:
 
 
 def _nfkc_lower_polars(sub: pa.Array):
-    from dcurate.text.normalize import normalize_series
-
     return normalize_series(sub).to_arrow()
 
 

@@ -95,7 +95,7 @@ from dcurate.text.hashing import (
     xxh64,
     xxh64_round,
 )
-from dcurate.text.normalize import normalize
+from dcurate.text.normalize import normalize_array
 from dcurate.text.unicode import char_classes, fast_path_map
 from dcurate.text.utf8 import (
     buffers,
@@ -276,8 +276,7 @@ def shingle_hashes(
 
         # CPython's unicodedata + str.lower, the definition the word table follows (polars' Rust
         # crates can know a newer Unicode version: a letter unassigned for Python would become a word)
-        sub = arr.take(pa.array(idx, type=pa.int64())).to_pylist()
-        norm = pa.array([normalize(t) for t in sub], type=pa.large_string())
+        norm = normalize_array(arr.take(pa.array(idx, type=pa.int64())))
         offs_b, data_b = buffers(norm)
         src[idx] = np.arange(idx.size, dtype=np.int64)
     else:
