@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from dcurate.stages.dedup import small
 from dcurate.text import tokenizers as tk
+from dcurate.text.normalize import normalize_series, normalize_series_ascii_fast
 
 # ASCII, table entries with one and several code points, code points that take the exact path
 # (combining marks, Hangul jamo, final sigma, dotted capital I), scripts without spaces, and code
@@ -53,6 +54,8 @@ def test_reference_examples():
 
 
 def _check_gopher(texts):
+    fast, full = normalize_series_ascii_fast(texts).to_list(), normalize_series(texts).to_list()
+    assert fast == full
     assert tk.gopher_words_series(texts).to_list() == [tk.gopher_words(t) for t in texts]
     assert tk.gopher_word_counts(texts).to_list() == [len(tk.gopher_words(t)) for t in texts]
 

@@ -60,6 +60,17 @@ def normalize_series(texts) -> pl.Series:
     return as_series(texts).str.normalize("NFKC").str.to_lowercase()
 
 
+def normalize_series_ascii_fast(texts) -> pl.Series:
+    """:func:`normalize_series` with NFKC run only on the texts that hold a non-ASCII character (NFKC
+    leaves ASCII unchanged; it is the costly step). Same values."""
+    text = as_series(texts)
+    low = text.str.to_lowercase()
+    idx = text.str.contains(r"[^\x00-\x7F]").fill_null(False).arg_true()
+    if len(idx) == 0:
+        return low
+    return low.scatter(idx, normalize_series(text.gather(idx)))
+
+
 def normalize_for_hash_series(texts) -> pl.Series:
     """Vectorised :func:`normalize_for_hash`."""
     return normalize_series(texts).str.replace_all(r"\s+", " ").str.strip_chars(" ")

@@ -36,7 +36,13 @@ import numpy as np
 import polars as pl
 
 from dcurate.text import scan
-from dcurate.text.normalize import WORD_PATTERN, WORD_RE, normalize, normalize_series
+from dcurate.text.normalize import (
+    WORD_PATTERN,
+    WORD_RE,
+    normalize,
+    normalize_series,
+    normalize_series_ascii_fast,
+)
 from dcurate.text.unicode import NO_SPACE_RANGES, rust_classes
 
 __all__ = [
@@ -143,13 +149,15 @@ def dsir_word_punct(text: str | None) -> list[str]:
 
 
 def gopher_words_series(texts) -> pl.Series:
-    """:func:`gopher_words` of a column (``list[str]`` series; empty list for null or empty)."""
-    return normalize_series(texts).str.extract_all(GOPHER_WORD_PATTERN).fill_null([])
+    """:func:`gopher_words` of a column (``list[str]`` series; empty list for null or empty), as the
+    filter computes them (:mod:`dcurate.stages.filter.rules`: the pattern over
+    :func:`~dcurate.text.normalize.normalize_series_ascii_fast`)."""
+    return normalize_series_ascii_fast(texts).str.extract_all(GOPHER_WORD_PATTERN).fill_null([])
 
 
 def gopher_word_counts(texts) -> pl.Series:
     """Number of :func:`gopher_words` per document."""
-    return normalize_series(texts).str.count_matches(GOPHER_WORD_PATTERN).fill_null(0)
+    return normalize_series_ascii_fast(texts).str.count_matches(GOPHER_WORD_PATTERN).fill_null(0)
 
 
 def dsir_tokens_series(texts) -> pl.Series:

@@ -23,7 +23,7 @@ from dcurate.stages.filter.params import (
     RULE_NAMES,
     FilterParams,
 )
-from dcurate.text.normalize import normalize_series
+from dcurate.text.normalize import normalize_series_ascii_fast
 from dcurate.text.tokenizers import GOPHER_WORD_PATTERN
 
 # -- vectorised measurements -------------------------------------------------------------------------
@@ -68,16 +68,6 @@ def c4_clean_lines(text: pl.Series, p: FilterParams, active: set[str]) -> tuple[
     out = df.group_by("i", maintain_order=True).agg(pl.col("line").filter(pl.col("keep")).str.join("\n"))
     # runs of blank lines left where lines were removed collapse to one paragraph break
     return out["line"].str.replace_all(r"\n{3,}", "\n\n").str.strip_chars("\n"), removed
-
-
-def _normalize(text: pl.Series) -> pl.Series:
-    """:func:`dcurate.text.normalize.normalize_series` (NFKC + lower-case), with NFKC run only on the texts
-    that contain a non-ASCII character (NFKC leaves ASCII unchanged; it is the costly step)."""
-    low = text.str.to_lowercase()
-    idx = text.str.contains(r"[^\x00-\x7F]").fill_null(False).arg_true()
-    if len(idx) == 0:
-        return low
-    return low.scatter(idx, normalize_series(text.gather(idx)))
 
 
 _SENTENCE_END = r"[.!?…]+[\"'”’)\]]*(?:\s|$)"
@@ -286,7 +276,7 @@ def gopher(p: FilterParams, text: pl.Series, active: set[str], v) -> None:
     repetition = [r for r in RULE_NAMES if GROUP[r] == "gopher-repetition" and r in active]
     if not quality and not repetition:
         return
-    norm = _normalize(text)
+    norm = normalize_series_ascii_fast(text)
     if quality:
         t, nt = pl.col("t"), pl.col("n")
         cols = {"words": nt.str.count_matches(GOPHER_WORD_PATTERN)}
