@@ -50,6 +50,7 @@ __all__ = [
     "TOKENIZERS",
     "get",
     "GOPHER_WORD_PATTERN",
+    "CCNET_WORD_PATTERN",
     "DSIR_TOKEN_PATTERN",
     "gopher_words",
     "gopher_words_series",
@@ -64,6 +65,8 @@ __all__ = [
 
 #: The filter's word pattern (polars regex, Rust ``\w``).
 GOPHER_WORD_PATTERN = WORD_PATTERN
+#: The perplexity model's word pattern (Python ``re``; recorded in the model's metadata).
+CCNET_WORD_PATTERN = WORD_RE.pattern
 #: DSIR's word-punct pattern (the reference implementation's WordPunctTokenizer), polars regex.
 DSIR_TOKEN_PATTERN = r"\w+|[^\w\s]+"
 

@@ -121,7 +121,7 @@ class Tokenizer:
     def describe(self) -> dict[str, Any]:
         return {
             "sentencepiece": self.sentencepiece,
-            "words": None if self.sentencepiece else tokenizers.GOPHER_WORD_PATTERN,
+            "words": None if self.sentencepiece else tokenizers.CCNET_WORD_PATTERN,
             "normalize": "NFKC+lower",
             "sentence": "line",
         }
