@@ -39,7 +39,7 @@ from numba import njit
 from dcurate.text.hashing import xxh64
 from dcurate.text.normalize import normalize_array, normalize_series
 from dcurate.text.unicode import MAX_GROWTH, nfk_tables, python_word, rust_classes
-from dcurate.text.utf8 import buffers, decode, doc_span, large_string_array, put_utf8
+from dcurate.text.utf8 import decode, doc_span, put_utf8, string_buffers
 
 __all__ = [
     "MAX_GROWTH",
@@ -52,14 +52,6 @@ __all__ = [
 ]
 
 # -- helpers ----------------------------------------------------------------------------------------
-
-
-def string_buffers(arr) -> tuple[pa.Array, np.ndarray, np.ndarray]:
-    """``(array, offsets, data)`` of the texts as a large_string array with nulls as empty
-    strings (any array, polars Series or list); ``data`` is never empty (numba needs a buffer)."""
-    arr = large_string_array(arr)
-    offsets, data = buffers(arr)
-    return arr, offsets, data
 
 
 @njit(cache=True, nogil=True)

@@ -5,8 +5,8 @@ per-code-point tables they index (word classes, NFKC + lower-case) are in :mod:`
 * :func:`decode` -- one UTF-8 code point at a byte position.
 * :func:`needs_normalization` / :func:`doc_span` -- which documents leave the fast path, and where a
   kernel reads document ``d`` (raw buffer or normalised buffer).
-* :func:`large_string_array` / :func:`buffers` -- any string input as one ``LargeStringArray`` and
-  its ``(offsets, data)`` numpy views.
+* :func:`large_string_array` / :func:`buffers` / :func:`string_buffers` -- any string input as one
+  ``LargeStringArray`` and its ``(offsets, data)`` numpy views.
 
 Used by :mod:`dcurate.stages.dedup.minhash` (shingles) and :mod:`dcurate.text.scan`.
 """
@@ -33,6 +33,7 @@ __all__ = [
     "needs_normalization",
     "large_string_array",
     "buffers",
+    "string_buffers",
 ]
 
 
@@ -135,3 +136,11 @@ def buffers(arr: pa.LargeStringArray) -> tuple[np.ndarray, np.ndarray]:
     if data is None or data.size == 0:
         data = np.frombuffer(b"\x00", dtype=np.uint8)
     return offsets, data
+
+
+def string_buffers(arr) -> tuple[pa.LargeStringArray, np.ndarray, np.ndarray]:
+    """``(array, offsets, data)`` of the texts as a large_string array with nulls as empty
+    strings (any array, polars Series or list); ``data`` is never empty (numba needs a buffer)."""
+    arr = large_string_array(arr)
+    offsets, data = buffers(arr)
+    return arr, offsets, data

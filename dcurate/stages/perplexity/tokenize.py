@@ -15,7 +15,7 @@ import pyarrow as pa
 from dcurate.core.errors import ModelError
 from dcurate.text import tokenizers
 from dcurate.text.normalize import as_series
-from dcurate.text.scan import string_buffers
+from dcurate.text.utf8 import string_buffers
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2  # the ids lmplz gives them too

@@ -48,7 +48,7 @@ from numba import njit
 from dcurate.text import normalize as _text
 from dcurate.text import tokenizers
 from dcurate.text.hashing import xxh64 as _xxh64_range
-from dcurate.text.scan import string_buffers
+from dcurate.text.utf8 import string_buffers
 
 #: Number of hash buckets (DSIR paper and ``data-selection``'s default).
 DEFAULT_BUCKETS = 10_000
