@@ -1,2 +1,3 @@
-"""Text definitions shared by the stages: normalisation and words (normalize), compiled scanners
-over Arrow string buffers (scan)."""
+"""Text definitions shared by the stages: normalisation (normalize), the named tokenisers
+(tokenizers), the Unicode tables they index (unicode), compiled scanners over Arrow string buffers
+(scan, utf8) and hash kernels (hashing)."""

@@ -1,17 +1,14 @@
-"""Text normalisation and word tokenisation shared by every dcurate stage.
+"""Text normalisation shared by every dcurate stage: what "the same text" means.
 
-One definition, used by dedup (shingles), exact hashing, DSIR features, perplexity and filters:
+* :func:`normalize` — Unicode NFKC, lower-case (CPython's ``unicodedata``); :func:`normalize_array`
+  is the same over an Arrow array, :func:`normalize_series` the vectorised polars form (Rust crates,
+  whose Unicode version can be newer than this Python's).
+* :func:`normalize_for_hash` — the above with whitespace runs collapsed (exact dedup).
+* :func:`words` — runs of Python ``\\w`` of the normalised text (``WORD_RE``; ``WORD_PATTERN`` is the
+  same pattern for polars, where ``\\w`` follows the Rust engine's classes).
 
-* :func:`normalize` — Unicode NFKC, lower-case; what "the same text" means for hashing.
-* :func:`words` — runs of Unicode word characters (``\\w+``) of the normalised text; punctuation and
-  whitespace only separate words, they are never glued to them. This matches the tokenisation of
-  the ground truth in ``../shared/corpus/dedup`` (``re.findall(r"\\w+", text.lower())``) on text
-  that NFKC leaves unchanged.
-
-Vectorised forms (``*_series``) work on whole Arrow/polars columns (Rust regex engine); the
-scalar forms use Python's ``re`` and are for tests and small inputs. The two agree on word
-characters except for rare code points (Python's ``\\w`` also matches numeric symbols such as
-superscripts; the Rust engine also matches combining marks).
+Which stage splits text into words how is defined in :mod:`dcurate.text.tokenizers`; the word
+classes behind each ``\\w`` are tabulated in :mod:`dcurate.text.unicode`.
 """
 
 from __future__ import annotations
@@ -41,6 +38,15 @@ def normalize_for_hash(text: str) -> str:
     return " ".join(normalize(text).split())
 
 
+def normalize_array(texts: pa.Array) -> pa.LargeStringArray:
+    """:func:`normalize` of each string of an Arrow array (nulls become ``""``), with CPython's
+    ``unicodedata``; its quick check returns already-normalised text untouched."""
+    nf = unicodedata.normalize
+    isn = unicodedata.is_normalized
+    out = [(t if isn("NFKC", t) else nf("NFKC", t)).lower() for t in texts.to_pylist()]
+    return pa.array(out, type=pa.large_string())
+
+
 def as_series(texts: pa.Array | pa.ChunkedArray | pl.Series | list[str]) -> pl.Series:
     if isinstance(texts, pl.Series):
         return texts
@@ -54,16 +60,17 @@ def normalize_series(texts) -> pl.Series:
     return as_series(texts).str.normalize("NFKC").str.to_lowercase()
 
 
+def normalize_series_ascii_fast(texts) -> pl.Series:
+    """:func:`normalize_series` with NFKC run only on the texts that hold a non-ASCII character (NFKC
+    leaves ASCII unchanged; it is the costly step). Same values."""
+    text = as_series(texts)
+    low = text.str.to_lowercase()
+    idx = text.str.contains(r"[^\x00-\x7F]").fill_null(False).arg_true()
+    if len(idx) == 0:
+        return low
+    return low.scatter(idx, normalize_series(text.gather(idx)))
+
+
 def normalize_for_hash_series(texts) -> pl.Series:
     """Vectorised :func:`normalize_for_hash`."""
     return normalize_series(texts).str.replace_all(r"\s+", " ").str.strip_chars(" ")
-
-
-def words_series(texts) -> pl.Series:
-    """Vectorised :func:`words`: a ``list[str]`` series (empty list for empty text)."""
-    return normalize_series(texts).str.extract_all(WORD_PATTERN).fill_null([])
-
-
-def word_counts(texts) -> pl.Series:
-    """Number of words per document (vectorised)."""
-    return normalize_series(texts).str.count_matches(WORD_PATTERN).fill_null(0)

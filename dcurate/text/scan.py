@@ -3,10 +3,10 @@
 :func:`dcurate.text.normalize.normalize` is NFKC followed by lower-casing. Running it through Unicode
 libraries for every document costs more than the tokenising itself, and almost always changes
 nothing but the case. The kernels here normalise while they tokenise, one code point at a time,
-through a table built once per Unicode version (and cached on disk, like dedup's tables):
+through the "expanding" table of :mod:`dcurate.text.unicode` (built once per Unicode version, cached on disk):
 
 * a code point that NFKC leaves alone and that never composes with a neighbour maps to its
-  lower-case form (dedup's "fast path", :func:`dcurate.text.utf8.fast_path_map`);
+  lower-case form (the "strict" table of :mod:`dcurate.text.unicode`, dedup's fast path);
 * a code point that NFKC replaces by such code points (NO-BREAK SPACE -> space, superscript two
   -> ``2``, the ellipsis -> ``...``, ligatures, full-width forms) maps to the lower-cased
   replacement, when it is a starter that no preceding character can compose with, so the
@@ -31,195 +31,27 @@ Two tokenisers use it:
 from __future__ import annotations
 
 import functools
-import unicodedata
 
 import numpy as np
 import pyarrow as pa
 from numba import njit
 
 from dcurate.text.hashing import xxh64
-from dcurate.text.utf8 import (
-    TABLE_LIMIT,
-    buffers,
-    char_classes,
-    disk_cached,
-    doc_span,
-    fast_path_map,
-    large_string_array,
-)
+from dcurate.text.normalize import normalize_array, normalize_series
+from dcurate.text.unicode import MAX_GROWTH, nfk_tables, python_word, rust_classes
+from dcurate.text.utf8 import decode, doc_span, put_utf8, string_buffers
 
-_NFK_VERSION = 2  # bump when the table definition changes
-#: Output bytes per input byte the kernels reserve: an expansion is kept in the table only when its
-#: UTF-8 bytes plus one separating space per code point fit in this many times the input's bytes.
-MAX_GROWTH = 4
-
-
-def _second_halves() -> set[int]:
-    """Code points that are the second element of a canonical two-character decomposition (so a
-    preceding character can compose with them)."""
-    out = set()
-    for c in range(TABLE_LIMIT):
-        dec = unicodedata.decomposition(chr(c))
-        if dec and dec[0] != "<":
-            parts = dec.split()
-            if len(parts) == 2:
-                out.add(int(parts[1], 16))
-    out.update(range(0x1160, 0x1200))  # Hangul vowel and trailing jamo
-    return out
-
-
-def _build_nfk() -> np.ndarray:
-    """One int32 array: ``[0:0x110000]`` the per-code-point entry (``>= 0`` the lower-case code point
-    it maps to, ``-1`` exact path, ``<= -2`` expansion ``-2 - v``), then the expansions' offsets and
-    code points (see :func:`nfk_tables`)."""
-    import polars as pl
-
-    fast = fast_path_map()
-    table = fast.copy()
-    table[TABLE_LIMIT:] = -1
-    halves = _second_halves()
-    exp_off = [0]
-    exp_cps: list[int] = []
-    cands = [
-        c
-        for c in range(1, TABLE_LIMIT)
-        if table[c] < 0
-        and not 0xD800 <= c < 0xE000
-        and unicodedata.category(chr(c)) != "Cn"
-        and unicodedata.combining(chr(c)) == 0
-        and c not in halves
-    ]
-    for c in cands:
-        nf = unicodedata.normalize("NFKC", chr(c))
-        if nf == chr(c) or not nf:
-            continue
-        mapped = [int(fast[ord(d)]) for d in nf]
-        if any(m < 0 for m in mapped) or ord(nf[0]) in halves or 10 in mapped:
-            continue
-        width = len(chr(c).encode("utf-8"))
-        grown = sum(len(chr(m).encode("utf-8")) + 1 for m in mapped)
-        if grown > MAX_GROWTH * width:
-            continue
-        table[c] = -2 - (len(exp_off) - 1)
-        exp_cps.extend(mapped)
-        exp_off.append(len(exp_cps))
-    # Cross-check every supported code point against polars (the DSIR and fallback engine).
-    cps = np.flatnonzero(table[:TABLE_LIMIT] != -1)
-    cps = cps[(cps < 0xD800) | (cps >= 0xE000)]
-    chars = pl.Series([chr(c) for c in cps], dtype=pl.String)
-    want = chars.str.normalize("NFKC").str.to_lowercase().to_list()
-    offs = np.asarray(exp_off, dtype=np.int64)
-    for c, w in zip(cps.tolist(), want, strict=True):
-        v = int(table[c])
-        got = chr(v) if v >= 0 else "".join(chr(x) for x in exp_cps[offs[-2 - v] : offs[-1 - v]])
-        py = unicodedata.normalize("NFKC", chr(c)).lower()
-        if got != w or got != py:
-            table[c] = -1
-    table[0] = 0
-    head = np.asarray([len(exp_off)], dtype=np.int32)
-    return np.concatenate(
-        [table, head, np.asarray(exp_off, dtype=np.int32), np.asarray(exp_cps, dtype=np.int32)]
-    ).astype(np.int32)
-
-
-def _polars_version() -> str:
-    from importlib.metadata import version
-
-    try:
-        return version("polars")
-    except Exception:  # noqa: BLE001 - a vendored polars without metadata
-        import polars
-
-        return polars.__version__
-
-
-@functools.lru_cache(maxsize=1)
-def nfk_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(nfk, exp_off, exp_cps)``: per code point its normalised form (see :func:`_build_nfk`);
-    expansion ``k`` is ``exp_cps[exp_off[k]:exp_off[k + 1]]``."""
-    # keyed by polars' version too: the table is cross-checked against its Unicode tables
-    flat = disk_cached(f"nfk{_NFK_VERSION}-pl{_polars_version()}", _build_nfk)
-    n = 0x110000
-    table = flat[:n]
-    k = int(flat[n])
-    exp_off = flat[n + 1 : n + 1 + k]
-    exp_cps = flat[n + 1 + k :]
-    if len(exp_cps) == 0:
-        exp_cps = np.zeros(1, dtype=np.int32)
-    return table, exp_off, exp_cps
-
-
-def _build_rust_classes() -> np.ndarray:
-    import polars as pl
-
-    cps = np.concatenate([np.arange(0, 0xD800), np.arange(0xE000, 0x110000)])
-    s = pl.Series([chr(c) for c in cps], dtype=pl.String)
-    word = s.str.contains(r"^\w$").to_numpy()
-    space = s.str.contains(r"^\s$").to_numpy()
-    cls = np.full(0x110000, 2, dtype=np.uint8)
-    cls[cps[space]] = 0
-    cls[cps[word]] = 1
-    return cls
-
-
-@functools.lru_cache(maxsize=1)
-def rust_classes() -> np.ndarray:
-    """uint8 per code point under the Rust regex engine (polars): 0 ``\\s``, 1 ``\\w``, 2 other."""
-    return disk_cached(f"rustcls1-pl{_polars_version()}", _build_rust_classes)
-
-
-@functools.lru_cache(maxsize=1)
-def python_word() -> np.ndarray:
-    """uint8 per code point: 1 for Python's ``\\w`` (``str.isalnum()`` or ``_``), else 0."""
-    return (char_classes(False) == 1).astype(np.uint8)
-
+__all__ = [
+    "MAX_GROWTH",
+    "nfk_tables",
+    "python_word",
+    "rust_classes",
+    "string_buffers",
+    "ccnet_lines",
+    "word_punct_ngrams",
+]
 
 # -- helpers ----------------------------------------------------------------------------------------
-
-
-def string_buffers(arr) -> tuple[pa.Array, np.ndarray, np.ndarray]:
-    """``(array, offsets, data)`` of the texts as a large_string array with nulls as empty
-    strings (any array, polars Series or list); ``data`` is never empty (numba needs a buffer)."""
-    arr = large_string_array(arr)
-    offsets, data = buffers(arr)
-    return arr, offsets, data
-
-
-@njit(cache=True, inline="always")
-def _decode(data, p):
-    b0 = np.int64(data[p])
-    if b0 < 0xE0:
-        return ((b0 & 0x1F) << 6) | (np.int64(data[p + 1]) & 0x3F), 2
-    if b0 < 0xF0:
-        return ((b0 & 0x0F) << 12) | ((np.int64(data[p + 1]) & 0x3F) << 6) | (np.int64(data[p + 2]) & 0x3F), 3
-    return (
-        ((b0 & 0x07) << 18)
-        | ((np.int64(data[p + 1]) & 0x3F) << 12)
-        | ((np.int64(data[p + 2]) & 0x3F) << 6)
-        | (np.int64(data[p + 3]) & 0x3F)
-    ), 4
-
-
-@njit(cache=True, inline="always")
-def _put(out, o, m):
-    """UTF-8 encode code point ``m`` at ``out[o]``; returns the new end."""
-    if m < 0x80:
-        out[o] = m
-        return o + 1
-    if m < 0x800:
-        out[o] = 0xC0 | (m >> 6)
-        out[o + 1] = 0x80 | (m & 0x3F)
-        return o + 2
-    if m < 0x10000:
-        out[o] = 0xE0 | (m >> 12)
-        out[o + 1] = 0x80 | ((m >> 6) & 0x3F)
-        out[o + 2] = 0x80 | (m & 0x3F)
-        return o + 3
-    out[o] = 0xF0 | (m >> 18)
-    out[o + 1] = 0x80 | ((m >> 12) & 0x3F)
-    out[o + 2] = 0x80 | ((m >> 6) & 0x3F)
-    out[o + 3] = 0x80 | (m & 0x3F)
-    return o + 4
 
 
 @njit(cache=True, nogil=True)
@@ -242,7 +74,7 @@ def _needs_exact(offsets, data, words, nfk):
                     while p + 8 <= hi and (p >> 3) < nwords and (words[p >> 3] & high) == zero:
                         p += 8
                 continue
-            cp, w = _decode(data, p)
+            cp, w = decode(data, p)
             p += w
             if nfk[cp] == -1:
                 out[d] = True
@@ -279,7 +111,7 @@ def _line_cp(m, out, o, ntok, in_word, is_word):
                 o += 1
             ntok += 1
             in_word = 1
-        o = _put(out, o, m)
+        o = put_utf8(out, o, m)
     else:
         in_word = 0
     return o, ntok, in_word
@@ -338,7 +170,7 @@ def _lines_kernel(offs_a, data_a, src, offs_b, data_b, nfk, exp_off, exp_cps, is
                     in_word = c
                     continue
                 if b >= 0x80:
-                    cp, w = _decode(data, p)
+                    cp, w = decode(data, p)
                     p += w
                     if not mapped:
                         o, ntok, in_word = _line_cp(cp, buf, o, ntok, in_word, is_word)
@@ -368,15 +200,6 @@ def _lines_kernel(offs_a, data_a, src, offs_b, data_b, nfk, exp_off, exp_cps, is
     return out[:o], starts[: nl + 1], ldoc[:nl], lntok[:nl]
 
 
-def _nfkc_lower(sub: pa.Array):
-    # dcurate.text.normalize.normalize with CPython's unicodedata, the Unicode version the word table
-    # follows; its quick check returns already-normalised text untouched.
-    nf = unicodedata.normalize
-    isn = unicodedata.is_normalized
-    texts = [(t if isn("NFKC", t) else nf("NFKC", t)).lower() for t in sub.to_pylist()]
-    return pa.array(texts, type=pa.large_string())
-
-
 def ccnet_lines(texts) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """CCNet sentences of each document: per line of the normalised text, its ``\\w+`` words joined
     by one space; lines without a word are dropped.
@@ -385,7 +208,7 @@ def ccnet_lines(texts) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     line ``i`` is ``data[starts[i]:starts[i + 1] - 1]``, from document ``doc[i]``, with ``ntok[i]``
     words."""
     arr, offs_a, data_a = string_buffers(texts)
-    src, offs_b, data_b = _split_exact(arr, offs_a, data_a, _nfkc_lower)
+    src, offs_b, data_b = _split_exact(arr, offs_a, data_a, normalize_array)
     nfk, exp_off, exp_cps = nfk_tables()
     line_cap = int(np.count_nonzero(data_a[offs_a[0] : offs_a[-1]] == 10))
     line_cap += int(np.count_nonzero(data_b[offs_b[0] : offs_b[-1]] == 10)) + len(arr) + 1
@@ -414,7 +237,7 @@ def _wp_cp(m, stream, slen, wstart, nw, prev, cls):
             slen += 1
         wstart[nw] = slen
         nw += 1
-    slen = _put(stream, slen, m)
+    slen = put_utf8(stream, slen, m)
     return slen, nw, c
 
 
@@ -461,7 +284,7 @@ def _wp_kernel(
                 slen += nz
                 prev = c
                 continue
-            cp, w = _decode(data, p)
+            cp, w = decode(data, p)
             p += w
             if not mapped:
                 slen, nw, prev = _wp_cp(cp, st, slen, ws, nw, prev, cls)
@@ -500,8 +323,6 @@ def _wp_acls() -> np.ndarray:
 
 
 def _nfkc_lower_polars(sub: pa.Array):
-    from dcurate.text.normalize import normalize_series
-
     return normalize_series(sub).to_arrow()
 
 

@@ -95,14 +95,15 @@ from dcurate.text.hashing import (
     xxh64,
     xxh64_round,
 )
-from dcurate.text.normalize import normalize
+from dcurate.text.normalize import normalize_array
+from dcurate.text.unicode import char_classes, fast_path_map
 from dcurate.text.utf8 import (
     buffers,
-    char_classes,
+    decode,
     doc_span,
-    fast_path_map,
     large_string_array,
     needs_normalization,
+    put_utf8,
 )
 
 __all__ = [
@@ -196,24 +197,7 @@ def _shingle_kernel(offs_a, data_a, src, offs_b, data_b, cp_map, cls, ngram, use
                     slen += 1
                 p += 1
                 continue
-            if b0 < 0xE0:
-                cp = (np.int64(b0 & 0x1F) << 6) | np.int64(data[p + 1] & 0x3F)
-                size = 2
-            elif b0 < 0xF0:
-                cp = (
-                    (np.int64(b0 & 0x0F) << 12)
-                    | (np.int64(data[p + 1] & 0x3F) << 6)
-                    | np.int64(data[p + 2] & 0x3F)
-                )
-                size = 3
-            else:
-                cp = (
-                    (np.int64(b0 & 0x07) << 18)
-                    | (np.int64(data[p + 1] & 0x3F) << 12)
-                    | (np.int64(data[p + 2] & 0x3F) << 6)
-                    | np.int64(data[p + 3] & 0x3F)
-                )
-                size = 4
+            cp, size = decode(data, p)
             p += size
             m = np.int64(cp_map[cp])
             if m < 0:
@@ -229,25 +213,7 @@ def _shingle_kernel(offs_a, data_a, src, offs_b, data_b, cp_map, cls, ngram, use
                 wstart[nw] = slen
                 nw += 1
                 in_word = c == 1
-            # UTF-8 encode the mapped code point
-            if m < 0x80:
-                stream[slen] = m
-                slen += 1
-            elif m < 0x800:
-                stream[slen] = 0xC0 | (m >> 6)
-                stream[slen + 1] = 0x80 | (m & 0x3F)
-                slen += 2
-            elif m < 0x10000:
-                stream[slen] = 0xE0 | (m >> 12)
-                stream[slen + 1] = 0x80 | ((m >> 6) & 0x3F)
-                stream[slen + 2] = 0x80 | (m & 0x3F)
-                slen += 3
-            else:
-                stream[slen] = 0xF0 | (m >> 18)
-                stream[slen + 1] = 0x80 | ((m >> 12) & 0x3F)
-                stream[slen + 2] = 0x80 | ((m >> 6) & 0x3F)
-                stream[slen + 3] = 0x80 | (m & 0x3F)
-                slen += 4
+            slen = put_utf8(stream, slen, m)
         # --- hash shingles
         if nw == 0:
             out_off[d + 1] = pos
@@ -310,8 +276,7 @@ def shingle_hashes(
 
         # CPython's unicodedata + str.lower, the definition the word table follows (polars' Rust
         # crates can know a newer Unicode version: a letter unassigned for Python would become a word)
-        sub = arr.take(pa.array(idx, type=pa.int64())).to_pylist()
-        norm = pa.array([normalize(t) for t in sub], type=pa.large_string())
+        norm = normalize_array(arr.take(pa.array(idx, type=pa.int64())))
         offs_b, data_b = buffers(norm)
         src[idx] = np.arange(idx.size, dtype=np.int64)
     else:

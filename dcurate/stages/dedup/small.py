@@ -12,15 +12,12 @@ kernels', written with wrapping ``uint64`` arrays.
 
 from __future__ import annotations
 
-import functools
-import re
-import unicodedata
 from typing import Any
 
 import numpy as np
 import xxhash
 
-from dcurate.text.utf8 import NO_SPACE_RANGES
+from dcurate.text.tokenizers import shingle_words
 
 __all__ = [
     "SMALL_TEXT_BYTES",
@@ -47,20 +44,11 @@ _P64_5 = np.uint64(0x27D4EB2F165667C5)
 _PRIME61 = np.uint64((1 << 61) - 1)
 
 
-@functools.lru_cache(maxsize=2)
-def _token_regex(cjk_chars: bool) -> re.Pattern:
-    if not cjk_chars:
-        return re.compile(r"\w+")
-    cls = "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in NO_SPACE_RANGES)
-    return re.compile(rf"(?:(?![{cls}])\w)+|(?=[{cls}])\w")
-
-
 def reference_shingles(text: str | None, ngram: int = 5, *, cjk_chars: bool = True) -> set[str]:
     """The shingle set of one document as strings (the definition the kernels implement)."""
     if not text:
         return set()
-    norm = unicodedata.normalize("NFKC", text).lower()
-    toks = _token_regex(cjk_chars).findall(norm)
+    toks = shingle_words(text, cjk_chars)
     if not toks:
         return set()
     if len(toks) < ngram:

@@ -23,7 +23,8 @@ from dcurate.stages.filter.params import (
     RULE_NAMES,
     FilterParams,
 )
-from dcurate.text.normalize import WORD_PATTERN, normalize_series
+from dcurate.text.normalize import normalize_series_ascii_fast
+from dcurate.text.tokenizers import GOPHER_WORD_PATTERN
 
 # -- vectorised measurements -------------------------------------------------------------------------
 
@@ -60,23 +61,13 @@ def c4_clean_lines(text: pl.Series, p: FilterParams, active: set[str]) -> tuple[
     if "c4_terminal_punct" in active:
         keep = keep & pl.col("line").str.contains(f"[{re.escape(C4_TERMINAL_PUNCT)}]$")
     if "c4_min_words_per_line" in active:
-        keep = keep & (pl.col("line").str.count_matches(WORD_PATTERN) >= p.c4_min_words_per_line)
+        keep = keep & (pl.col("line").str.count_matches(GOPHER_WORD_PATTERN) >= p.c4_min_words_per_line)
     blank = pl.col("line") == ""
     df = df.with_columns(keep=keep | blank)  # blank lines stay as paragraph separators
     removed = int(df.select((~pl.col("keep")).sum()).item())
     out = df.group_by("i", maintain_order=True).agg(pl.col("line").filter(pl.col("keep")).str.join("\n"))
     # runs of blank lines left where lines were removed collapse to one paragraph break
     return out["line"].str.replace_all(r"\n{3,}", "\n\n").str.strip_chars("\n"), removed
-
-
-def _normalize(text: pl.Series) -> pl.Series:
-    """:func:`dcurate.text.normalize.normalize_series` (NFKC + lower-case), with NFKC run only on the texts
-    that contain a non-ASCII character (NFKC leaves ASCII unchanged; it is the costly step)."""
-    low = text.str.to_lowercase()
-    idx = text.str.contains(r"[^\x00-\x7F]").fill_null(False).arg_true()
-    if len(idx) == 0:
-        return low
-    return low.scatter(idx, normalize_series(text.gather(idx)))
 
 
 _SENTENCE_END = r"[.!?…]+[\"'”’)\]]*(?:\s|$)"
@@ -215,7 +206,7 @@ def ngram_fractions(norm: pl.Series, top_ns: list[int], dup_ns: list[int]) -> tu
     """Top and duplicate n-gram character fractions of each (normalised) text; see
     :func:`_ngram_kernel`."""
     n = len(norm)
-    words = norm.str.extract_all(WORD_PATTERN).fill_null([])
+    words = norm.str.extract_all(GOPHER_WORD_PATTERN).fill_null([])
     counts = words.list.len().to_numpy().astype(np.int64)
     offsets = np.zeros(n + 1, np.int64)
     np.cumsum(counts, out=offsets[1:])
@@ -285,10 +276,10 @@ def gopher(p: FilterParams, text: pl.Series, active: set[str], v) -> None:
     repetition = [r for r in RULE_NAMES if GROUP[r] == "gopher-repetition" and r in active]
     if not quality and not repetition:
         return
-    norm = _normalize(text)
+    norm = normalize_series_ascii_fast(text)
     if quality:
         t, nt = pl.col("t"), pl.col("n")
-        cols = {"words": nt.str.count_matches(WORD_PATTERN)}
+        cols = {"words": nt.str.count_matches(GOPHER_WORD_PATTERN)}
         if {"min_mean_word_length", "max_mean_word_length"} & active:
             cols["word_chars"] = nt.str.len_chars() - nt.str.count_matches(r"\W")  # cheaper than counting \w
         if "max_symbol_word_ratio" in active:

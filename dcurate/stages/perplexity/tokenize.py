@@ -13,8 +13,9 @@ import polars as pl
 import pyarrow as pa
 
 from dcurate.core.errors import ModelError
-from dcurate.text import scan as textscan
-from dcurate.text.normalize import WORD_PATTERN, as_series
+from dcurate.text import tokenizers
+from dcurate.text.normalize import as_series
+from dcurate.text.utf8 import string_buffers
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2  # the ids lmplz gives them too
@@ -39,7 +40,7 @@ class Sentences:
     @classmethod
     def from_lines(cls, lines: pl.Series, ntok: np.ndarray, doc: np.ndarray, n_docs: int) -> Sentences:
         arr = (lines + "\n").to_arrow()
-        _, starts, data = textscan.string_buffers(arr)
+        _, starts, data = string_buffers(arr)
         first = int(starts[0])
         return cls(data[first : int(starts[-1])], starts - first, ntok, doc, n_docs)
 
@@ -88,10 +89,10 @@ def split_words_lines(texts) -> Sentences:
     """Vectorised CCNet sentences with dcurate words: per non-blank line, the ``\\w+`` words of
     the NFKC-lower-cased text (Python's definition of ``\\w``, as :func:`dcurate.text.normalize.words`)
     joined by one space, in one compiled pass over the UTF-8 bytes that also normalises
-    (:func:`dcurate.text.scan.ccnet_lines`)."""
+    (the ``ccnet_lines`` tokeniser of :mod:`dcurate.text.tokenizers`)."""
     if isinstance(texts, pl.Series):
         texts = texts.cast(pl.String).to_arrow()
-    data, starts, doc, ntok = textscan.ccnet_lines(texts)
+    data, starts, doc, ntok = tokenizers.ccnet_lines_batch(texts)
     return Sentences(data, starts, ntok, doc, len(texts))
 
 
@@ -120,7 +121,7 @@ class Tokenizer:
     def describe(self) -> dict[str, Any]:
         return {
             "sentencepiece": self.sentencepiece,
-            "words": None if self.sentencepiece else WORD_PATTERN,
+            "words": None if self.sentencepiece else tokenizers.CCNET_WORD_PATTERN,
             "normalize": "NFKC+lower",
             "sentence": "line",
         }

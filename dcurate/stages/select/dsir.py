@@ -44,7 +44,7 @@ import numpy as np
 import polars as pl
 
 from dcurate.text import normalize as _text
-from dcurate.text import scan as textscan
+from dcurate.text import tokenizers
 from dcurate.text.keys import seeded_keys, uniform
 
 #: Number of hash buckets (DSIR paper and ``data-selection``'s default).
@@ -54,12 +54,12 @@ REFERENCE_EPS = 1e-8
 
 
 #: Word-punct tokens (the reference's WordPunctTokenizer pattern), on dcurate's normalised text.
-TOKEN_PATTERN = r"\w+|[^\w\s]+"
+TOKEN_PATTERN = tokenizers.DSIR_TOKEN_PATTERN
 
 
 def tokens_series(texts) -> pl.Series:
     """Word-punct tokens of the normalised texts (``list[str]`` series, vectorised)."""
-    return _text.normalize_series(texts).str.extract_all(TOKEN_PATTERN).fill_null([])
+    return tokenizers.dsir_tokens_series(texts)
 
 
 # -- features ---------------------------------------------------------------------------------------
@@ -89,13 +89,13 @@ def featurize(texts, num_buckets: int = DEFAULT_BUCKETS, mode: str = "fast") -> 
         return _featurize_reference(texts, num_buckets)
     if mode != "fast":
         raise ValueError(f"unknown DSIR hash mode {mode!r}; use 'fast' or 'reference'")
-    buckets, offsets, n_words = textscan.word_punct_ngrams(texts, int(num_buckets))
+    buckets, offsets, n_words = tokenizers.dsir_ngrams(texts, int(num_buckets))
     return Features(buckets, offsets, n_words)
 
 
 def token_counts(texts) -> np.ndarray:
     """Number of word-punct tokens of each text (what ``--min-words`` and ``--tokens`` count)."""
-    return textscan.word_punct_ngrams(texts, 1, count_only=True)[2]
+    return tokenizers.dsir_ngrams(texts, 1, count_only=True)[2]
 
 
 def _featurize_reference(texts, num_buckets: int) -> Features:
