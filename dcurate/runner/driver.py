@@ -30,6 +30,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from dcurate.core import faults
 from dcurate.core import paths as safe_paths
 from dcurate.core.errors import DcurateError, InputError, RecipeError
 from dcurate.core.options import RunOptions
@@ -74,6 +75,7 @@ from dcurate.runner.tasks import (
     SourceSpec,
     forget_plan,
     load_plan,
+    phase_of,
     run_merge_task,
     run_pass_task,
     run_reshard_task,
@@ -415,6 +417,7 @@ class Runner:
             for j, r in self.executor.imap_unordered(*prog.wrap(fn, [tasks[i] for i in todo])):
                 results[todo[j]] = r
                 prog.task_done(r)
+                faults.driver_point(phase_of(tasks[todo[j]]))
             ok = True
         finally:
             prog.close(ok)
@@ -458,6 +461,7 @@ class Runner:
             spec.ctx.mapper = None
             log.debug("%s reduce %d/%d in %.2f s", spec.name, r + 1, stage.rounds, time.perf_counter() - t0)
             self.stats.setdefault(gi, StageStats()).seconds += time.perf_counter() - t0
+            faults.driver_point(f"reduce{r}")
             write_plan(path, new_plan)
             forget_plan(path)
             plan_path, prev_plan = path, new_plan
