@@ -165,7 +165,7 @@ def _env(fault: str | None) -> dict[str, str]:
 def _recipe(world: dict, stage: str, out: Path) -> Path:
     entry = _resolve(MATRIX[stage][0], world)
     doc = {"input": world["input"], "output": str(out), "workers": 2, "seed": 3, "split_size": 1500,
-           "shard_size": 45, "stages": [entry]}
+           "shard_size": 10, "stages": [entry]}
     path = out.parent / f"{out.name}.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path

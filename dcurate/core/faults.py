@@ -9,8 +9,9 @@ is the COUNT-th time the point is reached in the process that acts. ``ACTION``:
 - ``kill-driver``: the driver kills itself with SIGKILL after its COUNT-th result of PHASE (for
   ``reduce``: before the plan of that round is written);
 - ``sigint``: the same point, SIGINT (as Ctrl-C) instead;
-- ``kill-worker``: the worker running its COUNT-th task of PHASE kills itself with SIGKILL once
-  the task's outputs are written and before its marker is (the point a resume must get right);
+- ``kill-worker``: the pool process running its COUNT-th task of PHASE kills itself with SIGKILL
+  once the task's outputs are written and before its marker is (the point a resume must get
+  right); the driver then leaves every task to the pool instead of running some itself;
 - ``enospc``: the next atomic write (dcurate.io.atomic) of the COUNT-th task of PHASE fails with
   ENOSPC, as a full disk would (for ``reduce``: the plan write).
 
@@ -53,6 +54,7 @@ def parse(value: str) -> Fault:
 
 _FAULT: Fault | None = None
 _LOADED = False
+WORKER = False  # set in pool processes (dcurate.runner.executor)
 
 
 def _fault() -> Fault | None:
@@ -62,6 +64,12 @@ def _fault() -> Fault | None:
         _FAULT = parse(value) if value else None
         _LOADED = True
     return _FAULT
+
+
+def pool_only() -> bool:
+    """Whether the driver leaves every task to the pool (so that ``kill-worker`` hits a worker)."""
+    f = _fault()
+    return f is not None and f.action == "kill-worker"
 
 
 def _due(phase: str, actions: tuple[str, ...]) -> Fault | None:
@@ -92,7 +100,7 @@ def task_start(phase: str) -> None:
 def task_written(phase: str) -> None:
     """A worker wrote a task's outputs and is about to write its marker."""
     f = _fault()
-    if f is not None and f.action == "kill-worker" and _due(phase, ("kill-worker",)) is not None:
+    if f is not None and f.action == "kill-worker" and WORKER and _due(phase, ("kill-worker",)) is not None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -76,7 +76,7 @@ def fsync_path(path: str) -> None:
 
 def commit(tmp: str, path: str) -> None:
     """fsync ``tmp`` (already closed), rename it over ``path`` and fsync the folder."""
-    _injected_fault(tmp)
+    _injected_fault(path)
     fsync_path(tmp)
     os.replace(tmp, path)
     fsync_dir(os.path.dirname(path))
@@ -90,7 +90,7 @@ def atomic_open(path: str) -> Iterator[IO[bytes]]:
     try:
         with open(tmp, "wb") as f:
             yield f
-            _injected_fault(tmp)
+            _injected_fault(path)
             fsync_file(f)
         os.replace(tmp, path)
         fsync_dir(os.path.dirname(path))
