@@ -191,7 +191,8 @@ def _error_line(r: subprocess.CompletedProcess) -> str:
     assert "Traceback" not in err and "panicked" not in err, err
     lines = err.splitlines()
     assert lines, "no error line"
-    assert all(" started, " in x or " done, " in x or "docs/s" in x or "resumed" in x for x in lines[:-1]), err
+    # log lines (progress, a stage's settings) may come before it; the error is the last line, alone
+    assert all(x.startswith("dcurate: ") and not x.startswith("dcurate: error") for x in lines[:-1]), err
     return lines[-1]
 
 

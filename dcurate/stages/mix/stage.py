@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit
 
+from dcurate.core import stagefiles
 from dcurate.core.errors import InputError, ModelError, PlanError, RecipeError
 from dcurate.core.params import param
 from dcurate.core.paths import check_writes
@@ -604,13 +605,16 @@ class Mix(Stage):
         path = self._cache_path(shard)
         if not path.exists():
             return None
-        with np.load(path, allow_pickle=False) as z:
+        try:
+            z = stagefiles.load_npz(path)
             index = {d: i for i, d in enumerate(plan.domains)}
             missing = [str(d) for d in z["names"] if str(d) not in index]
             if missing:
                 return None
             lut = np.array([index[str(d)] for d in z["names"]], dtype=np.int64)
             got = (lut[z["codes"]] if len(lut) else z["codes"].astype(np.int64), z["keys"], z["tokens"])
+        except KeyError as e:
+            raise stagefiles.BadWorkFile(f"{path}: malformed work file (no array {e}); re-run with --force") from None
         self._cache = (shard.key, got)
         return got
 

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from dcurate.core import stagefiles
 from dcurate.core.errors import InputError, ModelError, RecipeError
 from dcurate.core.params import param
 from dcurate.core.paths import check_writes
@@ -294,7 +295,7 @@ class Quality(Stage):
 
     def reduce(self, partials: list[tuple[ShardInfo, Any]], round: int, plan: Any) -> Any:
         frac = float(self.params.keep_top or 0.0)
-        firsts = [np.load(self._score_path(sh.key))[:, 0] for sh, _ in partials]
+        firsts = [stagefiles.load_npy(self._score_path(sh.key))[:, 0] for sh, _ in partials]
         n = int(sum(len(a) for a in firsts))
         k = min(n, int(math.floor(frac * n + 0.5)))  # round half up
         if k == 0:
@@ -324,12 +325,11 @@ class Quality(Stage):
         return (doc_id is None, "" if doc_id is None else doc_id, sh.index, sh.piece, row)
 
     def _read_ids(self, key: str) -> pa.Array:
-        with pa.memory_map(str(self._ids_path(key))) as f:
-            return pa.ipc.open_file(f).read_all().column("id").combine_chunks()
+        return stagefiles.read_arrow(self._ids_path(key)).column("id").combine_chunks()
 
     def apply(self, batch: pa.RecordBatch, shard: ShardInfo, pos: int, plan: Any) -> Result:
         if self._score_cache is None or self._score_cache[0] != shard.key:
-            self._score_cache = (shard.key, np.load(self._score_path(shard.key)))
+            self._score_cache = (shard.key, stagefiles.load_npy(self._score_path(shard.key)))
         all_s = self._score_cache[1]
         n = batch.num_rows
         if pos + n <= len(all_s):
