@@ -231,3 +231,93 @@ def test_fault_then_resume_equals_uninterrupted(world, stage, phase, action):
     v = subprocess.run([sys.executable, "-m", "dcurate", "verify", str(out)], capture_output=True, text=True,
                        env=_env(None), cwd=ROOT)
     assert v.returncode == 0, v.stdout + v.stderr
+
+
+# -- integrity gaps: work files, plan files, rejected files (fast) ---------------------------------
+
+
+def _truncations(path: Path) -> list[bytes]:
+    data = path.read_bytes()
+    return [b"", data[: len(data) // 2], data[:-1]]
+
+
+def test_malformed_stage_work_files_are_one_line_naming_them(tmp_path):
+    import numpy as np
+
+    from dcurate.core import stagefiles
+    from dcurate.core.workfile import BadWorkFile
+
+    np.save(tmp_path / "a.npy", np.arange(1000, dtype=np.int64))
+    np.savez(tmp_path / "b.npz", rows=np.arange(1000), rep=np.ones(1000, dtype=bool))
+    t = pa.table({"id": [f"x{i}" for i in range(500)]})
+    with pa.OSFile(str(tmp_path / "c.arrow"), "wb") as f, pa.ipc.new_file(f, t.schema) as w:
+        w.write_table(t)
+    (tmp_path / "d.json").write_text(json.dumps([{"k": i} for i in range(50)]))
+    loaders = {"a.npy": stagefiles.load_npy, "b.npz": stagefiles.load_npz, "c.arrow": stagefiles.read_arrow,
+               "d.json": stagefiles.load_json}
+    mmap = {"a.npy": lambda p: stagefiles.load_npy(p, mmap=True)}
+    for name, load in list(loaders.items()) + list(mmap.items()):
+        path = tmp_path / name
+        good = path.read_bytes()
+        load(path)  # the intact file loads
+        for bad in _truncations(path):
+            path.write_bytes(bad)
+            with pytest.raises(BadWorkFile) as e:
+                load(path)
+            msg = str(e.value)
+            assert msg.startswith(f"{path}: malformed work file") and "\n" not in msg, msg
+        path.write_bytes(good)
+    with pytest.raises(FileNotFoundError):  # absent is not malformed: callers decide
+        stagefiles.load_npy(tmp_path / "absent.npy")
+
+
+def test_empty_or_truncated_plan_file_is_named(tmp_path):
+    import numpy as np
+
+    from dcurate.core.workfile import BadWorkFile
+    from dcurate.runner import tasks
+    from dcurate.runner.markers import read_plan, write_plan
+
+    path = tmp_path / "plan-round0.plan"
+    write_plan(str(path), {"keep": np.arange(100), "n": 3})
+    assert read_plan(str(path))["n"] == 3
+    for bad, kind in zip(_truncations(path), ("empty", "malformed", "malformed"), strict=True):
+        path.write_bytes(bad)
+        tasks.forget_plan(str(path))
+        with pytest.raises(BadWorkFile) as e:
+            tasks.load_plan(str(path))
+        msg = str(e.value)
+        assert msg.startswith(f"{path}: {kind} plan file") and "\n" not in msg, msg
+
+
+def test_rejected_files_are_in_the_format_their_name_says(tmp_path):
+    """A fused pass (filter, then dedup's first scan) writes Parquet intermediates; its rejected
+    documents keep the input's format, as their names say."""
+    import zstandard
+
+    from dcurate.core.options import RunOptions
+    from dcurate.runner.driver import run
+    from dcurate.stages.dedup.stage import Params as DedupParams
+    from dcurate.stages.filter.stage import FilterParams
+
+    inp = tmp_path / "in"
+    write_jsonl(inp / "s0.jsonl.zst", docs(30, "a"))
+    write_jsonl(inp / "s1.jsonl.zst", docs(30, "b", 10))
+    write_parquet(inp / "s2.parquet", docs(20, "c"))
+    rej = tmp_path / "rej"
+    stages = [("filter", FilterParams(preset="none", keep_if="score > 0.5")), ("dedup", DedupParams())]
+    run(str(inp), str(tmp_path / "out"), stages, RunOptions(workers=1, rejected=str(rej)))
+    files = sorted(p for p in rej.rglob("*") if p.is_file())
+    assert {p.parent.name for p in files} == {"00-filter", "01-dedup"}, files
+    rows = 0
+    for p in files:
+        if p.name.endswith(".parquet"):
+            rows += pq.read_table(p).num_rows
+        else:
+            assert p.name.endswith(".jsonl.zst"), p
+            raw = zstandard.ZstdDecompressor().stream_reader(p.open("rb")).read()
+            assert not raw.startswith(b"PAR1")
+            lines = raw.decode().splitlines()
+            assert all(json.loads(x)["dcurate_reason"] for x in lines)
+            rows += len(lines)
+    assert rows > 0

@@ -498,7 +498,7 @@ class Runner:
                 parts.setdefault(piece.shard.index, []).append(out_path)
             else:
                 out_path = self._sink_path(p, piece.shard.stem, fmt)
-            rej = None
+            rej, rej_fmt = None, None
             if o.rejected and (p.maps or p.apply is not None):
                 rej_fmt = fmt if p.sink != "intermediate" else self._out_fmt(piece.shard)
                 suffix = f".{piece.index:04d}" if piece.n_pieces > 1 else ""
@@ -508,7 +508,7 @@ class Runner:
             markers.append(marker)
             tasks.append(PassTask(p, plan.stages, src, apply_plan, out_path, fmt,
                                   o.compression_level if p.sink != "intermediate" else 1, rej, marker,
-                                  final=p.sink == "final" and piece.n_pieces == 1))
+                                  final=p.sink == "final" and piece.n_pieces == 1, rejected_fmt=rej_fmt))
         if p.sink == "final":
             self._claim([self._sink_path(p, sh.stem, self._out_fmt(sh)) for sh in plan.shards])
         results = self._execute(run_pass_task, tasks, f"pass {p.index + 1}/{len(plan.passes)}: {p.label}", markers)

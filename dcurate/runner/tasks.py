@@ -89,6 +89,7 @@ class PassTask:
     rejected_path: str | None
     marker: str
     final: bool = False  # the output is a final shard (its checksum goes to the manifest)
+    rejected_fmt: str | None = None  # format of the rejected file (its name's); default out_fmt
 
 
 def _run_result(res: Result, st: StageStats, text_field: str, dropped_out: list) -> pa.RecordBatch:
@@ -114,7 +115,8 @@ def run_pass_task(task: PassTask) -> TaskResult:
     result = TaskResult()
     reader = _read(task.source)
     writer = ShardWriter(task.out_path, task.out_fmt, task.level)
-    rej_writer = ShardWriter(task.rejected_path, task.out_fmt, task.level) if task.rejected_path else None
+    rej_fmt = task.rejected_fmt or task.out_fmt  # an intermediate pass writes Parquet, its rejects keep the input's format
+    rej_writer = ShardWriter(task.rejected_path, rej_fmt, task.level) if task.rejected_path else None
     order = ([spec.apply] if spec.apply is not None else []) + list(spec.maps)
     stats = {i: StageStats() for i in order}
     positions = {i: 0 for i in order}
