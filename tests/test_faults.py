@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -231,6 +233,46 @@ def test_fault_then_resume_equals_uninterrupted(world, stage, phase, action):
     v = subprocess.run([sys.executable, "-m", "dcurate", "verify", str(out)], capture_output=True, text=True,
                        env=_env(None), cwd=ROOT)
     assert v.returncode == 0, v.stdout + v.stderr
+
+
+GLOBAL_STAGES = [s for s, (_e, phases) in MATRIX.items() if "reduce0" in phases]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", GLOBAL_STAGES)
+def test_truncated_stage_work_files_recompute_or_fail_in_one_line(world, stage):
+    """Killed in its apply pass (every scan and reduce done), a global stage's work folder holds
+    each kind of work file it loads; truncating any one of them, the re-run either recomputes
+    (the file was named by a marker with its size) to the uninterrupted bytes, or stops with one
+    line naming the file, never a traceback."""
+    ref = _reference(world, stage)
+    out = world["dir"] / f"trunc-{stage}"
+    recipe = _recipe(world, stage, out)
+    r = _dc(recipe, "pass0:1:kill-driver")
+    assert r.returncode == -9, r.stderr
+    backup = world["dir"] / f"trunc-{stage}.bak"
+    shutil.copytree(out, backup, symlinks=True)
+    work = out / ".dcurate" / "work" / "stages"
+    kinds: dict[str, Path] = {}
+    for p in sorted(work.rglob("*")):
+        if p.is_file() and p.stat().st_size > 1 and not atomic.is_temp_name(p.name):
+            kinds.setdefault(re.sub(r"[0-9a-f]{8,}|\d+", "#", str(p.relative_to(work))), p.relative_to(out))
+    assert len(kinds) >= 3, kinds
+    outcomes = {}
+    for kind, rel in kinds.items():
+        shutil.rmtree(out)
+        shutil.copytree(backup, out, symlinks=True)
+        victim = out / rel
+        victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+        again = _dc(recipe)
+        if again.returncode == 0:
+            assert tree_digest(out) == ref, kind
+            outcomes[kind] = "recomputed"
+        else:
+            line = _error_line(again)
+            assert again.returncode == 1 and str(victim) in line, (kind, again.returncode, line)
+            outcomes[kind] = "one line"
+    print(stage, outcomes)
 
 
 # -- integrity gaps: work files, plan files, rejected files (fast) ---------------------------------
