@@ -99,6 +99,8 @@ MATRIX: dict[str, tuple[dict, list[str]]] = {
     "dedup-exact": ({"stage": "dedup", "method": "exact"}, _global(1)),
     "quality": ({"stage": "quality", "model": "@model"}, ["pass0"]),
     "perplexity": ({"stage": "perplexity", "lm": "@arpa", "backend": "builtin"}, ["pass0"]),
+    "quality-top": ({"stage": "quality", "model": "@model", "keep_top": 0.5}, _global(1)),
+    "perplexity-top": ({"stage": "perplexity", "lm": "@arpa", "backend": "builtin", "keep_top": 0.5}, _global(1)),
     "select-dsir": ({"stage": "select", "method": "dsir", "target": "@target", "k": 2, "min_words": 0}, _global(1)),
     "select-zipfit": ({"stage": "select", "method": "zipfit", "target": "@target", "k": 2}, _global(1)),
     "mix": ({"stage": "mix", "weights": {"a": 0.5, "b": 0.3, "c": 0.2}, "docs": 40}, _global(2)),
