@@ -37,11 +37,16 @@ def load_npy(path: str | Path, mmap: bool = False) -> np.ndarray:
         raise _bad(path, e) from None
 
 
-def load_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """Every array of an ``.npz`` archive, read (and CRC-checked) now."""
+def load_npz(path: str | Path, require: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` archive, read (and CRC-checked) now; ``require`` names arrays
+    that must be there."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            out = {k: z[k] for k in z.files}
+        for k in require:
+            if k not in out:
+                raise KeyError(f"no array {k!r}")
+        return out
     except FileNotFoundError:
         raise
     except _ERRORS as e:

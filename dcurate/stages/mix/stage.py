@@ -605,16 +605,13 @@ class Mix(Stage):
         path = self._cache_path(shard)
         if not path.exists():
             return None
-        try:
-            z = stagefiles.load_npz(path)
-            index = {d: i for i, d in enumerate(plan.domains)}
-            missing = [str(d) for d in z["names"] if str(d) not in index]
-            if missing:
-                return None
-            lut = np.array([index[str(d)] for d in z["names"]], dtype=np.int64)
-            got = (lut[z["codes"]] if len(lut) else z["codes"].astype(np.int64), z["keys"], z["tokens"])
-        except KeyError as e:
-            raise stagefiles.BadWorkFile(f"{path}: malformed work file (no array {e}); re-run with --force") from None
+        z = stagefiles.load_npz(path, require=("names", "codes", "keys", "tokens"))
+        index = {d: i for i, d in enumerate(plan.domains)}
+        missing = [str(d) for d in z["names"] if str(d) not in index]
+        if missing:
+            return None
+        lut = np.array([index[str(d)] for d in z["names"]], dtype=np.int64)
+        got = (lut[z["codes"]] if len(lut) else z["codes"].astype(np.int64), z["keys"], z["tokens"])
         self._cache = (shard.key, got)
         return got
 
