@@ -149,10 +149,11 @@ def world(tmp_path_factory):
             "target": str(tgt), "refs": {}}
 
 
-def test_matrix_covers_every_phase_of_every_stage(world):
+def test_matrix_covers_every_phase_of_every_stage(tmp_path):
     """The phase lists above are what the planner runs: a global stage's scan and reduce rounds."""
+    side = {"dir": str(tmp_path), "model": "q.bin", "arpa": "lm.arpa", "target": "t.jsonl"}  # not opened
     for stage, (entry, phases) in MATRIX.items():
-        kind, rounds = _kind_and_rounds(entry, world)
+        kind, rounds = _kind_and_rounds(entry, side)
         assert phases == (_global(rounds) if kind == "global" else ["pass0"]), (stage, kind, rounds)
 
 
