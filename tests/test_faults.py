@@ -196,8 +196,9 @@ def _error_line(r: subprocess.CompletedProcess) -> str:
     assert "Traceback" not in err and "panicked" not in err, err
     lines = err.splitlines()
     assert lines, "no error line"
-    # log lines (progress, a stage's settings) may come before it; the error is the last line, alone
-    assert all(x.startswith("dcurate: ") and not x.startswith("dcurate: error") for x in lines[:-1]), err
+    # log lines (progress, a stage's settings, mix's plan table) may come before it; the error is
+    # the last line, and the only one
+    assert not any(x.startswith(("dcurate: error", "dcurate: interrupted")) for x in lines[:-1]), err
     return lines[-1]
 
 

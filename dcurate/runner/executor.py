@@ -306,12 +306,17 @@ class LocalExecutor(Executor):
             self._starter = None
         if self._pool is not None:
             procs = list((self._pool._processes or {}).values())  # no public kill in the API
+            manager = getattr(self._pool, "_executor_manager_thread", None)
             self._pool.shutdown(wait=False, cancel_futures=True)
             for p in procs:
                 if p.is_alive():
                     p.terminate()
             for p in procs:
                 p.join(timeout=5)
+            # Let the pool's manager thread finish closing its wake-up pipe: otherwise the
+            # interpreter's exit hook may write to it as it closes (a traceback after the one line).
+            if manager is not None:
+                manager.join(timeout=5)
             self._pool = None
 
 
