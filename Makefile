@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 BENCH_VENV := .venv-bench
 WORKERS ?= 2
 
-.PHONY: setup test test-fast demo bench bench-setup lint checks clean
+.PHONY: setup test test-fast test-faults demo bench bench-setup lint checks clean
 
 setup: $(VENV)/.installed
 
@@ -15,9 +15,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-# The whole suite: tests that need ../shared skip when it is absent.
+# The whole suite but the fault-injection matrix: tests that need ../shared skip when it is absent.
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not faults"
+
+# The fault-injection matrix: every stage and phase x kill -9 driver / kill -9 worker / Ctrl-C /
+# full disk, then resume == an uninterrupted run (about 200 cases, 15-30 minutes on 2 cores).
+test-faults: setup
+	$(BIN)/pytest -q -m faults
 
 # Unit tests only (no slow, no ../shared): seconds.
 test-fast: setup

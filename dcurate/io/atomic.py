@@ -7,6 +7,7 @@ leftovers). ``DCURATE_FSYNC=0`` in the environment skips the fsyncs (benchmarks 
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Iterator
@@ -15,6 +16,20 @@ from typing import IO
 
 TEMP_RE = re.compile(r"^\..+\.dctmp-\d+$")
 _FSYNC = os.environ.get("DCURATE_FSYNC", "1") != "0"
+_FAIL_NEXT = False  # test-only (dcurate.core.faults): the next write fails with ENOSPC
+
+
+def fail_next_write() -> None:
+    """Test-only: make the next commit or atomic_open of this process fail as a full disk would."""
+    global _FAIL_NEXT
+    _FAIL_NEXT = True
+
+
+def _injected_fault(path: str) -> None:
+    global _FAIL_NEXT
+    if _FAIL_NEXT:
+        _FAIL_NEXT = False
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
 
 def temp_name(path: str) -> str:
@@ -61,6 +76,7 @@ def fsync_path(path: str) -> None:
 
 def commit(tmp: str, path: str) -> None:
     """fsync ``tmp`` (already closed), rename it over ``path`` and fsync the folder."""
+    _injected_fault(path)
     fsync_path(tmp)
     os.replace(tmp, path)
     fsync_dir(os.path.dirname(path))
@@ -74,6 +90,7 @@ def atomic_open(path: str) -> Iterator[IO[bytes]]:
     try:
         with open(tmp, "wb") as f:
             yield f
+            _injected_fault(path)
             fsync_file(f)
         os.replace(tmp, path)
         fsync_dir(os.path.dirname(path))

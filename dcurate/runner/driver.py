@@ -30,6 +30,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from dcurate.core import faults
 from dcurate.core import paths as safe_paths
 from dcurate.core.errors import DcurateError, RecipeError
 from dcurate.core.options import RunOptions
@@ -76,6 +77,7 @@ from dcurate.runner.tasks import (
     SourceSpec,
     forget_plan,
     load_plan,
+    phase_of,
     run_merge_task,
     run_pass_task,
     run_reshard_task,
@@ -480,6 +482,7 @@ class Runner:
                 if self.mirrors:
                     self._publish([str(o[0]) for o in [*r.outputs, *r.scan_outputs]] + [markers[todo[j]]])
                 prog.task_done(r)
+                faults.driver_point(phase_of(tasks[todo[j]]))
             ok = True
         finally:
             prog.close(ok)
@@ -522,6 +525,7 @@ class Runner:
                 new_plan = stage.reduce(partials, r, prev_plan)
             log.debug("%s reduce %d/%d in %.2f s", spec.name, r + 1, stage.rounds, time.perf_counter() - t0)
             self.stats.setdefault(gi, StageStats()).seconds += time.perf_counter() - t0
+            faults.driver_point(f"reduce{r}")
             write_plan(path, new_plan)
             forget_plan(path)
             self._sync()
@@ -559,7 +563,7 @@ class Runner:
                 parts.setdefault(piece.shard.index, []).append(out_path)
             else:
                 out_path = self._sink_path(p, piece.shard.stem, fmt)
-            rej = None
+            rej, rej_fmt = None, None
             if self.rejected and (p.maps or p.apply is not None):
                 rej_fmt = fmt if p.sink != "intermediate" else self._out_fmt(piece.shard)
                 suffix = f".{piece.index:04d}" if piece.n_pieces > 1 else ""
@@ -569,7 +573,7 @@ class Runner:
             markers.append(marker)
             tasks.append(PassTask(p, plan.stages, src, apply_plan, out_path, fmt,
                                   o.compression_level if p.sink != "intermediate" else 1, rej, marker,
-                                  final=p.sink == "final" and piece.n_pieces == 1))
+                                  final=p.sink == "final" and piece.n_pieces == 1, rejected_fmt=rej_fmt))
         if p.sink == "final":
             self._claim([self._sink_path(p, sh.stem, self._out_fmt(sh)) for sh in plan.shards])
         results = self._execute(run_pass_task, tasks, f"pass {p.index + 1}/{len(plan.passes)}: {p.label}", markers)

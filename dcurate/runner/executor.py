@@ -17,6 +17,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from dcurate.core import faults
 from dcurate.core.errors import RunError
 from dcurate.runner.executor_api import Executor, describe_task, unwrap_task
 
@@ -85,6 +86,7 @@ def _init_worker(driver: int | None = None) -> None:
     import pyarrow as pa
 
     _die_with_parent()
+    faults.WORKER = True
     if driver is not None:
         _exit_with_driver(driver)
     # Ctrl-C reaches the whole process group: the driver handles it and stops the workers.
@@ -212,7 +214,7 @@ class LocalExecutor(Executor):
         With N workers the pool has N - 1 processes and the driver is the N-th: it runs tasks
         itself while the pool works (and while the pool's processes are still starting). Pool
         processes always have the next task queued (a done-callback submits another)."""
-        if self.workers == 1 or len(items) <= 1:
+        if self.workers == 1 or (len(items) <= 1 and not faults.pool_only()):
             for i, x in enumerate(items):
                 yield i, _run_here(fn, x)
             return
@@ -247,6 +249,9 @@ class LocalExecutor(Executor):
                 submit_next()
 
         started = False
+        pool_only = faults.pool_only()  # test-only: a worker must run the task it kills itself in
+        if pool_only:
+            self._ready.wait()
         try:
             while True:
                 if not started and self._ready.is_set():
@@ -260,7 +265,7 @@ class LocalExecutor(Executor):
                     # to handing it more work. With few tasks, one: a queued task could not be
                     # taken back by the driver at the end.
                     depth = PREFETCH if len(items) >= 4 * PREFETCH * self.workers else 1
-                    for _ in range(depth * (self.workers - 1)):
+                    for _ in range(len(items) if pool_only else depth * (self.workers - 1)):
                         submit_next()
                 while not done_q.empty():
                     i, fut = done_q.get()
@@ -303,12 +308,17 @@ class LocalExecutor(Executor):
             self._starter = None
         if self._pool is not None:
             procs = list((self._pool._processes or {}).values())  # no public kill in the API
+            manager = getattr(self._pool, "_executor_manager_thread", None)
             self._pool.shutdown(wait=False, cancel_futures=True)
             for p in procs:
                 if p.is_alive():
                     p.terminate()
             for p in procs:
                 p.join(timeout=5)
+            # Let the pool's manager thread finish closing its wake-up pipe: otherwise the
+            # interpreter's exit hook may write to it as it closes (a traceback after the one line).
+            if manager is not None:
+                manager.join(timeout=5)
             self._pool = None
 
 

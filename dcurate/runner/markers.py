@@ -59,5 +59,11 @@ def write_plan(path: str, plan: Any) -> None:
 
 
 def read_plan(path: str) -> Any:
-    """A global stage's plan (BadWorkFile names the file when it is malformed)."""
-    return workfile.load(path)
+    """A global stage's plan; BadWorkFile names the file when it is empty or malformed (the
+    driver then computes the plan again; elsewhere it is the run's one-line error)."""
+    try:
+        return workfile.load(path)
+    except workfile.BadWorkFile as e:
+        detail = str(e).split(": not a dcurate work file ", 1)[-1]
+        kind = "empty" if os.path.getsize(path) == 0 else "malformed"
+        raise workfile.BadWorkFile(f"{path}: {kind} plan file {detail}; re-run to compute it again") from None

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dcurate.core import faults
 from dcurate.core.stage import REASON_COLUMN, Result, Stage
 from dcurate.io import BatchReader, Piece, ShardWriter, merge_parts
 from dcurate.io.atomic import is_temp_name
@@ -44,6 +45,15 @@ def load_plan(path: str | None) -> Any:
 
 def forget_plan(path: str) -> None:
     _PLAN_CACHE.pop(path, None)
+
+
+def phase_of(task: Any) -> str:
+    """The task's phase as dcurate.core.faults names it (pass1, scan0, merge, reshard)."""
+    if isinstance(task, PassTask):
+        return f"pass{task.pass_.index}"
+    if isinstance(task, ScanTask):
+        return f"scan{task.round}"
+    return "merge" if isinstance(task, MergeTask) else "reshard"
 
 
 def _text_bytes(batch: pa.RecordBatch, text_field: str) -> int:
@@ -79,6 +89,7 @@ class PassTask:
     rejected_path: str | None
     marker: str
     final: bool = False  # the output is a final shard (its checksum goes to the manifest)
+    rejected_fmt: str | None = None  # format of the rejected file (its name's); default out_fmt
 
 
 def _run_result(res: Result, st: StageStats, text_field: str, dropped_out: list) -> pa.RecordBatch:
@@ -94,6 +105,7 @@ def _run_result(res: Result, st: StageStats, text_field: str, dropped_out: list)
 def run_pass_task(task: PassTask) -> TaskResult:
     """One pass over one piece: read, apply a plan, run map stages, write (and scan)."""
     spec = task.pass_
+    faults.task_start(phase_of(task))
     tf = task.source.text_field
     stages = {s.index: s for s in task.stages}
     apply_stage = _stage(stages[spec.apply]) if spec.apply is not None else None
@@ -103,7 +115,8 @@ def run_pass_task(task: PassTask) -> TaskResult:
     result = TaskResult()
     reader = _read(task.source)
     writer = ShardWriter(task.out_path, task.out_fmt, task.level)
-    rej_writer = ShardWriter(task.rejected_path, task.out_fmt, task.level) if task.rejected_path else None
+    rej_fmt = task.rejected_fmt or task.out_fmt  # an intermediate pass writes Parquet, its rejects keep the input's format
+    rej_writer = ShardWriter(task.rejected_path, rej_fmt, task.level) if task.rejected_path else None
     order = ([spec.apply] if spec.apply is not None else []) + list(spec.maps)
     stats = {i: StageStats() for i in order}
     positions = {i: 0 for i in order}
@@ -176,6 +189,7 @@ def run_pass_task(task: PassTask) -> TaskResult:
         result.scan_outputs = stage_files(_stage(stages[spec.fused_scan]), info.key)
     if task.rejected_path:
         result.outputs.append(output_record(task.rejected_path))
+    faults.task_written(phase_of(task))
     write_marker(task.marker, result, result.outputs)
     return result
 
@@ -217,6 +231,7 @@ def stage_files(stage: Stage, key: str) -> list[list[Any]]:
 
 
 def run_scan_task(task: ScanTask) -> TaskResult:
+    faults.task_start(phase_of(task))
     stage = _stage(task.stage)
     plan = load_plan(task.plan)
     reader = _read(task.source)
@@ -233,6 +248,7 @@ def run_scan_task(task: ScanTask) -> TaskResult:
     res = TaskResult(partial=partial, bad_records=reader.bad_records, rows_read=reader.rows, max_rss=_peak_rss())
     res.stats[task.stage.index] = StageStats(seconds=time.perf_counter() - t0)
     res.outputs = stage_files(stage, shard_info(task.source.piece).key)
+    faults.task_written(phase_of(task))
     write_marker(task.marker, res, res.outputs)
     return res
 
@@ -247,8 +263,10 @@ class MergeTask:
 
 
 def run_merge_task(task: MergeTask) -> TaskResult:
+    faults.task_start("merge")
     merge_parts(task.parts, task.final, task.fmt, task.level)
     res = TaskResult(outputs=[output_record(task.final, True)])
+    faults.task_written("merge")
     write_marker(task.marker, res, res.outputs)
     return res
 
@@ -266,6 +284,7 @@ class ReshardTask:
 def run_reshard_task(task: ReshardTask) -> TaskResult:
     from dcurate.io.formats import Shard as _Shard
 
+    faults.task_start("reshard")
     w = ShardWriter(task.final, task.fmt, task.level)
     try:
         for (path, start, n), fmt in zip(task.slices, task.fmt_in, strict=True):
@@ -286,5 +305,6 @@ def run_reshard_task(task: ReshardTask) -> TaskResult:
         w.abort()
         raise
     res = TaskResult(rows_out=w.rows, outputs=[output_record(task.final, True)])
+    faults.task_written("reshard")
     write_marker(task.marker, res, res.outputs)
     return res

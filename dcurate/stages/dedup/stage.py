@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
+from dcurate.core import stagefiles
 from dcurate.core.errors import InputError
 from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
 from dcurate.io.atomic import atomic_open
@@ -174,8 +175,8 @@ class Dedup(Stage):
         path = plan["cand"].get(shard.key)
         if path is None:
             return []  # no candidate here: the piece is not read at all
-        with np.load(path) as z:
-            rows, is_rep = z["rows"], z["rep"]
+        z = stagefiles.load_npz(path)
+        rows, is_rep = z["rows"], z["rep"]
         p = self.params
         where = shard.path or shard.stem
         base = store.base_ref(shard.index, shard.piece)
@@ -356,10 +357,8 @@ class Dedup(Stage):
     def _ref_chunks(self) -> list[store.Chunk]:
         if not self.params.against:
             return []
-        import json
 
-        with open(self.ctx.workdir / "ref.json") as f:
-            return [store.Chunk.from_json(d) for d in json.load(f)]
+        return [store.Chunk.from_json(d) for d in stagefiles.load_json(self.ctx.workdir / "ref.json")]
 
     def reduce(self, partials: list[tuple[ShardInfo, Any]], round: int, plan: Any) -> Any:
         p = self.params
@@ -411,11 +410,11 @@ class Dedup(Stage):
     def _reduce_candidates(self, chunks: list[store.Chunk], plan: Any) -> Any:
         """Second MinHash reduce: verify the pairs on the candidates' stored data, then cluster."""
         p = self.params
-        with np.load(plan["pairs"]) as z:
-            self._reps = (z["nodes"], z["rep"])
+        z = stagefiles.load_npz(plan["pairs"])
+        self._reps = (z["nodes"], z["rep"])
         work = Path(plan["pairs"]).parent
-        u_all = np.load(work / "pairs_u.npy", mmap_mode="r")
-        v_all = np.load(work / "pairs_v.npy", mmap_mode="r")
+        u_all = stagefiles.load_npy(work / "pairs_u.npy", mmap=True)
+        v_all = stagefiles.load_npy(work / "pairs_v.npy", mmap=True)
         stats = dict(plan["stats"])
         index = store.ChunkIndex(chunks)
         if p.verify != "none":
@@ -610,8 +609,7 @@ class Dedup(Stage):
         if path is None:
             return None
         if path not in self._cache:
-            with np.load(path) as z:
-                self._cache = {path: {k: z[k] for k in z.files}}  # one piece at a time
+            self._cache = {path: stagefiles.load_npz(path)}  # one piece at a time
         return self._cache[path]
 
     def columns_read(self) -> set[str]:

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from dcurate.core import stagefiles
 from dcurate.core.errors import InputError
 
 REF_FLAG = np.uint64(1 << 63)
@@ -92,7 +93,7 @@ class Chunk:
         return os.path.join(self.path, name)
 
     def load(self, name: str, mmap: bool = True) -> np.ndarray:
-        return np.load(self.file(name), mmap_mode="r" if mmap else None)
+        return stagefiles.load_npy(self.file(name), mmap)
 
     def has(self, name: str) -> bool:
         return os.path.exists(self.file(name))
@@ -281,9 +282,8 @@ class ChunkIndex:
     def gather_ids(self, refs: np.ndarray) -> pa.Array:
         out = np.empty(len(refs), dtype=object)
         for c, pos, local in self._groups(refs):
-            with pa.memory_map(c.file("ids.arrow")) as src:
-                col = pa.ipc.open_file(src).read_all().column(0)
-                out[pos] = np.asarray(col.take(pa.array(local)).to_pylist(), dtype=object)
+            col = stagefiles.read_arrow(c.file("ids.arrow")).column(0)
+            out[pos] = np.asarray(col.take(pa.array(local)).to_pylist(), dtype=object)
         return pa.array(out, type=pa.string())
 
     def gather_sets(self, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -38,6 +38,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dcurate.core import stagefiles
 from dcurate.core.errors import InputError, ModelError, PlanError, RecipeError
 from dcurate.core.params import param
 from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
@@ -416,13 +417,13 @@ class Mix(Stage):
         path = self._cache_path(shard)
         if not path.exists():
             return None
-        with np.load(path, allow_pickle=False) as z:
-            index = {d: i for i, d in enumerate(plan.domains)}
-            missing = [str(d) for d in z["names"] if str(d) not in index]
-            if missing:
-                return None
-            lut = np.array([index[str(d)] for d in z["names"]], dtype=np.int64)
-            got = (lut[z["codes"]] if len(lut) else z["codes"].astype(np.int64), z["keys"], z["tokens"])
+        z = stagefiles.load_npz(path, require=("names", "codes", "keys", "tokens"))
+        index = {d: i for i, d in enumerate(plan.domains)}
+        missing = [str(d) for d in z["names"] if str(d) not in index]
+        if missing:
+            return None
+        lut = np.array([index[str(d)] for d in z["names"]], dtype=np.int64)
+        got = (lut[z["codes"]] if len(lut) else z["codes"].astype(np.int64), z["keys"], z["tokens"])
         self._cache = (shard.key, got)
         return got
 

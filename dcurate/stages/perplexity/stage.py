@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from dcurate.core import workfile
+from dcurate.core import stagefiles, workfile
 from dcurate.core.errors import InputError, ModelError, RecipeError
 from dcurate.core.params import param
 from dcurate.core.paths import check_writes
@@ -402,7 +402,7 @@ class Perplexity(Stage):
 
     def reduce(self, partials: list[tuple[ShardInfo, Any]], round: int, plan: Any) -> Any:
         parts = sorted(partials, key=lambda sp: (sp[0].index, sp[0].piece))
-        arrays = [np.load(p["file"]) for _, p in parts]
+        arrays = [stagefiles.load_npy(p["file"]) for _, p in parts]
         ppl = np.concatenate(arrays) if arrays else np.zeros(0)
         valid = ppl[~np.isnan(ppl)]
         out: dict[str, Any] = {
@@ -452,7 +452,7 @@ class Perplexity(Stage):
     def _piece_scores(self, shard: ShardInfo) -> np.ndarray:
         key = shard.key
         if self._cache is None or self._cache[0] != key:
-            self._cache = (key, np.load(self._score_file(shard)))
+            self._cache = (key, stagefiles.load_npy(self._score_file(shard)))
         return self._cache[1]
 
     def apply(self, batch: pa.RecordBatch, shard: ShardInfo, pos: int, plan: Any) -> Result:

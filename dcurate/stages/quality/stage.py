@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from dcurate.core import stagefiles
 from dcurate.core.errors import InputError, ModelError, RecipeError
 from dcurate.core.params import param
 from dcurate.core.paths import check_writes
@@ -295,7 +296,7 @@ class Quality(Stage):
         return {"rows": int(scores.shape[0]), "ids": has_ids}
 
     def reduce(self, partials: list[tuple[ShardInfo, Any]], round: int, plan: Any) -> Any:
-        firsts = [np.load(self._score_path(sh.key))[:, 0] for sh, _ in partials]
+        firsts = [stagefiles.load_npy(self._score_path(sh.key))[:, 0] for sh, _ in partials]
         n = int(sum(len(a) for a in firsts))
         allv = np.concatenate(firsts) if firsts else np.zeros(0, np.float32)
         starts = np.cumsum([0] + [len(a) for a in firsts])
@@ -317,12 +318,11 @@ class Quality(Stage):
         return {"cutoff": cut, "n": n}
 
     def _read_ids(self, key: str) -> pa.Array:
-        with pa.memory_map(str(self._ids_path(key))) as f:
-            return pa.ipc.open_file(f).read_all().column("id").combine_chunks()
+        return stagefiles.read_arrow(self._ids_path(key)).column("id").combine_chunks()
 
     def apply(self, batch: pa.RecordBatch, shard: ShardInfo, pos: int, plan: Any) -> Result:
         if self._score_cache is None or self._score_cache[0] != shard.key:
-            self._score_cache = (shard.key, np.load(self._score_path(shard.key)))
+            self._score_cache = (shard.key, stagefiles.load_npy(self._score_path(shard.key)))
         all_s = self._score_cache[1]
         n = batch.num_rows
         if pos + n <= len(all_s):

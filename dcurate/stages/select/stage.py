@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dcurate.core import stagefiles
 from dcurate.core.errors import InputError, RecipeError
 from dcurate.core.params import param
 from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
@@ -189,13 +190,11 @@ def _write_ids(path: Path, ids: list[pa.Array]) -> None:
 
 
 def _read_ids(path: Path) -> pa.Array:
-    with pa.memory_map(str(path)) as f:
-        return pa.ipc.open_file(f).read_all().column("id").combine_chunks()
+    return stagefiles.read_arrow(path).column("id").combine_chunks()
 
 
 def _load_keys(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+    return stagefiles.load_npz(path)
 
 
 def _bucket_dtype(num_buckets: int):
@@ -249,13 +248,11 @@ def _zipfit_score_chunk(arg: tuple) -> tuple[np.ndarray, int, int]:
     key = f"{targets_path}:{level}:{engine}"
     ts = _TARGETS.get(key)
     if ts is None:
-        with pa.memory_map(str(targets_path)) as f:
-            texts = pa.ipc.open_file(f).read_all().column("text").to_pylist()
+        texts = stagefiles.read_arrow(targets_path).column("text").to_pylist()
         _TARGETS.clear()
         ts = _TARGETS[key] = zipfit.TargetSet(texts, level, engine)
     ts.seed = seed
-    with pa.memory_map(str(chunk)) as f:
-        table = pa.ipc.open_file(f).read_all()
+    table = stagefiles.read_arrow(chunk)
     ids = table.column("id").to_pylist() if "id" in table.column_names else None
     checked, mismatched = ts.checked, ts.mismatched
     scores = ts.scores(table.column("text").to_pylist(), ids)
@@ -466,7 +463,7 @@ class Select(Stage):
             for _, part in partials:
                 raw += part["counts"]
                 n += part["n"]
-            target = np.load(self._wd("target_counts.npy"))
+            target = stagefiles.load_npy(self._wd("target_counts.npy"))
             if raw.sum() == 0:
                 table = np.zeros(p.num_buckets)
             else:
