@@ -504,3 +504,18 @@ def test_a_second_run_on_a_busy_out_fails_at_once_naming_the_first(tmp_path):
         proc.wait()
     assert proc.returncode == 0
     assert cli.invoke(app, ["verify", str(out)]).exit_code == 0
+
+
+def test_object_store_paths_are_checked_as_key_prefixes(tmp_path, monkeypatch):
+    """A URI is never a local path (a folder named 's3:' in the working directory changes nothing),
+    and a folder URI means its prefix plus '/'."""
+    from dcurate.core import paths
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s3:" / "b" / "in").mkdir(parents=True)  # what an old, URI-unaware run left behind
+    with pytest.raises(RecipeError, match="inside the input s3://b/in"):
+        paths.check_writes(["s3://b/in"], {"the output": "s3://b/in/out"})
+    with pytest.raises(RecipeError, match=r"inside the input s3://b/in/\*.parquet"):
+        paths.check_writes(["s3://b/in/*.parquet"], {"the output": "s3://b/in/sub"})
+    paths.check_writes(["s3://b/out"], {"the output": "s3://b/out2"})
+    paths.check_writes(["s3:/b/in"], {"the output": "s3://b/in/out"})  # a local folder 's3:/b/in'

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob as _glob
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,8 +18,24 @@ from dcurate.core.errors import RecipeError
 STDIN = "-"
 
 
+_URI = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+)://(.*)$")
+
+
+def _uri_path(path: str) -> Path | None:
+    """An object-store URI as a path in a namespace of its own (``s3://b/out`` ->
+    ``/\0s3/b/out``: no local path can equal it), so that a folder URI means its key prefix plus
+    ``/`` (``s3://b/out2`` is not inside ``s3://b/out``); None for local paths and ``file://``."""
+    m = _URI.match(path)
+    if m is None or m.group(1).lower() == "file":
+        return None
+    return Path("/", "\0" + m.group(1).lower(), *[p for p in m.group(2).split("/") if p])
+
+
 def resolve(path: str | os.PathLike) -> Path:
-    """Absolute path with every symlink of its existing part followed."""
+    """Absolute path with every symlink of its existing part followed (URIs: see _uri_path)."""
+    uri = _uri_path(str(path))
+    if uri is not None:
+        return uri
     return Path(os.path.realpath(os.path.abspath(os.path.expanduser(str(path)))))
 
 
@@ -28,6 +45,11 @@ def input_paths(inputs: Iterable[str | os.PathLike]) -> list[tuple[str, Path]]:
     for item in inputs:
         s = str(item)
         if s == STDIN:
+            continue
+        if any(c in s for c in "*?[") and _uri_path(s) is not None:
+            # the folder the pattern lists: nothing may be written inside it
+            base = s[: min(s.index(c) for c in "*?[" if c in s)].rsplit("/", 1)[0]
+            out.append((s, resolve(base)))
             continue
         if any(c in s for c in "*?[") and not os.path.exists(s):
             for m in sorted(_glob.glob(s, recursive=True)):

@@ -147,7 +147,7 @@ class Runner:
             inside = r in w.parents and not any(x.startswith((".", "_")) for x in w.relative_to(r).parts)
             if w == r or w in r.parents or inside:
                 raise RecipeError(f"refusing --workdir {o.workdir}: work files would mix with the data in {out}")
-        if o.workdir and os.path.isdir(o.workdir) and not (self.workdir / WORK_TAG).is_file():
+        if o.workdir and not storage.is_uri(o.workdir) and os.path.isdir(o.workdir) and not (self.workdir / WORK_TAG).is_file():
             if any(n not in (".dcurate-lock",) for n in os.listdir(o.workdir)):
                 raise RecipeError(f"refusing --workdir {o.workdir}: it is not empty and not a dcurate work folder; "
                                  "give a new or empty folder")
