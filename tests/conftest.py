@@ -70,4 +70,4 @@ def _no_run_report(request, monkeypatch):
     """Runs inside tests skip the end-of-run HTML report (seconds of chart drawing each) unless the
     test is marked ``report``; tests/test_report.py covers it."""
     if request.node.get_closest_marker("report") is None:
-        monkeypatch.setattr("dcurate.report.html.report_after_run", lambda out: None)
+        monkeypatch.setattr("dcurate.report.html.report_after_run", lambda out, shown=None: None)

@@ -438,13 +438,13 @@ def write_report(out: str | os.PathLike, html_path: str | os.PathLike | None = N
     return dest
 
 
-def report_after_run(out: str | os.PathLike) -> Path | None:
-    """Called at the end of ``dcurate run``: write the report and print its path; a failure is one
-    warning line, never a failed run."""
+def report_after_run(out: str | os.PathLike, shown: str | None = None) -> Path | None:
+    """Called at the end of ``dcurate run``: write the report and print its path (``shown`` when
+    OUT is a staging folder of an object-store URI); a failure is one warning line, never a failed run."""
     try:
         path = write_report(out)
     except Exception as e:  # noqa: BLE001 - the run's outputs are complete; the report is a bonus
         logging.getLogger("dcurate").warning("no report written (%s: %s)", type(e).__name__, e)
         return None
-    logging.getLogger("dcurate").info("report: %s", path)
+    logging.getLogger("dcurate").info("report: %s", shown or path)
     return path

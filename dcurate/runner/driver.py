@@ -414,7 +414,8 @@ class Runner:
         if opts.report and not self.to_stdout:
             from dcurate.report.html import report_after_run
 
-            report_after_run(self.out_dir)
+            shown = f"{self.output.rstrip('/')}/.dcurate/report.html" if storage.is_uri(self.output) else None
+            report_after_run(self.out_dir, shown)
         self._sync()
         self._print_summary(summary)  # last, so the run's final line is its summary
         return summary
