@@ -498,6 +498,7 @@ class Runner:
         prev_plan = None
         for r in range(stage.rounds):
             path = str(spec.ctx.workdir / f"plan-round{r}.plan")
+            bad_plan = False
             if not self.opts.force and os.path.exists(path):
                 try:
                     plan_path, prev_plan = path, load_plan(path)
@@ -505,27 +506,17 @@ class Runner:
                 except BadWorkFile as e:
                     log.warning("%s; computing the plan again", e)
                     forget_plan(path)
-            fused_results = self._fused_partials(plan, gi) if r == 0 and gi in plan.fused else None
-            if fused_results is not None:
-                results = fused_results
-            else:
-                sources = self._source_specs(plan, plan.global_source[gi])
-                mdir = spec.ctx.workdir / f"scan-round{r}"
-                markers = [str(mdir / f"{shard_info(s.piece).key}.done") for s in sources]
-                tasks = [ScanTask(spec, plan.stages, s, r, plan_path, m) for s, m in zip(sources, markers, strict=True)]
-                results = self._execute(run_scan_task, tasks, f"{spec.name} scan {r + 1}/{stage.rounds}", markers)
-            partials = [(shard_info(p), res.partial) for p, res in zip(plan.pieces, results, strict=True)]
-            if not (r == 0 and gi in plan.fused):  # a fused scan's pass already counted its seconds
-                for res in results:
-                    for i, st in res.stats.items():
-                        self.stats.setdefault(i, StageStats()).seconds += st.seconds
-            t0 = time.perf_counter()
-            assert self.executor is not None
-            stage.ctx = spec.ctx
-            with spec.ctx.mapping(self.executor.map):
-                new_plan = stage.reduce(partials, r, prev_plan)
-            log.debug("%s reduce %d/%d in %.2f s", spec.name, r + 1, stage.rounds, time.perf_counter() - t0)
-            self.stats.setdefault(gi, StageStats()).seconds += time.perf_counter() - t0
+                    bad_plan = True
+            try:
+                new_plan = self._global_round(plan, stage, spec, gi, r, plan_path, prev_plan)
+            except (OSError, DcurateError) as e:
+                if not bad_plan:
+                    raise
+                # the scan files the plan was computed from were already consumed by later rounds
+                raise DcurateError(
+                    f"{path}: malformed plan file, and the work files it was computed from are gone "
+                    f"({e}); re-run with --force"
+                ) from None
             faults.driver_point(f"reduce{r}")
             write_plan(path, new_plan)
             forget_plan(path)
@@ -533,6 +524,32 @@ class Runner:
             plan_path, prev_plan = path, new_plan
         assert plan_path is not None
         return plan_path
+
+    def _global_round(self, plan: RunPlan, stage: Stage, spec: StageSpec, gi: int, r: int,
+                      plan_path: str | None, prev_plan: Any) -> Any:
+        """Round ``r`` of global stage ``gi``: its scan (or the fused pass's partials), then reduce."""
+        fused_results = self._fused_partials(plan, gi) if r == 0 and gi in plan.fused else None
+        if fused_results is not None:
+            results = fused_results
+        else:
+            sources = self._source_specs(plan, plan.global_source[gi])
+            mdir = spec.ctx.workdir / f"scan-round{r}"
+            markers = [str(mdir / f"{shard_info(s.piece).key}.done") for s in sources]
+            tasks = [ScanTask(spec, plan.stages, s, r, plan_path, m) for s, m in zip(sources, markers, strict=True)]
+            results = self._execute(run_scan_task, tasks, f"{spec.name} scan {r + 1}/{stage.rounds}", markers)
+        partials = [(shard_info(p), res.partial) for p, res in zip(plan.pieces, results, strict=True)]
+        if not (r == 0 and gi in plan.fused):  # a fused scan's pass already counted its seconds
+            for res in results:
+                for i, st in res.stats.items():
+                    self.stats.setdefault(i, StageStats()).seconds += st.seconds
+        t0 = time.perf_counter()
+        assert self.executor is not None
+        stage.ctx = spec.ctx
+        with spec.ctx.mapping(self.executor.map):
+            new_plan = stage.reduce(partials, r, prev_plan)
+        log.debug("%s reduce %d/%d in %.2f s", spec.name, r + 1, stage.rounds, time.perf_counter() - t0)
+        self.stats.setdefault(gi, StageStats()).seconds += time.perf_counter() - t0
+        return new_plan
 
     def _fused_partials(self, plan: RunPlan, gi: int) -> list[TaskResult] | None:
         """Round-0 partials computed inside the pass feeding stage ``gi``, when that pass ran with
