@@ -22,6 +22,9 @@ The model (every input below is measured by bench_scale.py, every assumption is 
   driver's grows by the measured slope between the smallest and largest scale (the plans: scores,
   keys and cluster labels per document) over its measured base.
 * Intermediate bytes: the work folder's measured peak per document.
+* With more than one node, the driver copies every file that tasks on other nodes wrote (the
+  written bytes x (nodes - 1) / nodes) from the store into its staging folder at ``--driver-gbps``
+  (an assumption), in parallel with the tasks.
 """
 
 from __future__ import annotations
@@ -81,25 +84,31 @@ def inputs(rows: list[dict], single: list[dict] | None = None) -> dict:
     moved = src.get("read_bytes_per_doc", 0.0) + src.get("written_bytes_per_doc", 0.0)
     return {"docs": d0, "stages": stages, "io": io, "driver_base": big["rss_driver_mb"] * 1e6 - slope * d0,
             "driver_slope": slope, "worker": max(r["rss_worker_mb"] for r in rows) * 1e6,
-            "work": big["work_bytes_per_doc"], "moved": moved}
+            "work": big["work_bytes_per_doc"], "moved": moved,
+            "written": src.get("written_bytes_per_doc", 0.0)}
 
 
-def project(m: dict, docs: float, nodes: int, cores: int, eff: float, gbps: float, node_mem: float) -> dict:
+def project(m: dict, docs: float, nodes: int, cores: int, eff: float, gbps: float, node_mem: float,
+            driver_gbps: float = 10.0) -> dict:
     workers = nodes * cores * eff
     t = {s["stage"]: docs * s["share"] * s["par"] / workers for s in m["stages"]}
     serial = {s["stage"]: docs * s["share"] * s["ser"] for s in m["stages"]}
     io = docs * m["io"] / workers
     compute = sum(t.values()) + io
     net = docs * m["moved"] / (nodes * gbps * 1e9 / 8)
-    total = max(compute, net) + sum(serial.values())
+    # OUT and the work folder on the store: the driver copies what tasks on other nodes wrote
+    # into its staging folder (runner/nodesync.py), one file at a time, through its own link.
+    copy = docs * m.get("written", 0.0) * (nodes - 1) / nodes / (driver_gbps * 1e9 / 8)
+    total = max(compute, net, copy) + sum(serial.values())
     driver = m["driver_base"] + m["driver_slope"] * docs
     causes = {"CPU of " + max(t, key=lambda k: t[k]) + " (tasks)": compute,
-              "network to storage": net, "driver reduces (serial)": sum(serial.values())}
+              "network to storage": net, "driver reduces (serial)": sum(serial.values()),
+              "driver's copies of task outputs": copy}
     first = max(causes, key=lambda k: causes[k])
     if driver > node_mem:
         first = f"driver memory ({_fmt_b(driver)} > {_fmt_b(node_mem)})"
     return {"stage_s": {k: t[k] + serial[k] for k in t}, "io_s": io, "net_s": net, "total_s": total,
-            "serial_s": sum(serial.values()), "driver": driver, "first": first,
+            "serial_s": sum(serial.values()), "copy_s": copy, "driver": driver, "first": first,
             "work": docs * m["work"], "moved": docs * m["moved"]}
 
 
@@ -111,6 +120,8 @@ def main() -> None:
     ap.add_argument("--cores", type=int, default=64, help="Cores per node (one worker each).")
     ap.add_argument("--efficiency", type=float, default=0.9, help="Parallel efficiency of the workers.")
     ap.add_argument("--node-gbps", type=float, default=25.0, help="Each node's bandwidth to storage, Gbit/s.")
+    ap.add_argument("--driver-gbps", type=float, default=10.0,
+                    help="Rate at which the driver copies task outputs from the store (assumed, not measured).")
     ap.add_argument("--node-mem-gb", type=float, default=512.0, help="Memory of the node running the driver.")
     a = ap.parse_args()
     m = inputs(json.load(open(a.results)), json.load(open(a.single)) if a.single else None)
@@ -122,14 +133,14 @@ def main() -> None:
           f"{m['work']:,.0f} B/doc; worker {m['worker'] / 1e6:,.0f} MB; driver {m['driver_base'] / 1e6:,.0f} MB "
           f"+ {m['driver_slope']:,.0f} B/doc.")
     print()
-    print("| docs | nodes | " + " | ".join(names) + " | read/write | transfer | total | worker mem | driver mem "
+    print("| docs | nodes | " + " | ".join(names) + " | read/write | transfer | driver copies | total | worker mem | driver mem "
           "| intermediate | moved | first bottleneck |")
-    print("|---|---:|" + "---:|" * (len(names) + 7) + "---|")
+    print("|---|---:|" + "---:|" * (len(names) + 8) + "---|")
     for docs, label in ((1e8, "1e8"), (1e9, "1e9"), (1e10, "1e10")):
         for nodes in (1, 16, 128):
-            p = project(m, docs, nodes, a.cores, a.efficiency, a.node_gbps, a.node_mem_gb * 1e9)
+            p = project(m, docs, nodes, a.cores, a.efficiency, a.node_gbps, a.node_mem_gb * 1e9, a.driver_gbps)
             print(f"| {label} | {nodes} | " + " | ".join(_fmt_t(p["stage_s"][n]) for n in names)
-                  + f" | {_fmt_t(p['io_s'])} | {_fmt_t(p['net_s'])} | {_fmt_t(p['total_s'])} "
+                  + f" | {_fmt_t(p['io_s'])} | {_fmt_t(p['net_s'])} | {_fmt_t(p['copy_s'])} | {_fmt_t(p['total_s'])} "
                   f"| {_fmt_b(m['worker'])} | {_fmt_b(p['driver'])} | {_fmt_b(p['work'])} | {_fmt_b(p['moved'])} "
                   f"| {p['first']} |")
 

@@ -71,9 +71,12 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def _ray_start(args: list[str], temp_dir: str, env: dict) -> None:
+def _ray_start(args: list[str], temp_dir: str, env: dict, cpus: int = 1, prefix: tuple[str, ...] = ()) -> None:
+    """``ray start`` with its own ports and temp folder; ``prefix`` wraps the command (e.g. a
+    private mount namespace)."""
     ports = _free_ports(7)
-    cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+    cmd = [*prefix, sys.executable, "-m", "ray.scripts.scripts", "start", "--node-ip-address=127.0.0.1",
+           f"--num-cpus={cpus}",
            f"--temp-dir={temp_dir}", "--disable-usage-stats",
            f"--node-manager-port={ports[0]}", f"--object-manager-port={ports[1]}",
            f"--metrics-export-port={ports[2]}", f"--dashboard-agent-listen-port={ports[3]}",

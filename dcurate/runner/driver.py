@@ -381,6 +381,12 @@ class Runner:
         preload = sorted({m for st in stages.values() for m in st.preload_modules()})
         self.executor = make_executor(opts.executor, self.workers, preload, opts.ray_address, opts.storage_options)
         self.executor.start()  # in the background, while stages prepare
+        if self.executor.workers != self.workers:  # a Ray cluster: its CPUs, not this machine's
+            self.workers = self.executor.workers
+            for s in plan.stages:
+                s.ctx.workers = self.workers
+        if self.mirrors:
+            self.executor.attach_staging(self.mirrors, [str(self.out_dir), str(self.workdir)])
         for s in plan.stages:
             st = stages[s.index]
             st.ctx = s.ctx

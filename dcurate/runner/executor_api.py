@@ -23,6 +23,11 @@ class Executor(abc.ABC):
     def start(self) -> None:  # noqa: B027 - optional hook
         """Start workers in the background while the driver prepares (optional)."""
 
+    def attach_staging(self, mirrors: list[Any], no_pull: list[str]) -> None:  # noqa: B027 - optional hook
+        """OUT or the work folder is on object storage (staged by the driver, runner/remote.py):
+        executors whose tasks may run on nodes without the driver's disk make them reach the
+        files through the store (runner/nodesync.py). The local pool shares the driver's disk."""
+
     @abc.abstractmethod
     def imap_unordered(self, fn: Callable, items: list) -> Iterator[tuple[int, Any]]: ...
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from dcurate.core.errors import DcurateError, RecipeError, RunError
 from dcurate.runner.executor_api import Executor, describe_task
+from dcurate.runner.nodesync import NodeOutcome, NodeStaging, run_on_node
 
 #: Tasks in flight per CPU of the cluster: one running, one queued so no CPU idles between tasks.
 IN_FLIGHT_PER_CPU = 2
@@ -43,8 +44,9 @@ _THREAD_VARS = ("POLARS_MAX_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "O
 _worker_ready = False
 
 
-def _run_task(fn: Callable, x: Any) -> Any:
-    """The Ray task body: one task, with single-threaded Arrow (parallelism comes from tasks)."""
+def _run_task(fn: Callable, x: Any, staging: NodeStaging | None = None) -> Any:
+    """The Ray task body: one task, with single-threaded Arrow (parallelism comes from tasks), on a
+    node without the driver's disk through the store (:mod:`dcurate.runner.nodesync`)."""
     global _worker_ready
     if not _worker_ready:
         import pyarrow as pa
@@ -52,7 +54,7 @@ def _run_task(fn: Callable, x: Any) -> Any:
         pa.set_cpu_count(1)
         pa.set_io_thread_count(1)
         _worker_ready = True
-    return fn(x)
+    return run_on_node(staging, fn, x)
 
 
 def resolve_address(address: str | None) -> str | None:
@@ -85,6 +87,9 @@ class RayExecutor(Executor):
         self._ray = ray
         self._owns = False
         self._pending: dict[Any, int] = {}
+        #: OUT / work folder on the store: how tasks on other nodes reach the staging folders.
+        self.staging: NodeStaging | None = None
+        self._mirrors: list[Any] = []
         #: The most tasks that were ever in flight at once (for tests and logs).
         self.peak_in_flight = 0
         address = resolve_address(address)
@@ -108,17 +113,26 @@ class RayExecutor(Executor):
         self.max_in_flight = IN_FLIGHT_PER_CPU * self.workers
         self._remote = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(_run_task)
 
+    def attach_staging(self, mirrors: list[Any], no_pull: list[str]) -> None:
+        """OUT or the work folder is on the store: let tasks on nodes without the driver's disk
+        read and write it there (see :mod:`dcurate.runner.nodesync`)."""
+        self._mirrors = list(mirrors)
+        self.staging = NodeStaging.for_mirrors(self._mirrors, no_pull)
+
     def imap_unordered(self, fn: Callable, items: list) -> Iterator[tuple[int, Any]]:
         ray = self._ray
         if not items:
             return
+        for m in self._mirrors:  # what the driver wrote since the last phase, before tasks look for it
+            m.sync()
         fn_ref = ray.put(fn)  # shipped once, not with every task
+        staging_ref = ray.put(self.staging)
         pending = self._pending
         nxt = 0
         try:
             while nxt < len(items) or pending:
                 while nxt < len(items) and len(pending) < self.max_in_flight:
-                    pending[self._remote.remote(fn_ref, items[nxt])] = nxt
+                    pending[self._remote.remote(fn_ref, items[nxt], staging_ref)] = nxt
                     nxt += 1
                 self.peak_in_flight = max(self.peak_in_flight, len(pending))
                 done, rest = ray.wait(list(pending), num_returns=1, timeout=_POLL_S)
@@ -134,7 +148,11 @@ class RayExecutor(Executor):
     def _result(self, ref: Any, task: Any) -> Any:
         ray = self._ray
         try:
-            return ray.get(ref)
+            out = ray.get(ref)
+            if isinstance(out, NodeOutcome):
+                assert self.staging is not None
+                return self.staging.absorb(out, self._mirrors)
+            return out
         except ray.exceptions.RayTaskError as e:
             cause = getattr(e, "cause", None)
             if isinstance(cause, BaseException):
@@ -164,6 +182,8 @@ class RayExecutor(Executor):
         self._shutdown()
 
     def _shutdown(self) -> None:
+        if self.staging is not None:
+            self.staging.close()
         if self._owns and self._ray.is_initialized():
             self._ray.shutdown()
         self._owns = False

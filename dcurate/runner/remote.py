@@ -62,6 +62,12 @@ def staging_dir(uri: str) -> Path:
     return staging_root() / key
 
 
+def _skip_name(rel: str) -> bool:
+    """Names never mirrored: locks and temporary files of writers."""
+    name = rel.rsplit("/", 1)[-1]
+    return name in _SKIP or is_temp_name(name) or bool(_STAGE_TMP.search(name))
+
+
 def _order(rel: str) -> tuple[int, str]:
     """Publishing order: data and work files, then markers and plans, then .dcurate/ (manifest last)."""
     parts = rel.split("/")
@@ -93,8 +99,7 @@ class Mirror:
 
     @staticmethod
     def _skip(rel: str) -> bool:
-        name = rel.rsplit("/", 1)[-1]
-        return name in _SKIP or is_temp_name(name) or bool(_STAGE_TMP.search(name))
+        return _skip_name(rel)
 
     def _stat(self, rel: str) -> tuple[int, int] | None:
         try:

@@ -1,0 +1,330 @@
+"""Tasks on nodes that do not share the driver's disk: the store is the only channel.
+
+A run whose OUT or ``--workdir`` is on object storage works in local staging folders mirrored to
+the store (:mod:`dcurate.runner.remote`). Tasks name their files by staging paths, and a staging
+path is a function of the folder's URI only, so the same path is valid on every node. On the
+driver's node (the local pool, a private Ray instance, or a Ray node that happens to share the
+driver's disk) tasks find the files there. On any other node :func:`run_on_node` makes the node's
+own staging folder hold what the task needs, then hands back what it wrote:
+
+1. **prefetch**: every staging path the task object mentions (its input piece, plan, the files a
+   reduce fan-out names) is downloaded from the store; a mentioned folder (a stage's work folder)
+   brings its files, except the per-piece files (``NNNNNN-NNNN...``) of other pieces;
+2. the task runs; a file it still misses (it raised naming a staging path that the store has) is
+   downloaded and the task run again (tasks write their outputs under final names only when
+   complete, so a second run is safe);
+3. **push**: every file of the node's staging folders that is not known to be on the store is
+   published (data first, then markers and plans, the order of the driver's own mirror), and the
+   files the task deleted among those it read are deleted from the store;
+4. the result goes back wrapped with the list of files pushed and deleted, and the driver copies
+   them into its own staging folder (:meth:`NodeStaging.absorb`), so the driver's view stays whole.
+
+Which node is which: the driver writes a random token beside each staging folder; a worker that
+reads the same token shares the driver's disk and runs the task as it is. A file known to be on the
+store carries the modification time :data:`SYNCED_NS` on the node (downloaded or published by any
+task of the node), so concurrent tasks on one node never publish a file twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import logging
+import os
+import re
+import secrets
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from dcurate.io import storage
+from dcurate.runner.remote import _order, _skip_name
+
+log = logging.getLogger("dcurate")
+
+#: Modification time (ns) of a node's copy of a file that is on the store.
+SYNCED_NS = 1_000_000_000
+#: A path component naming one piece's work (``000003-0000``, ``000003-0000.keys.npz``).
+_PIECE = re.compile(r"^\d{6}-\d{4}")
+_PATH_IN_TEXT = re.compile(r"(/[^\s'\"\],)]+)")
+#: Downloads of files a task still missed before giving up.
+MAX_LATE_PULLS = 64
+
+
+@dataclass
+class NodeOutcome:
+    """A task's result from a node without the driver's disk, with the files it changed."""
+
+    result: Any
+    pushed: list[tuple[int, str]] = field(default_factory=list)  # (root, relative name)
+    deleted: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass
+class NodeStaging:
+    """The driver's staging folders as tasks on other nodes see them (shipped with every task)."""
+
+    roots: list[tuple[str, str]]  # (folder URI, local staging folder) per mirrored folder
+    token: str
+    #: Folders never downloaded as a whole (OUT and the work folder themselves).
+    no_pull: tuple[str, ...] = ()
+
+    @classmethod
+    def for_mirrors(cls, mirrors: list[Any], no_pull: list[str]) -> NodeStaging:
+        token = secrets.token_hex(16)
+        roots = [(m.uri, str(m.local)) for m in mirrors]
+        for _uri, local in roots:
+            _write_token(local, token)
+        return cls(roots, token, tuple(os.path.abspath(p) for p in no_pull))
+
+    # -- which node ---------------------------------------------------------------------------
+    def shared(self) -> bool:
+        """True on a node that sees the driver's staging folders (read the driver's token)."""
+        try:
+            with open(_token_path(self.roots[0][1])) as f:
+                return f.read().strip() == self.token
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        for _uri, local in self.roots:
+            try:
+                os.remove(_token_path(local))
+            except OSError:
+                pass
+
+    # -- worker side --------------------------------------------------------------------------
+    def ensure_fresh(self) -> None:
+        """The node's staging folders hold this run's files only: the first task of a run on a
+        node empties what an earlier (killed, or differently configured) run left there, so none
+        of it is published into this run's folders."""
+        for _uri, local in self.roots:
+            mark = local.rstrip("/") + ".run"
+            try:
+                with open(mark) as f:
+                    if f.read().strip() == self.token:
+                        continue
+            except OSError:
+                pass
+            os.makedirs(os.path.dirname(mark), exist_ok=True)
+            with open(local.rstrip("/") + ".lock", "a") as lk:
+                fcntl.flock(lk, fcntl.LOCK_EX)  # one task of the node empties it, the others wait
+                try:
+                    with open(mark) as f:
+                        if f.read().strip() == self.token:
+                            continue
+                except OSError:
+                    pass
+                shutil.rmtree(local, ignore_errors=True)
+                os.makedirs(local, exist_ok=True)
+                _write_token(mark[: -len(".run")], self.token, suffix=".run")
+
+    def _root_of(self, path: str) -> int | None:
+        for i, (_uri, local) in enumerate(self.roots):
+            if path == local or path.startswith(local + os.sep):
+                return i
+        return None
+
+    def _pull_file(self, root: int, rel: str, size: int | None = None) -> bool:
+        """Download one object into the node's staging folder (unless there at that size)."""
+        uri, local = self.roots[root]
+        dest = os.path.join(local, rel)
+        try:
+            st = os.stat(dest)
+            if size is None or st.st_size == size:
+                return False
+        except OSError:
+            pass
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        tmp = f"{os.path.dirname(dest)}/.{os.path.basename(dest)}.dctmp-{os.getpid()}"
+        try:
+            with storage.open_read(f"{uri}/{rel}") as src, open(tmp, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 22)
+            os.utime(tmp, ns=(SYNCED_NS, SYNCED_NS))
+            os.replace(tmp, dest)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return True
+
+    def _pull_path(self, path: str, key: str | None, need: set[tuple[int, str]]) -> int:
+        """Download the object at ``path``, or the files under it when it is a folder (other
+        pieces' files left out). Adds what the task needs to ``need``; returns the downloads."""
+        root = self._root_of(path)
+        if root is None or path in self.no_pull or path == self.roots[root][1]:
+            return 0
+        uri, local = self.roots[root]
+        rel = os.path.relpath(path, local).replace(os.sep, "/")
+        fs, inner = storage.filesystem(f"{uri}/{rel}")
+        info = fs.get_file_info(inner)
+        if info.type == pafs.FileType.File:
+            need.add((root, rel))
+            return int(self._pull_file(root, rel, info.size))
+        if info.type != pafs.FileType.Directory:
+            return 0
+        n = 0
+        for f in fs.get_file_info(pafs.FileSelector(inner, recursive=True, allow_not_found=True)):
+            if f.type != pafs.FileType.File:
+                continue
+            below = f.path[len(inner):].lstrip("/")
+            if _skip_name(below) or not _wanted(below, key):
+                continue
+            need.add((root, f"{rel}/{below}"))
+            n += self._pull_file(root, f"{rel}/{below}", f.size)
+        return n
+
+    def prefetch(self, task: Any) -> set[tuple[int, str]]:
+        """Download what the task names; the set of (root, name) it reads."""
+        mentioned: set[str] = set()
+        _mentions(task, [local for _u, local in self.roots], mentioned, 0)
+        key = _piece_key(task)
+        need: set[tuple[int, str]] = set()
+        n = sum(self._pull_path(p, key, need) for p in sorted(mentioned))
+        log.debug("node prefetch: %d files downloaded for piece %s", n, key)
+        return need
+
+    def _late_pull(self, err: BaseException, need: set[tuple[int, str]], tried: set[str]) -> bool:
+        """After a failure: download a staging file the error names, if the store has it."""
+        names = [getattr(err, "filename", None), *_PATH_IN_TEXT.findall(str(err))]
+        for name in names:
+            if not isinstance(name, str):
+                continue
+            path = os.path.abspath(name)
+            if path in tried or self._root_of(path) is None or os.path.exists(path):
+                continue
+            tried.add(path)
+            if self._pull_path(path, None, need) or os.path.exists(path):
+                return True
+        return False
+
+    def push(self, need: set[tuple[int, str]]) -> NodeOutcome:
+        """Publish the node's files not yet on the store; delete the task's inputs it removed."""
+        out = NodeOutcome(None)
+        todo: list[tuple[tuple[int, str], int, str]] = []
+        for root, (_uri, local) in enumerate(self.roots):
+            for dirpath, _dirs, names in os.walk(local):
+                for n in names:
+                    full = os.path.join(dirpath, n)
+                    rel = os.path.relpath(full, local).replace(os.sep, "/")
+                    if _skip_name(rel):
+                        continue
+                    try:
+                        st = os.stat(full)
+                    except OSError:
+                        continue
+                    if st.st_mtime_ns != SYNCED_NS:
+                        todo.append((_order(rel), root, rel))
+        for _o, root, rel in sorted(todo):
+            uri, local = self.roots[root]
+            full = os.path.join(local, rel)
+            try:
+                with open(full, "rb") as src, storage.publish(f"{uri}/{rel}") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 22)
+                os.utime(full, ns=(SYNCED_NS, SYNCED_NS))
+            except FileNotFoundError:
+                continue  # removed meanwhile by another task of this node
+            out.pushed.append((root, rel))
+        for root, rel in sorted(need):
+            if not os.path.exists(os.path.join(self.roots[root][1], rel)):
+                storage.remove(f"{self.roots[root][0]}/{rel}")
+                out.deleted.append((root, rel))
+        return out
+
+    # -- driver side --------------------------------------------------------------------------
+    def absorb(self, outcome: NodeOutcome, mirrors: list[Any]) -> Any:
+        """Copy what a task on another node published into the driver's staging folders."""
+        for root, rel in outcome.pushed:
+            m = mirrors[root]
+            dest = m.local / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.parent / f".{dest.name}.dctmp-{os.getpid()}"
+            with storage.open_read(f"{m.uri}/{rel}") as src, open(tmp, "wb") as f:
+                shutil.copyfileobj(src, f, 1 << 22)
+            os.replace(tmp, dest)
+            st = os.stat(dest)
+            m.state[rel] = (st.st_size, st.st_mtime_ns)  # on the store already
+        for root, rel in outcome.deleted:
+            m = mirrors[root]
+            try:
+                os.remove(m.local / rel)
+            except OSError:
+                pass
+            m.state.pop(rel, None)
+        return outcome.result
+
+
+def run_on_node(staging: NodeStaging | None, fn: Any, item: Any) -> Any:
+    """Run ``fn(item)``: as it is on the driver's disk, through the store on any other node."""
+    if staging is None or staging.shared():
+        return fn(item)
+    staging.ensure_fresh()
+    need = staging.prefetch(item)
+    tried: set[str] = set()
+    for _ in range(MAX_LATE_PULLS):
+        try:
+            result = fn(item)
+            break
+        except Exception as e:  # noqa: BLE001 - re-raised unless the store has the missing file
+            if not staging._late_pull(e, need, tried):
+                raise
+    else:
+        result = fn(item)
+    out = staging.push(need)
+    out.result = result
+    return out
+
+
+def _token_path(local: str, suffix: str = ".node") -> str:
+    return local.rstrip("/") + suffix
+
+
+def _write_token(local: str, token: str, suffix: str = ".node") -> None:
+    path = _token_path(local, suffix)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        f.write(token + "\n")
+    os.replace(path + ".tmp", path)
+
+
+def _wanted(below: str, key: str | None) -> bool:
+    """A file under a mentioned folder: shared files always, per-piece ones of this piece only."""
+    for part in below.split("/"):
+        if _PIECE.match(part):
+            return key is not None and part.startswith(key)
+    return True
+
+
+def _piece_key(task: Any) -> str | None:
+    """The key of the piece a pass or scan task works on (None for other tasks)."""
+    if isinstance(task, tuple) and len(task) == 2 and isinstance(task[0], int):
+        task = task[1]
+    src = getattr(task, "source", None)
+    piece = getattr(src, "piece", None)
+    if piece is None:
+        return None
+    return f"{piece.shard.index:06d}-{piece.index:04d}"
+
+
+def _mentions(obj: Any, roots: list[str], out: set[str], depth: int) -> None:
+    """Collect the strings and paths in ``obj`` (dataclasses, containers) under a staging folder."""
+    if depth > 12 or obj is None or isinstance(obj, (int, float, bool, bytes)):
+        return
+    if isinstance(obj, (str, Path)):
+        s = os.path.abspath(str(obj)) if isinstance(obj, Path) or obj.startswith("/") else None
+        if s is not None and any(s == r or s.startswith(r + os.sep) for r in roots):
+            out.add(s)
+        return
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            _mentions(getattr(obj, f.name, None), roots, out, depth + 1)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            _mentions(k, roots, out, depth + 1)
+            _mentions(v, roots, out, depth + 1)
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        for v in obj:
+            _mentions(v, roots, out, depth + 1)
+
