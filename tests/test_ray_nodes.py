@@ -10,6 +10,7 @@ visible to its tasks."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -74,6 +75,10 @@ def test_node_without_the_drivers_disk_reaches_everything_through_the_store(stag
                      cwd=ROOT)
         assert r.returncode == 0, r.stderr[-3000:]
         assert _files("s3://bkt/rr/out-nodes") == local
+        m = re.search(r"published (\d+) files \(([\d,]+) bytes\); the driver copied (\d+) of them \(([\d,]+) bytes", r.stderr)
+        assert m, r.stderr[-2000:]
+        print(m.group(0))
+        assert 0 < int(m.group(3)) < int(m.group(1))  # markers and what its reduces read, not the rest
         v = _dcurate("verify", "s3://bkt/rr/out-nodes", env=env)
         assert v.returncode == 0, v.stdout + v.stderr
         # a second run on the cluster resumes every task from the store and changes nothing

@@ -50,9 +50,8 @@ log = logging.getLogger("dcurate")
 #: reads itself. Larger ones (shards, scan files) it only records, and copies when it reads them.
 DRIVER_COPY_MAX = int(os.environ.get("DCURATE_DRIVER_COPY_MAX", str(1 << 20)))
 _ALWAYS_COPY = (".done", ".plan", ".json", ".dcurate-work")
-#: Depth of driver-side steps running (a reduce, a finish): what their fanned-out tasks write is
-#: what the step reads next, so the driver copies all of it.
-_IN_DRIVER_STEP = [0]
+#: Kinds of files (:func:`_kind`) the driver's own steps read: copied as soon as a task publishes one.
+_DRIVER_READS: set[str] = set()
 #: A path component naming one piece's work (``000003-0000``, ``000003-0000.keys.npz``).
 _PIECE = re.compile(r"^\d{6}-\d{4}")
 _PATH_IN_TEXT = re.compile(r"(/[^\s'\"\],)]+)")
@@ -77,6 +76,9 @@ class NodeStaging:
     token: str
     #: Folders never downloaded as a whole (OUT and the work folder themselves).
     no_pull: tuple[str, ...] = ()
+    #: Driver side: [files, bytes] published by tasks on other nodes, and those the driver copied.
+    seen: list[int] = field(default_factory=lambda: [0, 0])
+    copied: list[int] = field(default_factory=lambda: [0, 0])
 
     @classmethod
     def for_mirrors(cls, mirrors: list[Any], no_pull: list[str]) -> NodeStaging:
@@ -96,6 +98,10 @@ class NodeStaging:
             return False
 
     def close(self) -> None:
+        if self.seen[0]:
+            log.info("tasks on other nodes published %d files (%s bytes); the driver copied %d of them "
+                     "(%s bytes), the rest stays on the store only", self.seen[0], f"{self.seen[1]:,}",
+                     self.copied[0], f"{self.copied[1]:,}")
         for _uri, local in self.roots:
             try:
                 os.remove(_token_path(local))
@@ -233,9 +239,13 @@ class NodeStaging:
         for root, rel, size in outcome.pushed:
             m = mirrors[root]
             m.record(rel, size)
-            if (_IN_DRIVER_STEP[0] or size <= DRIVER_COPY_MAX or rel.endswith(_ALWAYS_COPY)
-                    or rel.startswith(".dcurate/")):
+            self.seen[0] += 1
+            self.seen[1] += size
+            if (size <= DRIVER_COPY_MAX or rel.endswith(_ALWAYS_COPY) or rel.startswith(".dcurate/")
+                    or _kind(rel) in _DRIVER_READS):
                 m.fetch(m.local / rel)
+                self.copied[0] += 1
+                self.copied[1] += size
         for root, rel in outcome.deleted:
             m = mirrors[root]
             try:
@@ -266,17 +276,9 @@ def late_pulls(fn: Any, pull: Any) -> Any:
 
 def driver_call(mirrors: list[Any], fn: Any, mentions: Any = None) -> Any:
     """Run a driver-side step (a reduce, a finish) whose files may be on the store only: the
-    files named in ``mentions`` are copied first, any other it misses when it fails on it."""
-    _IN_DRIVER_STEP[0] += 1
-    try:
-        return _driver_call(mirrors, fn, mentions)
-    finally:
-        _IN_DRIVER_STEP[0] -= 1
-
-
-def _driver_call(mirrors: list[Any], fn: Any, mentions: Any) -> Any:
-    if not any(m.remote for m in mirrors):
-        return fn()
+    files named in ``mentions`` are copied first; when the step fails on a file the store holds,
+    that file and the other pieces' files of its kind are copied and the step runs again (once per
+    kind: from then on the driver copies such files as soon as a task publishes them)."""
     found: set[str] = set()
     _mentions(mentions, [str(m.local) for m in mirrors], found, 0)
     roots = {str(m.local) for m in mirrors}
@@ -285,9 +287,24 @@ def _driver_call(mirrors: list[Any], fn: Any, mentions: Any) -> Any:
             m.fetch(path)
 
     def pull(path: str) -> bool:
-        return any(m.fetch(path) for m in mirrors)
+        got = 0
+        for m in mirrors:
+            rel = m.rel(path)
+            if rel is None:
+                continue
+            kind = _kind(rel)
+            _DRIVER_READS.add(kind)
+            got += m.fetch(path)
+            got += sum(m.fetch(m.local / r) for r in [r for r in m.remote if _kind(r) == kind])
+        return got > 0
 
     return late_pulls(fn, pull)
+
+
+def _kind(rel: str) -> str:
+    """A file's name with its piece keys left out: ``stages/s/*.keys.npz`` for
+    ``stages/s/000003-0000.keys.npz``."""
+    return "/".join("*" + p[11:] if _PIECE.match(p) else p for p in rel.split("/"))
 
 
 def run_on_node(staging: NodeStaging | None, fn: Any, item: Any) -> Any:
