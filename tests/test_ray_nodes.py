@@ -1,14 +1,16 @@
 """A two-node Ray cluster whose second node does not share the driver's disk, with input, OUT, the
-work folder and the target on a local S3-compatible server: every task runs on the second node,
-which reaches the driver's files only through the store, and the output equals the local run.
+work folder and the target on a local S3-compatible server: tasks on the second node reach the
+driver's files only through the store, tasks on the head node copy from the store what the driver
+keeps there only, and the output equals the local run.
 
 The second node runs in a private mount namespace with an empty tmpfs over the staging folder (the
 test is skipped where mount namespaces are not allowed), so nothing the driver writes there is
-visible to its tasks; the head node has no CPUs, so no task runs beside the driver."""
+visible to its tasks."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -47,10 +49,11 @@ def test_node_without_the_drivers_disk_reaches_everything_through_the_store(stag
     env = dict(env, RAY_AUTH_MODE="disabled", PYTHONPATH=str(ROOT), RAY_ADDRESS="", DCURATE_STAGING=staging)
     (port,) = _free_ports(1)
     try:
-        _ray_start(["--head", f"--port={port}", "--include-dashboard=false"], t1, env, cpus=0)
+        _ray_start(["--head", f"--port={port}", "--include-dashboard=false"], t1, env, cpus=1)
         private = ("unshare", "--mount", "--propagation", "private", "sh", "-c",
                    f'mount -t tmpfs tmpfs {staging} && exec "$0" "$@"')
-        _ray_start([f"--address=127.0.0.1:{port}"], t2, env, cpus=2, prefix=private)
+        _ray_start([f"--address=127.0.0.1:{port}", '--resources={"private_disk": 1}'], t2, env, cpus=2,
+                   prefix=private)
         import ray
 
         ray.init(address=f"127.0.0.1:{port}")
@@ -60,15 +63,22 @@ def test_node_without_the_drivers_disk_reaches_everything_through_the_store(stag
                 time.sleep(0.5)
             assert len([n for n in ray.nodes() if n["Alive"]]) == 2
             Path(staging, "probe").write_text("driver's disk")
-            seen = ray.get(ray.remote(lambda p: os.path.exists(p)).remote(os.path.join(staging, "probe")))
+            probe = ray.remote(resources={"private_disk": 1})(lambda p: os.path.exists(p))
+            seen = ray.get(probe.remote(os.path.join(staging, "probe")))
             assert seen is False  # the task node does not see the driver's staging folder
         finally:
             ray.shutdown()
         rec = _recipe(tmp, "nodes", "s3://bkt/rr/in", "s3://bkt/rr/out-nodes", "s3://bkt/rr/work-nodes",
                       "s3://bkt/rr/target.jsonl", executor="ray")
-        r = _dcurate("run", "--ray-address", f"127.0.0.1:{port}", str(rec), env=env, cwd=ROOT)
+        # the driver copies no file written on the other node unless it reads it itself
+        r = _dcurate("run", "--ray-address", f"127.0.0.1:{port}", str(rec), env=dict(env, DCURATE_DRIVER_COPY_MAX="0"),
+                     cwd=ROOT)
         assert r.returncode == 0, r.stderr[-3000:]
         assert _files("s3://bkt/rr/out-nodes") == local
+        m = re.search(r"published (\d+) files \(([\d,]+) bytes\); the driver copied (\d+) of them \(([\d,]+) bytes", r.stderr)
+        assert m, r.stderr[-2000:]
+        print(m.group(0))
+        assert 0 < int(m.group(3)) < int(m.group(1))  # markers and what its reduces read, not the rest
         v = _dcurate("verify", "s3://bkt/rr/out-nodes", env=env)
         assert v.returncode == 0, v.stdout + v.stderr
         # a second run on the cluster resumes every task from the store and changes nothing

@@ -18,6 +18,7 @@ recomputes exactly what it invalidates. ``force`` starts from scratch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -55,7 +56,8 @@ from dcurate.report import summary as summary_table
 from dcurate.runner import planview, progress, validate
 from dcurate.runner.executor import make_executor
 from dcurate.runner.executor_api import Executor
-from dcurate.runner.markers import load_marker, outputs_hold, write_plan
+from dcurate.runner.markers import outputs_hold, write_plan
+from dcurate.runner.nodesync import driver_call
 from dcurate.runner.outdir import WORK_ENTRIES, WORK_TAG, Lock, OutDir, own_dir, sweep_temp_files
 from dcurate.runner.plan import (
     INTERMEDIATE_EXT,
@@ -66,9 +68,10 @@ from dcurate.runner.plan import (
     StageStats,
     TaskResult,
     _peak_rss,
+    load_result,
     shard_info,
 )
-from dcurate.runner.remote import Mirror, RemoteLock
+from dcurate.runner.remote import Mirror, RemoteLock, fetch_outputs, mirrored_size
 from dcurate.runner.tasks import (
     MergeTask,
     PassTask,
@@ -87,13 +90,6 @@ from dcurate.runner.tasks import (
 log = logging.getLogger("dcurate")
 
 WORK_SUFFIX = ".work"  # final-format files kept in the work folder (pieces, pre-reshard copies)
-
-
-def _load_marker(path: str) -> TaskResult | None:
-    got = load_marker(path)
-    if got is None or not isinstance(got[0], TaskResult):
-        return None
-    return got[0]
 
 
 class Runner:
@@ -133,6 +129,7 @@ class Runner:
         self.peak_rss = 0
         self.tasks_run = 0  # tasks executed / skipped because complete (a fully resumed run runs none)
         self.tasks_resumed = 0
+        self._size_of = functools.partial(mirrored_size, self.mirrors)  # also of files on the store only
 
     # .. planning ..............................................................................
     def _check_paths(self) -> None:
@@ -403,7 +400,8 @@ class Runner:
         for s in plan.stages:
             if s.index in plans:
                 with s.ctx.mapping(self.executor.map):
-                    extra = stages[s.index].finish(load_plan(plans[s.index]))
+                    finish = functools.partial(stages[s.index].finish, load_plan(plans[s.index]))
+                    extra = driver_call(self.mirrors, finish)
                 if extra:
                     self.extra[s.index] = extra
         self._sync()
@@ -421,6 +419,7 @@ class Runner:
             from dcurate.report.html import report_after_run
 
             shown = f"{self.output.rstrip('/')}/.dcurate/report.html" if storage.is_uri(self.output) else None
+            fetch_outputs(self.mirrors, self.out_dir, self.workdir)  # the report reads them
             report_after_run(self.out_dir, shown)
         self._sync()
         self._print_summary(summary)  # last, so the run's final line is its summary
@@ -474,7 +473,7 @@ class Runner:
         todo = []
         if not self.opts.force:
             for i, m in enumerate(markers):
-                r = _load_marker(m)
+                r = load_result(m, self._size_of)
                 if r is not None:
                     results[i] = r
         todo = [i for i, r in enumerate(results) if r is None]
@@ -552,7 +551,7 @@ class Runner:
         assert self.executor is not None
         stage.ctx = spec.ctx
         with spec.ctx.mapping(self.executor.map):
-            new_plan = stage.reduce(partials, r, prev_plan)
+            new_plan = driver_call(self.mirrors, lambda: stage.reduce(partials, r, prev_plan), partials)
         log.debug("%s reduce %d/%d in %.2f s", spec.name, r + 1, stage.rounds, time.perf_counter() - t0)
         self.stats.setdefault(gi, StageStats()).seconds += time.perf_counter() - t0
         return new_plan
@@ -561,11 +560,11 @@ class Runner:
         """Round-0 partials computed inside the pass feeding stage ``gi``, when that pass ran with
         this stage's current parameters (None otherwise: the stage scans the kept intermediate)."""
         p = plan.passes[plan.fused[gi]]
-        loaded = [_load_marker(self._pass_marker(p, piece)) for piece in plan.pieces]
+        loaded = [load_result(self._pass_marker(p, piece), self._size_of) for piece in plan.pieces]
         results = [x for x in loaded if x is not None]
         if len(results) != len(loaded):
             raise DcurateError(f"internal: scan partials of stage {plan.stages[gi].name} missing")
-        if any(x.partial_key != plan.stages[gi].key or not outputs_hold(x.scan_outputs) for x in results):
+        if any(x.partial_key != plan.stages[gi].key or not outputs_hold(x.scan_outputs, self._size_of) for x in results):
             return None
         return results
 

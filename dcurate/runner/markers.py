@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from dcurate.core import workfile
@@ -26,8 +27,9 @@ def write_marker(path: str, result: Any, outputs: list[list[Any]]) -> None:
     workfile.dump({"result": result, "outputs": outputs}, path)
 
 
-def load_marker(path: str) -> tuple[Any, list[list[Any]]] | None:
-    """(result, outputs) of a marker that still holds, None otherwise."""
+def load_marker(path: str, size_of: Callable[[str], int | None] | None = None) -> tuple[Any, list[list[Any]]] | None:
+    """(result, outputs) of a marker that still holds, None otherwise (``size_of``: see
+    :func:`outputs_hold`)."""
     try:
         rec = workfile.load(path)
     except FileNotFoundError:
@@ -38,16 +40,18 @@ def load_marker(path: str) -> tuple[Any, list[list[Any]]] | None:
     if not isinstance(rec, dict) or "result" not in rec or not isinstance(rec.get("outputs"), list):
         log.warning("ignoring %s (not a marker); the task runs again", path)
         return None
-    if not outputs_hold(rec["outputs"]):
+    if not outputs_hold(rec["outputs"], size_of):
         return None
     return rec["result"], rec["outputs"]
 
 
-def outputs_hold(outputs: list) -> bool:
-    """Whether every [path, size, ...] record still names a file of that size."""
+def outputs_hold(outputs: list, size_of: Callable[[str], int | None] | None = None) -> bool:
+    """Whether every [path, size, ...] record still names a file of that size. ``size_of(path)``
+    (None: the local file's) also knows files kept on the object store only."""
     for o in outputs:
         try:
-            if os.path.getsize(str(o[0])) != int(o[1]):
+            size = size_of(str(o[0])) if size_of is not None else os.path.getsize(str(o[0]))
+            if size is None or size != int(o[1]):
                 return False
         except (OSError, TypeError, ValueError, IndexError):
             return False

@@ -41,12 +41,17 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from dcurate.io import storage
-from dcurate.runner.remote import _order, _skip_name
+from dcurate.runner.remote import SYNCED_NS, _order, _skip_name
 
 log = logging.getLogger("dcurate")
 
-#: Modification time (ns) of a node's copy of a file that is on the store.
-SYNCED_NS = 1_000_000_000
+#: Files written on other nodes that the driver copies into its staging folder: the small ones
+#: (markers, plans, per-piece summaries), and always the markers, plans and OUT/.dcurate files it
+#: reads itself. Larger ones (shards, scan files) it only records, and copies when it reads them.
+DRIVER_COPY_MAX = int(os.environ.get("DCURATE_DRIVER_COPY_MAX", str(1 << 20)))
+_ALWAYS_COPY = (".done", ".plan", ".json", ".dcurate-work")
+#: Kinds of files (:func:`_kind`) the driver's own steps read: copied as soon as a task publishes one.
+_DRIVER_READS: set[str] = set()
 #: A path component naming one piece's work (``000003-0000``, ``000003-0000.keys.npz``).
 _PIECE = re.compile(r"^\d{6}-\d{4}")
 _PATH_IN_TEXT = re.compile(r"(/[^\s'\"\],)]+)")
@@ -59,7 +64,7 @@ class NodeOutcome:
     """A task's result from a node without the driver's disk, with the files it changed."""
 
     result: Any
-    pushed: list[tuple[int, str]] = field(default_factory=list)  # (root, relative name)
+    pushed: list[tuple[int, str, int]] = field(default_factory=list)  # (root, relative name, size)
     deleted: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -71,6 +76,9 @@ class NodeStaging:
     token: str
     #: Folders never downloaded as a whole (OUT and the work folder themselves).
     no_pull: tuple[str, ...] = ()
+    #: Driver side: [files, bytes] published by tasks on other nodes, and those the driver copied.
+    seen: list[int] = field(default_factory=lambda: [0, 0])
+    copied: list[int] = field(default_factory=lambda: [0, 0])
 
     @classmethod
     def for_mirrors(cls, mirrors: list[Any], no_pull: list[str]) -> NodeStaging:
@@ -90,6 +98,10 @@ class NodeStaging:
             return False
 
     def close(self) -> None:
+        if self.seen[0]:
+            log.info("tasks on other nodes published %d files (%s bytes); the driver copied %d of them "
+                     "(%s bytes), the rest stays on the store only", self.seen[0], f"{self.seen[1]:,}",
+                     self.copied[0], f"{self.copied[1]:,}")
         for _uri, local in self.roots:
             try:
                 os.remove(_token_path(local))
@@ -186,20 +198,6 @@ class NodeStaging:
         log.debug("node prefetch: %d files downloaded for piece %s", n, key)
         return need
 
-    def _late_pull(self, err: BaseException, need: set[tuple[int, str]], tried: set[str]) -> bool:
-        """After a failure: download a staging file the error names, if the store has it."""
-        names = [getattr(err, "filename", None), *_PATH_IN_TEXT.findall(str(err))]
-        for name in names:
-            if not isinstance(name, str):
-                continue
-            path = os.path.abspath(name)
-            if path in tried or self._root_of(path) is None or os.path.exists(path):
-                continue
-            tried.add(path)
-            if self._pull_path(path, None, need) or os.path.exists(path):
-                return True
-        return False
-
     def push(self, need: set[tuple[int, str]]) -> NodeOutcome:
         """Publish the node's files not yet on the store; delete the task's inputs it removed."""
         out = NodeOutcome(None)
@@ -224,9 +222,10 @@ class NodeStaging:
                 with open(full, "rb") as src, storage.publish(f"{uri}/{rel}") as dst:
                     shutil.copyfileobj(src, dst, 1 << 22)
                 os.utime(full, ns=(SYNCED_NS, SYNCED_NS))
+                size = os.path.getsize(full)
             except FileNotFoundError:
                 continue  # removed meanwhile by another task of this node
-            out.pushed.append((root, rel))
+            out.pushed.append((root, rel, size))
         for root, rel in sorted(need):
             if not os.path.exists(os.path.join(self.roots[root][1], rel)):
                 storage.remove(f"{self.roots[root][0]}/{rel}")
@@ -235,17 +234,18 @@ class NodeStaging:
 
     # -- driver side --------------------------------------------------------------------------
     def absorb(self, outcome: NodeOutcome, mirrors: list[Any]) -> Any:
-        """Copy what a task on another node published into the driver's staging folders."""
-        for root, rel in outcome.pushed:
+        """Take in what a task on another node published: the driver copies the small files and
+        the ones it reads itself, and records the others as on the store only."""
+        for root, rel, size in outcome.pushed:
             m = mirrors[root]
-            dest = m.local / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.parent / f".{dest.name}.dctmp-{os.getpid()}"
-            with storage.open_read(f"{m.uri}/{rel}") as src, open(tmp, "wb") as f:
-                shutil.copyfileobj(src, f, 1 << 22)
-            os.replace(tmp, dest)
-            st = os.stat(dest)
-            m.state[rel] = (st.st_size, st.st_mtime_ns)  # on the store already
+            m.record(rel, size)
+            self.seen[0] += 1
+            self.seen[1] += size
+            if (size <= DRIVER_COPY_MAX or rel.endswith(_ALWAYS_COPY) or rel.startswith(".dcurate/")
+                    or _kind(rel) in _DRIVER_READS):
+                m.fetch(m.local / rel)
+                self.copied[0] += 1
+                self.copied[1] += size
         for root, rel in outcome.deleted:
             m = mirrors[root]
             try:
@@ -253,25 +253,71 @@ class NodeStaging:
             except OSError:
                 pass
             m.state.pop(rel, None)
+            m.remote.pop(rel, None)
         return outcome.result
 
 
-def run_on_node(staging: NodeStaging | None, fn: Any, item: Any) -> Any:
-    """Run ``fn(item)``: as it is on the driver's disk, through the store on any other node."""
-    if staging is None or staging.shared():
-        return fn(item)
-    staging.ensure_fresh()
-    need = staging.prefetch(item)
+def late_pulls(fn: Any, pull: Any) -> Any:
+    """``fn()``, run again each time it failed on a missing staging file that ``pull(path)`` could
+    copy from the store (tasks and reduces write their outputs whole, so a re-run is safe)."""
     tried: set[str] = set()
     for _ in range(MAX_LATE_PULLS):
         try:
-            result = fn(item)
-            break
-        except Exception as e:  # noqa: BLE001 - re-raised unless the store has the missing file
-            if not staging._late_pull(e, need, tried):
+            return fn()
+        except Exception as e:  # noqa: BLE001 - re-raised unless the store had the missing file
+            names = [getattr(e, "filename", None), *_PATH_IN_TEXT.findall(str(e))]
+            paths = [os.path.abspath(n.rstrip(":;,.")) for n in names if isinstance(n, str) and n.strip()]
+            fresh = [p for p in paths if p not in tried and not os.path.exists(p)]
+            tried.update(fresh)
+            if not any(pull(p) for p in fresh):
                 raise
-    else:
-        result = fn(item)
+    return fn()
+
+
+def driver_call(mirrors: list[Any], fn: Any, mentions: Any = None) -> Any:
+    """Run a driver-side step (a reduce, a finish) whose files may be on the store only: the
+    files named in ``mentions`` are copied first; when the step fails on a file the store holds,
+    that file and the other pieces' files of its kind are copied and the step runs again (once per
+    kind: from then on the driver copies such files as soon as a task publishes them)."""
+    found: set[str] = set()
+    _mentions(mentions, [str(m.local) for m in mirrors], found, 0)
+    roots = {str(m.local) for m in mirrors}
+    for path in sorted(found - roots):
+        for m in mirrors:
+            m.fetch(path)
+
+    def pull(path: str) -> bool:
+        got = 0
+        for m in mirrors:
+            rel = m.rel(path)
+            if rel is None:
+                continue
+            kind = _kind(rel)
+            _DRIVER_READS.add(kind)
+            got += m.fetch(path)
+            got += sum(m.fetch(m.local / r) for r in [r for r in m.remote if _kind(r) == kind])
+        return got > 0
+
+    return late_pulls(fn, pull)
+
+
+def _kind(rel: str) -> str:
+    """A file's name with its piece keys left out: ``stages/s/*.keys.npz`` for
+    ``stages/s/000003-0000.keys.npz``."""
+    return "/".join("*" + p[11:] if _PIECE.match(p) else p for p in rel.split("/"))
+
+
+def run_on_node(staging: NodeStaging | None, fn: Any, item: Any) -> Any:
+    """Run ``fn(item)``: as it is on the driver's disk (copying from the store only what the
+    driver holds no copy of), through the store on any other node."""
+    if staging is None:
+        return fn(item)
+    need: set[tuple[int, str]] = set()
+    if staging.shared():
+        return late_pulls(lambda: fn(item), lambda p: bool(staging._pull_path(p, None, need)))
+    staging.ensure_fresh()
+    need = staging.prefetch(item)
+    result = late_pulls(lambda: fn(item), lambda p: bool(staging._pull_path(p, None, need)))
     out = staging.push(need)
     out.result = result
     return out

@@ -181,7 +181,7 @@ class OutDir:
         self.allow_foreign = allow_foreign
         self.prev = read_manifest(out) or {}
         prev_shards = [s.get("path") for s in self.prev.get("shards", []) if isinstance(s, dict)]
-        self.owned: set[str] = {r for r in [*self.prev.get("owned", []), *prev_shards] if _is_data_rel(r)}
+        self.owned: set[str] = {r for r in [*self.prev.get("owned", []), *prev_shards] if is_data_rel(r)}
         self.foreign: list[str] = []
         if not self.prev and (out / "_dcurate" / MANIFEST).is_file():
             # An output of dcurate before OUT/.dcurate existed: its data files (and stats.json)
@@ -223,7 +223,7 @@ class OutDir:
         current = {s["path"] for s in shards}
         root = self.out.resolve()
         for rel in sorted(self.owned - current):
-            if not _is_data_rel(rel):
+            if not is_data_rel(rel):
                 continue
             p = self.out / rel
             if p.is_file() and not p.is_symlink() and root in p.resolve().parents:
@@ -233,7 +233,7 @@ class OutDir:
         self.write_manifest(dict(manifest, status="complete", shards=shards))
 
 
-def _is_data_rel(rel: object) -> bool:
+def is_data_rel(rel: object) -> bool:
     """A relative path to a data file under OUT (never absolute, never through '..')."""
     if not isinstance(rel, str) or not rel or os.path.isabs(rel):
         return False

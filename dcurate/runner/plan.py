@@ -5,6 +5,7 @@ as safe work files, so every type here is registered with :func:`dcurate.core.wo
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,3 +100,13 @@ def _peak_rss() -> int:
 
 def shard_info(piece: Piece) -> ShardInfo:
     return ShardInfo(piece.shard.stem, piece.shard.index, piece.index, piece.n_pieces, piece.shard.path)
+
+
+def load_result(path: str, size_of: Callable[[str], int | None] | None = None) -> TaskResult | None:
+    """The TaskResult of a marker that still holds (see runner/markers.py), None otherwise."""
+    from dcurate.runner.markers import load_marker
+
+    got = load_marker(path, size_of)
+    if got is None or not isinstance(got[0], TaskResult):
+        return None
+    return got[0]

@@ -42,7 +42,7 @@ from typing import Any
 from dcurate.core.errors import DcurateError
 from dcurate.io import storage
 from dcurate.io.atomic import is_temp_name
-from dcurate.runner.outdir import _alive
+from dcurate.runner.outdir import _alive, is_data_rel
 
 log = logging.getLogger("dcurate")
 
@@ -50,6 +50,9 @@ log = logging.getLogger("dcurate")
 #: (dcurate's '.NAME.dctmp-PID' and the stages' 'NAME.tmp', 'NAME.tmp.npy', ...).
 _SKIP = {".dcurate-lock", "lock"}
 _STAGE_TMP = re.compile(r"\.tmp(\.[A-Za-z0-9]+)?$")
+#: Modification time (ns) of a local copy of a file known to be on the store (downloaded by a task
+#: through runner/nodesync.py, or published by one): never published again.
+SYNCED_NS = 1_000_000_000
 
 
 def staging_root() -> Path:
@@ -85,6 +88,9 @@ class Mirror:
         self.uri = uri.rstrip("/")
         self.local = local or staging_dir(self.uri)
         self.state: dict[str, tuple[int, int]] = {}  # rel -> (size, mtime_ns) as last published/pulled
+        #: rel -> size of files on the store that the driver holds no copy of (written by tasks on
+        #: other nodes; see runner/nodesync.py). Their folders exist here, empty of them.
+        self.remote: dict[str, int] = {}
 
     def _remote(self, rel: str) -> str:
         return f"{self.uri}/{rel}"
@@ -114,6 +120,7 @@ class Mirror:
         shutil.rmtree(self.local, ignore_errors=True)
         os.makedirs(self.local, exist_ok=True)
         self.state = {}
+        self.remote = {}
         n = 0
         prefix = self.uri + "/"
         for uri in storage.list_files(self.uri):
@@ -132,6 +139,47 @@ class Mirror:
             n += 1
         log.debug("pulled %d objects from %s into %s", n, self.uri, self.local)
         return n
+
+    # -- files on the store only (written on other nodes) ------------------------------------
+    def record(self, rel: str, size: int) -> None:
+        """``rel`` is on the store (``size`` bytes) and the driver keeps no copy of it."""
+        try:
+            os.remove(self.local / rel)  # an older copy of it is stale
+        except OSError:
+            pass
+        os.makedirs((self.local / rel).parent, exist_ok=True)
+        self.state.pop(rel, None)
+        self.remote[rel] = size
+
+    def size_of(self, path: str | os.PathLike) -> int | None:
+        """The size of a file of this folder, held here or on the store only; None if neither."""
+        try:
+            return os.path.getsize(path)
+        except OSError:
+            rel = self.rel(path)
+            return self.remote.get(rel) if rel is not None else None
+
+    def fetch(self, path: str | os.PathLike) -> int:
+        """Copy from the store the files recorded as there only: ``path`` itself, or the files
+        under it when it is a folder. Returns how many were copied."""
+        rel = self.rel(path)
+        if rel is None:
+            if os.path.abspath(str(path)) != str(self.local):
+                return 0
+            rel = ""
+        names = [r for r in self.remote if r == rel or not rel or r.startswith(rel + "/")]
+        for r in sorted(names):
+            dest = self.local / r
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.parent / f".{dest.name}.dctmp-{os.getpid()}"
+            with storage.open_read(self._remote(r)) as src, open(tmp, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 22)
+            os.replace(tmp, dest)
+            st = self._stat(r)
+            assert st is not None
+            self.state[r] = st
+            del self.remote[r]
+        return len(names)
 
     def push(self, paths: list[str]) -> None:
         """Publish these files (in this order) when they lie in the staging folder and changed."""
@@ -161,8 +209,12 @@ class Mirror:
                 if self._skip(rel):
                     continue
                 st = self._stat(rel)
-                if st is not None:
-                    now[rel] = st
+                if st is None:
+                    continue
+                if st[1] == SYNCED_NS and rel not in self.state:  # copied here from the store by a task
+                    self.state[rel] = st
+                self.remote.pop(rel, None)  # the copy here is the file (copied, or written since)
+                now[rel] = st
         changed = sorted((r for r, st in now.items() if self.state.get(r) != st), key=_order)
         if under is not None:
             self.push([str(self.local / r) for r in changed if _order(r)[0] == 0])
@@ -171,9 +223,34 @@ class Mirror:
         for rel in sorted(set(self.state) - set(now)):
             storage.remove(self._remote(rel))
             del self.state[rel]
+        for rel in sorted(self.remote):  # on the store only: gone with its folder here
+            if not (self.local / rel).parent.is_dir():
+                storage.remove(self._remote(rel))
+                del self.remote[rel]
 
     def close(self) -> None:
         shutil.rmtree(self.local, ignore_errors=True)
+
+
+def mirrored_size(mirrors: list[Mirror], path: str) -> int | None:
+    """A file's size, also of a file kept on the store only (written on another node)."""
+    for m in mirrors:
+        if m.rel(path) is not None:
+            return m.size_of(path)
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None
+
+
+def fetch_outputs(mirrors: list[Mirror], out_dir: Path, workdir: Path) -> None:
+    """Copy from the store OUT's data shards and the --rejected files that only the store holds
+    (written on other nodes), for what reads them at the end of a run (the report)."""
+    for m in mirrors:
+        if m.local == workdir or not m.remote:
+            continue
+        for rel in [r for r in m.remote if m.local != out_dir or is_data_rel(r)]:
+            m.fetch(m.local / rel)
 
 
 class RemoteLock:
