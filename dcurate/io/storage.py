@@ -590,6 +590,19 @@ def cache_dir() -> str:
     return os.environ.get("DCURATE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "dcurate")
 
 
+@contextlib.contextmanager
+def fetched(path: str, storage_options: dict[str, Any] | None = None) -> Iterator[str]:
+    """``with fetched(uri) as local:`` :func:`local_copy` for a block that loads a model from
+    ``local``; a dcurate error raised in the block names ``path`` (the URI), not the cached copy."""
+    local = local_copy(str(path), storage_options)
+    try:
+        yield local
+    except DcurateError as e:
+        if local == str(path) or local not in str(e):
+            raise
+        raise type(e)(str(e).replace(local, str(path))) from None
+
+
 def local_copy(path: str, storage_options: dict[str, Any] | None = None) -> str:
     """A local path holding ``path``'s content, for native libraries that open files by name
     (fastText, KenLM, sentencepiece, tokenizers): a local path as it is; a URI fetched once into

@@ -150,10 +150,11 @@ class Dedup(Stage):
     def fingerprint(self) -> Any:
         if not self.params.against:
             return None
-        from dcurate.io import expand_inputs
+        from dcurate.io import expand_inputs, storage
 
-        return [
-            (s.path, os.path.getsize(s.path), os.path.getmtime(s.path))
+        return [  # a URI: its size and LastModified
+            (s.path, *(storage.stamp(s.path) or [])) if storage.is_uri(s.path)
+            else (s.path, os.path.getsize(s.path), os.path.getmtime(s.path))
             for s in expand_inputs(self.params.against)
         ]
 
