@@ -482,6 +482,34 @@ def publish(path: str, storage_options: dict[str, Any] | None = None) -> Iterato
         raise
 
 
+@contextlib.contextmanager
+def local_target(path: str, storage_options: dict[str, Any] | None = None) -> Iterator[str]:
+    """For writers that need a local file name (fastText, ARPA and YAML writers):
+    ``with local_target(out) as local: write(local)``. A local ``path`` is yielded as it is. For
+    a URI, ``local`` is a file of the same name in a temporary folder; when the block ends without
+    an exception every file written in that folder is published beside ``path`` (``path`` itself
+    first, then its sidecars such as ``path.json``), each atomically; after an exception nothing
+    is published. The temporary folder is removed either way."""
+    if not is_uri(path):
+        yield path
+        return
+    _check_writable(path)
+    import shutil
+    import tempfile
+
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    folder = tempfile.mkdtemp(prefix="dcurate-out-")
+    try:
+        yield os.path.join(folder, name)
+        base = path.rstrip("/")[: -len(name)]
+        written = sorted(f for f in os.listdir(folder) if os.path.isfile(os.path.join(folder, f)))
+        for f in sorted(written, key=lambda f: (f != name, f)):
+            with open(os.path.join(folder, f), "rb") as src, publish(base + f, storage_options) as dst:
+                shutil.copyfileobj(src, dst, 8 * 1024 * 1024)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def write_bytes(path: str, data: bytes, storage_options: dict[str, Any] | None = None) -> None:
     """Atomically replace ``path`` with ``data`` (see :func:`publish`)."""
     with publish(path, storage_options) as f:

@@ -514,8 +514,14 @@ def train_lm(
     limit: int | None = None,
 ) -> dict[str, Any]:
     """Train a modified Kneser-Ney LM on the documents of ``inputs`` and write ``out`` (ARPA)
-    plus ``out.json``; returns the sidecar's content."""
+    plus ``out.json``; returns the sidecar's content. ``out`` may be an ``s3://`` URI (the ARPA
+    file, then the sidecar, published atomically)."""
     from dcurate.io import read_documents
+
+    if storage.is_uri(out):
+        check_writes([inputs] if isinstance(inputs, str) else inputs, {"--out": out})
+        with storage.local_target(out) as local:
+            return train_lm(inputs, local, order, prune, sentencepiece, text_field, discount_fallback, limit)
 
     if order < 2:
         raise RecipeError("--order must be >= 2 (KenLM cannot load unigram-only models)")

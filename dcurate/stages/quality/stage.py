@@ -458,8 +458,14 @@ def train_quality(
     on P(positive) maximising ``calibrate`` (``f1`` or ``accuracy``). Training lines are written to
     a temporary file (fastText trains from a file) in a seeded, input-order-independent order;
     one thread and a fixed seed make the model reproducible (``threads > 1`` is faster but not).
-    Returns the sidecar's content.
+    Returns the sidecar's content. ``out`` may be an ``s3://`` URI (the model, then the sidecar,
+    published atomically).
     """
+    if storage.is_uri(out):
+        args = dict(locals())
+        check_writes([*(positive or []), *(negative or []), *(input or [])], {"--out": out})
+        with storage.local_target(out) as args["out"]:
+            return train_quality(**args)
     check_writes([*(positive or []), *(negative or []), *(input or [])], {"--out": out, "the sidecar": out + ".json"})
     if preprocess not in classifier.PREPROCESS_MODES:
         raise RecipeError(
