@@ -198,3 +198,19 @@ def test_run_reading_inputs_target_and_recipe_through_fsspec_equals_the_local_ru
     assert r.returncode == 2 and "dctest:// is read-only" in r.stderr and "s3://" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not (store / "bkt/out").exists()
+
+
+def test_stamp_includes_a_content_tag_where_the_store_gives_one(dctest, monkeypatch):
+    root, opts = dctest
+    (root / "m.bin").write_bytes(b"model")
+    plain = S.stamp("dctest://m.bin", opts)
+    assert plain is not None and plain[0] == 5 and len(plain) == 2
+    import fsspec_testfs
+
+    real = fsspec_testfs.FolderBackedFS.info
+
+    def info(self, path, **kw):  # as hf:// does: the git blob id of the file's content
+        return dict(real(self, path, **kw), blob_id="abc123")
+
+    monkeypatch.setattr(fsspec_testfs.FolderBackedFS, "info", info)
+    assert S.stamp("dctest://m.bin", opts) == [*plain, "abc123"]

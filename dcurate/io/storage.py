@@ -599,7 +599,8 @@ def expand_input(
 def stamp(path: str, storage_options: dict[str, Any] | None = None) -> list | None:
     """What identifies the content of a file for fingerprints and caches: ``[size, mtime_ns]`` of
     a local file (as ``os.stat`` gives them), ``[size, mtime_ns]`` of an object (its LastModified,
-    which changes with every new version of the key); None when there is nothing there."""
+    which changes with every new version of the key), plus the content tag an fsspec store gives
+    (hf://'s blob id, an ETag, ...) where it has one; None when there is nothing there."""
     if not is_uri(path):
         try:
             st = os.stat(_local(path))
@@ -610,7 +611,21 @@ def stamp(path: str, storage_options: dict[str, Any] | None = None) -> list | No
     if info.type != pafs.FileType.File:
         return None
     mtime = info.mtime_ns if info.mtime_ns is not None else 0
-    return [int(info.size), int(mtime)]
+    out: list = [int(info.size), int(mtime)]
+    sch = scheme(path)
+    if sch != "s3" and sch not in GCS_SCHEMES:  # fsspec stores: their content tag too, when they give one
+        fs, _ = _fsspec(sch, _scheme_options(resolve_options(storage_options), sch))
+        with _errors(path):
+            meta = fs.info(fs._strip_protocol(path))
+        tag = next((meta[k] for k in _VERSION_KEYS if isinstance(meta, dict) and meta.get(k)), None)
+        if tag is not None:
+            out.append(str(tag))
+    return out
+
+
+#: Fields of an fsspec file's info that identify its content (hf://: the git blob id; others: ETags,
+#: generations, checksums), used by :func:`stamp` where a modification time may be missing.
+_VERSION_KEYS = ("blob_id", "ETag", "etag", "generation", "version_id", "VersionId", "md5", "sha256", "checksum")
 
 
 def cache_dir() -> str:
