@@ -214,3 +214,36 @@ def test_stamp_includes_a_content_tag_where_the_store_gives_one(dctest, monkeypa
 
     monkeypatch.setattr(fsspec_testfs.FolderBackedFS, "info", info)
     assert S.stamp("dctest://m.bin", opts) == [*plain, "abc123"]
+
+
+def test_concurrent_first_fetches_download_once(dctest, tmp_path, monkeypatch):
+    import threading
+
+    root, opts = dctest
+    (root / "lm.arpa").write_bytes(b"x" * 100_000)
+    monkeypatch.setenv("DCURATE_CACHE", str(tmp_path / "cache"))
+    opened = []
+    real = S.open_input
+
+    def counting(path, storage_options=None):
+        opened.append(path)
+        return real(path, storage_options)
+
+    monkeypatch.setattr(S, "open_input", counting)
+    barrier = threading.Barrier(6)
+    real_stamp = S.stamp
+
+    def together(path, storage_options=None):  # every thread past the "is it cached?" check at once
+        st = real_stamp(path, storage_options)
+        barrier.wait(timeout=60)
+        return st
+
+    monkeypatch.setattr(S, "stamp", together)
+    got: list[str] = []
+    threads = [threading.Thread(target=lambda: got.append(S.local_copy("dctest://lm.arpa", opts))) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(got)) == 1 and len(got) == 6 and opened == ["dctest://lm.arpa"]
+    assert Path(got[0]).read_bytes() == b"x" * 100_000

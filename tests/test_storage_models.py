@@ -31,7 +31,8 @@ def cache(tmp_path, monkeypatch):
 
 
 def _fetched(cache: Path) -> list[Path]:
-    return sorted(p for p in (cache / "fetched").rglob("*") if p.is_file()) if cache.exists() else []
+    return sorted(p for p in (cache / "fetched").rglob("*") if p.is_file() and not p.name.startswith(".")) \
+        if cache.exists() else []
 
 
 def test_local_copy_fetches_once_per_object_version(s3_env, cache):  # noqa: F811

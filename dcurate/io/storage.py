@@ -646,12 +646,41 @@ def fetched(path: str, storage_options: dict[str, Any] | None = None) -> Iterato
         raise type(e)(str(e).replace(local, str(path))) from None
 
 
+def _fetch(path: str, target: str, size: int, storage_options: dict[str, Any] | None) -> None:
+    """Copy ``path`` to the local file ``target`` through a temporary file beside it."""
+    import tempfile
+
+    folder = os.path.dirname(target)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(target)}.tmp-")
+    except OSError as e:
+        raise StorageError(f"{path}: cannot cache it under {folder}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "wb") as out, open_input(path, storage_options) as src:
+            while True:
+                chunk = src.read(8 * 1024 * 1024)
+                if not chunk:
+                    break
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if os.path.getsize(tmp) != size:
+            raise StorageError(f"{path}: fetched {os.path.getsize(tmp)} bytes, the object has {size} "
+                               "(did it change while being read?)")
+        os.replace(tmp, target)
+    except OSError as e:
+        raise StorageError(f"{path}: cannot fetch it into {folder}: {e.strerror or e}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
 def local_copy(path: str, storage_options: dict[str, Any] | None = None) -> str:
     """A local path holding ``path``'s content, for native libraries that open files by name
     (fastText, KenLM, sentencepiece, tokenizers): a local path as it is; a URI fetched once into
     :func:`cache_dir` under ``fetched/<hash of URI, size, mtime>/<file name>`` (the name kept, as
-    some libraries look at suffixes), written to a temporary name and renamed, so that every
-    process and every later run reuses one complete copy; a new version of the object (another
+    some libraries look at suffixes), written to a temporary name and renamed under a lock, so
+    that one process fetches and every other process and every later run reuses that copy; a new version of the object (another
     size or mtime) gets a new copy. Raises a one-line :class:`StorageError` naming the URI."""
     if not is_uri(path):
         return _local(path)
@@ -666,6 +695,20 @@ def local_copy(path: str, storage_options: dict[str, Any] | None = None) -> str:
     target = os.path.join(folder, name)
     if os.path.isfile(target) and os.path.getsize(target) == st[0]:
         return target
+    try:
+        os.makedirs(folder, exist_ok=True)
+        lock = os.open(os.path.join(folder, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise StorageError(f"{path}: cannot cache it under {folder}: {e.strerror or e}") from None
+    try:
+        import fcntl
+
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process fetches; the others wait, then reuse its copy
+        if not (os.path.isfile(target) and os.path.getsize(target) == st[0]):
+            _fetch(path, target, st[0], storage_options)
+    finally:
+        os.close(lock)
+    return target
     try:
         os.makedirs(folder, exist_ok=True)
         import tempfile
