@@ -150,3 +150,14 @@ def test_quality_and_perplexity_with_models_on_s3_equal_local_models(s3_env, tmp
     r = subprocess.run([sys.executable, "-m", "dcurate", "perplexity", str(tmp_path / "ref"), str(tmp_path / "px"),
                         "--lm", "s3://bkt/qm/none.arpa"], capture_output=True, text=True, env=env)
     assert r.returncode == 1 and "s3://bkt/qm/none.arpa" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_dedup_clusters_file_to_s3(s3_env, tmp_path):  # noqa: F811
+    write_corpus(tmp_path / "in", n_shards=2, n=40)
+    env = dict(os.environ)
+    for dest in (str(tmp_path / "c.parquet"), "s3://bkt/dc/c.parquet"):
+        out = str(tmp_path / ("o-local" if dest.startswith("/") else "o-s3"))
+        _dcurate("dedup", str(tmp_path / "in"), out, "--clusters", dest, "--workers", "1", env=env)
+    assert S.read_bytes("s3://bkt/dc/c.parquet") == (tmp_path / "c.parquet").read_bytes()
+    assert pq.read_table(tmp_path / "c.parquet").num_rows > 0
+    assert not (tmp_path / "s3:").exists() and not Path("s3:").exists()  # never a local 's3:' folder
