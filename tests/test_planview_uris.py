@@ -56,3 +56,15 @@ def test_json_plan_masks_secrets_in_storage_options(env, tmp_path):
     assert so == {"region": "eu-west-1", "access_key": "***", "secret_key": "***", "hf": {"token": "***"}}
     assert "hush" not in res.output and "hf_abc" not in res.output
     assert masked({"part_size": 5, "gs": {"anonymous": True}}) == {"part_size": 5, "gs": {"anonymous": True}}
+
+
+def test_manifest_does_not_record_secrets(env, tmp_path):
+    inp, _ = env
+    rec = tmp_path / "r.yaml"
+    rec.write_text(f"input: {inp}\noutput: {tmp_path / 'out'}\nworkers: 1\nstages: [{{stage: filter}}]\n"
+                   "storage_options: {secret_key: hush, session_token: tok}\n")
+    res = runner.invoke(app, ["run", str(rec)])
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "out/.dcurate/manifest.json").read_text()
+    assert "hush" not in text and "tok\"" not in text
+    assert json.loads(text)["options"]["storage_options"] == {"secret_key": "***", "session_token": "***"}

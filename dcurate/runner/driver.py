@@ -718,7 +718,7 @@ class Runner:
             "dcurate_version": __version__,
             "inputs": [{"path": s.path, "format": s.fmt, "bytes": s.size, "mtime": s.mtime} for s in plan.shards],
             "output": self.output,
-            "options": dataclasses.asdict(self.opts),
+            "options": planview.options_shown(self.opts),  # secrets of storage_options masked
             "stages": [
                 {"stage": s.name, "params": dataclasses.asdict(s.params), "hash": s.key} for s in plan.stages
             ],

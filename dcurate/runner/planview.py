@@ -53,10 +53,16 @@ def masked(options: Any) -> Any:
     return options
 
 
+def options_shown(opts: Any) -> dict[str, Any]:
+    """The run options as plans and the manifest record them: secrets of storage_options masked."""
+    out = dataclasses.asdict(opts)
+    out["storage_options"] = masked(out.get("storage_options") or {})
+    return out
+
+
 def plan_json(runner: Any, plan: Any) -> dict[str, Any]:
     """The JSON plan (``--dry-run --json``)."""
-    opts = dataclasses.asdict(runner.opts)
-    opts["storage_options"] = masked(opts.get("storage_options") or {})
+    opts = options_shown(runner.opts)
     return {
         "inputs": [{"path": s.path, "format": s.fmt, "stem": s.stem, "bytes": s.size} for s in plan.shards],
         "pieces": len(plan.pieces),
