@@ -84,6 +84,8 @@ def test_storage_options_take_a_mapping_per_scheme():
     assert S.resolve_options({"gs": {"anonymous": True}, "region": "eu-west-1"})["gs"] == {"anonymous": True}
     with pytest.raises(S.StorageError, match="unknown key.*anonymous"):
         S.resolve_options({"anonymous": True})  # a gs option at the top level is a typo
+    with pytest.raises(S.StorageError, match="unknown key.*s3.*for s3://, at the top level"):
+        S.resolve_options({"s3": {"region": "eu-west-1"}})  # S3's options are the top-level keys
 
 
 def test_only_local_and_s3_are_writable():

@@ -132,10 +132,11 @@ def resolve_options(storage_options: dict[str, Any] | None = None) -> dict[str, 
             raise StorageError("DCURATE_STORAGE_OPTIONS is not valid JSON") from None
     opts.update(storage_options or {})
     unknown = sorted(k for k in set(opts) - set(OPTION_KEYS)
-                     if not (isinstance(opts[k], dict) and _SCHEME.match(str(k)) and k != "file"))
+                     if not (isinstance(opts[k], dict) and _SCHEME.match(str(k)) and k not in ("file", "s3")))
     if unknown:
-        raise StorageError(f"storage_options: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(OPTION_KEYS)}, "
-                           "or a scheme (gs, hf, ...) holding a mapping of its file system's options")
+        raise StorageError(f"storage_options: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(OPTION_KEYS)} "
+                           "(for s3://, at the top level), or a scheme (gs, hf, ...) holding a mapping of its "
+                           "file system's options")
     return opts
 
 
