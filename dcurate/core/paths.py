@@ -16,6 +16,9 @@ from pathlib import Path
 from dcurate.core.errors import RecipeError
 
 STDIN = "-"
+#: URI schemes dcurate can write (an atomic publish and a conditional create exist for them); every
+#: other scheme (gs://, hf://, ...) is read-only.
+WRITABLE_SCHEMES = ("s3",)
 
 
 _URI = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+)://(.*)$")
@@ -74,6 +77,8 @@ def check_writes(inputs: Iterable[str | os.PathLike], writes: dict[str, str | os
 
     ``writes`` maps a label ("the output", "--workdir", ...) to the path written (None = unused).
     """
+    for label, w in writes.items():
+        check_writable(label, w)
     ins = input_paths(inputs)
     for label, w in writes.items():
         if w is None or str(w) == STDIN:
@@ -83,6 +88,16 @@ def check_writes(inputs: Iterable[str | os.PathLike], writes: dict[str, str | os
             rel = _relation(wr, r)
             if rel is not None:
                 raise RecipeError(f"refusing to write {label} {w}: it {rel} the input {given}")
+
+
+def check_writable(label: str, path: str | os.PathLike | None) -> None:
+    """Refuse (usage error) writing ``path`` to a URI scheme dcurate cannot write."""
+    m = _URI.match(str(path)) if path is not None else None
+    if m is None or m.group(1).lower() == "file" or m.group(1).lower() in WRITABLE_SCHEMES:
+        return
+    supported = ", ".join(f"{s}://" for s in WRITABLE_SCHEMES)
+    raise RecipeError(f"refusing to write {label} {path}: {m.group(1).lower()}:// is read-only for dcurate "
+                      f"(writes go to local paths or {supported}; reads take any supported URI)")
 
 
 def check_not_inside(label: str, path: str | os.PathLike | None, other_label: str, other: str | os.PathLike | None) -> None:

@@ -28,10 +28,13 @@ def _load_tokenizer(path: str) -> Any:
         from tokenizers import Tokenizer
     except ImportError:
         raise ModelError("--tokenizer needs the tokenizers package: pip install tokenizers") from None
-    try:
-        return Tokenizer.from_file(path)
-    except Exception as e:  # noqa: BLE001 - the library raises plain Exceptions
-        raise ModelError(f"--tokenizer {path}: not a tokenizers JSON file ({e})") from None
+    from dcurate.io import storage
+
+    with storage.fetched(path) as local:  # a URI: a cached local copy
+        try:
+            return Tokenizer.from_file(local)
+        except Exception as e:  # noqa: BLE001 - the library raises plain Exceptions
+            raise ModelError(f"--tokenizer {path}: not a tokenizers JSON file ({e})") from None
 
 
 def _quant(vals: np.ndarray) -> dict[str, float]:

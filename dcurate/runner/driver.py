@@ -716,30 +716,14 @@ class Runner:
         if not self.opts.plan_json:
             print(planview.format_plan(self, plan))
             return
-        out = {
-            "inputs": [{"path": s.path, "format": s.fmt, "stem": s.stem, "bytes": s.size} for s in plan.shards],
-            "pieces": len(plan.pieces),
-            "output": self.output,
-            "workdir": self.opts.workdir if self.opts.workdir and storage.is_uri(self.opts.workdir) else str(self.workdir),
-            "options": dataclasses.asdict(self.opts),
-            "stages": [
-                {"index": s.index, "stage": s.name, "kind": self._kind(s), "params": s.build().describe()}
-                for s in plan.stages
-            ],
-            "passes": [
-                {"pass": p.index, "stages": p.label, "reads": p.source if p.source == "input" else "intermediate",
-                 "writes": p.sink}
-                for p in plan.passes
-            ],
-        }
-        print(json.dumps(out, indent=2, default=str))
+        print(json.dumps(planview.plan_json(self, plan), indent=2, default=str))  # URIs as given (planview)
 
     def _manifest_base(self, plan: RunPlan) -> dict[str, Any]:
         return {
             "dcurate_version": __version__,
             "inputs": [{"path": s.path, "format": s.fmt, "bytes": s.size, "mtime": s.mtime} for s in plan.shards],
             "output": self.output,
-            "options": dataclasses.asdict(self.opts),
+            "options": planview.options_shown(self.opts),  # secrets of storage_options masked
             "stages": [
                 {"stage": s.name, "params": dataclasses.asdict(s.params), "hash": s.key} for s in plan.stages
             ],

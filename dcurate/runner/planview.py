@@ -1,4 +1,8 @@
-"""The readable plan ``--dry-run`` prints (``--json`` prints the JSON one instead)."""
+"""The plans ``--dry-run`` prints: readable text, or JSON with ``--json``.
+
+Both name every folder as the user gave it: an OUT, ``--workdir`` or ``--rejected`` on object
+storage is shown as its URI, never as the local staging folder a run mirrors it through; secrets
+in ``storage_options`` are masked."""
 
 from __future__ import annotations
 
@@ -8,6 +12,10 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from dcurate.io import storage
+
+#: storage_options keys whose values are masked in printed plans (any key containing one of these).
+_SECRET_PARTS = ("secret", "token", "password", "credential", "access_key")
+_MASK = "***"
 
 
 def _docs(shards: list[Any]) -> int | None:
@@ -21,6 +29,57 @@ def _docs(shards: list[Any]) -> int | None:
         except Exception:  # noqa: BLE001 - an estimate only
             return None
     return total
+
+
+def shown_workdir(runner: Any) -> str:
+    """The work folder as the user names it: --workdir as given, else OUT/.dcurate/work, also when
+    OUT or --workdir is a URI staged through a local folder."""
+    o = runner.opts
+    if o.workdir:
+        return str(o.workdir)
+    if not runner.to_stdout and storage.is_uri(runner.output):
+        return runner.output.rstrip("/") + "/.dcurate/work"
+    work = str(runner.workdir)
+    for m in getattr(runner, "mirrors", []):  # a folder on the store: name the URI, not its staging folder
+        work = work.replace(str(m.local), m.uri)
+    return work
+
+
+def masked(options: Any) -> Any:
+    """``options`` (nested mappings) with the values of secret-looking keys replaced by ``***``."""
+    if isinstance(options, dict):
+        return {k: (_MASK if v and any(s in str(k).lower() for s in _SECRET_PARTS) else masked(v))
+                for k, v in options.items()}
+    return options
+
+
+def options_shown(opts: Any) -> dict[str, Any]:
+    """The run options as plans and the manifest record them: secrets of storage_options masked."""
+    out = dataclasses.asdict(opts)
+    out["storage_options"] = masked(out.get("storage_options") or {})
+    return out
+
+
+def plan_json(runner: Any, plan: Any) -> dict[str, Any]:
+    """The JSON plan (``--dry-run --json``)."""
+    opts = options_shown(runner.opts)
+    return {
+        "inputs": [{"path": s.path, "format": s.fmt, "stem": s.stem, "bytes": s.size} for s in plan.shards],
+        "pieces": len(plan.pieces),
+        "output": runner.output,
+        "workdir": shown_workdir(runner),
+        "rejected": runner.opts.rejected,
+        "options": opts,
+        "stages": [
+            {"index": s.index, "stage": s.name, "kind": runner._kind(s), "params": s.build().describe()}
+            for s in plan.stages
+        ],
+        "passes": [
+            {"pass": p.index, "stages": p.label, "reads": p.source if p.source == "input" else "intermediate",
+             "writes": p.sink}
+            for p in plan.passes
+        ],
+    }
 
 
 def _changed(params: Any) -> str:
@@ -64,10 +123,7 @@ def format_plan(runner: Any, plan: Any) -> str:
                  + (f", re-sharded into {o.shard_size:,} documents per shard" if o.shard_size else "") + ")")
     if o.rejected:
         lines.append(f"rejected documents  {o.rejected}")
-    work = str(runner.workdir)
-    for m in getattr(runner, "mirrors", []):  # a folder on the store: name the URI, not its staging folder
-        work = work.replace(str(m.local), m.uri)
-    lines.append(f"work folder  {work}")
+    lines.append(f"work folder  {shown_workdir(runner)}")
     lines.append(f"workers  {runner.workers}   seed  {o.seed}   executor  {o.executor}")
     lines.append("")
     lines.append("stages")

@@ -150,10 +150,11 @@ class Dedup(Stage):
     def fingerprint(self) -> Any:
         if not self.params.against:
             return None
-        from dcurate.io import expand_inputs
+        from dcurate.io import expand_inputs, storage
 
-        return [
-            (s.path, os.path.getsize(s.path), os.path.getmtime(s.path))
+        return [  # a URI: its size and LastModified
+            (s.path, *(storage.stamp(s.path) or [])) if storage.is_uri(s.path)
+            else (s.path, os.path.getsize(s.path), os.path.getmtime(s.path))
             for s in expand_inputs(self.params.against)
         ]
 
@@ -685,14 +686,17 @@ class Dedup(Stage):
         src = plan.get("clusters_file")
         if src and os.path.exists(src):
             if self.params.clusters:
-                dest = Path(self.params.clusters)
+                dest: str | None = self.params.clusters
             elif self.ctx.out_dir is not None:
-                dest = self.ctx.report_dir / "clusters.arrow"
+                dest = str(self.ctx.report_dir / "clusters.arrow")
             else:
                 dest = None
             if dest is not None:
-                _write_cluster_table(src, dest)
-                stats["clusters_file"] = str(dest)
+                from dcurate.io import storage
+
+                with storage.local_target(dest) as local:  # an s3:// --clusters: written, then published
+                    _write_cluster_table(src, Path(local))
+                stats["clusters_file"] = dest
         self._remove_scratch()
         return stats
 

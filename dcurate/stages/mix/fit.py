@@ -13,6 +13,7 @@ import numpy as np
 
 from dcurate.core.errors import InputError, RecipeError
 from dcurate.core.paths import check_writes
+from dcurate.io import storage
 from dcurate.stages.mix import regmix
 
 log = logging.getLogger("dcurate")
@@ -68,6 +69,11 @@ def mix_fit(
         [x for x in (runs, mixtures, metrics, test_mixtures, test_metrics, test_runs, prior) if x],
         {"--out": out},
     )
+    if storage.is_uri(out):  # written locally, then published atomically
+        args = dict(locals())
+        with storage.local_target(out) as args["out"]:
+            res = mix_fit(**{k: v for k, v in args.items() if k != "say"}, say=say)
+        return dict(res, out=out)
     if isinstance(domains, str):
         dom_list: list[str] | None = [d.strip() for d in domains.split(",") if d.strip()] or None
     else:

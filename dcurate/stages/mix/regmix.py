@@ -60,6 +60,11 @@ class Runs:
 
 
 def _read_any(path: str | Path) -> pl.DataFrame:
+    from dcurate.io import storage
+
+    if storage.is_uri(str(path)):  # read from a cached local copy; errors name the URI
+        with storage.fetched(str(path)) as local:
+            return _read_any(local)
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file")

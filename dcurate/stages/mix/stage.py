@@ -42,6 +42,7 @@ from dcurate.core import stagefiles
 from dcurate.core.errors import InputError, ModelError, PlanError, RecipeError
 from dcurate.core.params import param
 from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
+from dcurate.io import storage
 from dcurate.io.atomic import write_bytes
 from dcurate.stages.mix.plan import (
     MixPlan,
@@ -212,11 +213,12 @@ class Mix(Stage):
         out: dict[str, list[Any]] = {}
         for key in ("weights_file", "domain_model", "tokenizer"):
             p = getattr(self.params, key)
-            if p and os.path.exists(p):
-                st = os.stat(p)
-                out[key] = [st.st_size, st.st_mtime_ns]
+            st = storage.stamp(p) if p else None  # a URI: its size and LastModified
+            if st is not None:
+                out[key] = st
                 if key == "weights_file":
-                    out[key].append(hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16])
+                    out[key].append(hashlib.sha256(storage.read_bytes(p) if storage.is_uri(p)
+                                                   else Path(p).read_bytes()).hexdigest()[:16])
         return out or None
 
     def resolved_weights(self, warn: bool = False) -> dict[str, float] | None:
@@ -225,7 +227,8 @@ class Mix(Stage):
         if p.weights_file is not None:
             from dcurate.stages.mix.regmix import read_weights_file
 
-            w = read_weights_file(p.weights_file)
+            with storage.fetched(p.weights_file) as local:  # a URI: read from a cached local copy
+                w = read_weights_file(local)
             where = f"weights file {p.weights_file}"
         elif p.weights:
             w, where = dict(p.weights), "--weights"
@@ -256,12 +259,13 @@ class Mix(Stage):
             except ImportError:
                 raise ModelError("--tokenizer needs the tokenizers package: pip install tokenizers") from None
             path = self.params.tokenizer
-            if not os.path.exists(path):
+            if not (storage.is_file(path) if storage.is_uri(path) else os.path.exists(path)):
                 raise ModelError(f"--tokenizer {path}: no such file")
-            try:
-                self._tok = Tokenizer.from_file(path)
-            except Exception as e:  # noqa: BLE001
-                raise ModelError(f"--tokenizer {path}: not a tokenizers JSON file ({e})") from None
+            with storage.fetched(path) as local:  # a URI: a cached local copy
+                try:
+                    self._tok = Tokenizer.from_file(local)
+                except Exception as e:  # noqa: BLE001
+                    raise ModelError(f"--tokenizer {path}: not a tokenizers JSON file ({e})") from None
         return self._tok
 
     # -- per-batch columns ------------------------------------------------------------------------

@@ -383,6 +383,14 @@ def write_arpa(lm: TrainedLM, path: str | os.PathLike, meta: dict[str, Any] | No
 
 
 def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
+    from dcurate.io import storage
+
+    if storage.is_uri(str(path)):  # a model on object storage: its sidecar is beside it there
+        uri = str(path) + SIDECAR_SUFFIX
+        try:
+            return json.loads(storage.read_bytes(uri)) if storage.is_file(uri) else {}
+        except (storage.StorageError, ValueError):
+            return {}
     p = Path(str(path) + SIDECAR_SUFFIX)
     if not p.is_file():
         return {}

@@ -48,6 +48,7 @@ from dcurate.core.paths import check_writes
 from dcurate.core.stage import Result, ShardInfo, Stage, StageContext, register, with_column
 from dcurate.core.topk import FORMAT as topk_format
 from dcurate.core.topk import Cutoff, compute_cutoff, count_budget, kept_mask, tie_key
+from dcurate.io import storage
 from dcurate.io.atomic import atomic_open
 from dcurate.stages.perplexity import lm as ngram_lm
 
@@ -195,6 +196,9 @@ def _quiet_fd2() -> Iterator[None]:
 
 
 def load_kenlm(path: str):
+    if storage.is_uri(path):  # KenLM opens files by name: a local copy, fetched once (errors name the URI)
+        with storage.fetched(path) as local:
+            return load_kenlm(local)
     try:
         import kenlm
     except ImportError:
@@ -268,9 +272,9 @@ class Perplexity(Stage):
     def fingerprint(self) -> Any:
         out = {}
         for p in (self.params.lm, self._sentencepiece()):
-            if p and os.path.exists(p):
-                st = os.stat(p)
-                out[str(p)] = [st.st_size, st.st_mtime_ns]
+            st = storage.stamp(p) if p else None  # a URI: its size and LastModified
+            if st is not None:
+                out[str(p)] = st
         if self.params.keep_top is not None:
             return {"models": out, "topk": topk_format}
         return out
@@ -283,19 +287,20 @@ class Perplexity(Stage):
 
     def prepare(self) -> None:
         path = self.params.lm
-        if not Path(path).is_file():
+        if not (storage.is_file(path) if storage.is_uri(path) else Path(path).is_file()):
             raise ModelError(f"{path}: language model file not found")
         backend = resolve_backend(self.params.backend, path)
         ngram_lm.Tokenizer(self._sentencepiece())  # fails early on a missing sentencepiece setup
         if backend == "kenlm":
             load_kenlm(path)
             return
-        if not ngram_lm.is_arpa(path):
-            raise ModelError(
-                f"{path}: not an ARPA file; the builtin scorer reads ARPA only (a KenLM binary needs "
-                "--backend kenlm and the kenlm module)"
-            )
-        model = ngram_lm.read_arpa(path)
+        with storage.fetched(path) as local:  # a URI: read from a cached local copy
+            if not ngram_lm.is_arpa(local):
+                raise ModelError(
+                    f"{local}: not an ARPA file; the builtin scorer reads ARPA only (a KenLM binary needs "
+                    "--backend kenlm and the kenlm module)"
+                )
+            model = ngram_lm.read_arpa(local)
         cache = self._model_cache()
         workfile.dump({"order": model.order, "vocab": list(model.vocab), "keys": list(model.keys),
                        "logprob": list(model.logprob), "backoff": list(model.backoff)}, cache)
@@ -315,11 +320,10 @@ class Perplexity(Stage):
             except (workfile.BadWorkFile, KeyError, TypeError):
                 log.warning("ignoring the malformed model cache %s", cache)
         if model is None:
-            if not ngram_lm.is_arpa(self.params.lm):
-                raise ModelError(
-                    f"{self.params.lm}: not an ARPA file (use --backend kenlm for KenLM binaries)"
-                )
-            model = ngram_lm.read_arpa(self.params.lm)
+            with storage.fetched(self.params.lm) as local:
+                if not ngram_lm.is_arpa(local):
+                    raise ModelError(f"{local}: not an ARPA file (use --backend kenlm for KenLM binaries)")
+                model = ngram_lm.read_arpa(local)
         self._scorer = BuiltinScorer(model, tokenizer)
 
     def scores(self, batch: pa.RecordBatch) -> np.ndarray:
@@ -510,8 +514,14 @@ def train_lm(
     limit: int | None = None,
 ) -> dict[str, Any]:
     """Train a modified Kneser-Ney LM on the documents of ``inputs`` and write ``out`` (ARPA)
-    plus ``out.json``; returns the sidecar's content."""
+    plus ``out.json``; returns the sidecar's content. ``out`` may be an ``s3://`` URI (the ARPA
+    file, then the sidecar, published atomically)."""
     from dcurate.io import read_documents
+
+    if storage.is_uri(out):
+        check_writes([inputs] if isinstance(inputs, str) else inputs, {"--out": out})
+        with storage.local_target(out) as local:
+            return train_lm(inputs, local, order, prune, sentencepiece, text_field, discount_fallback, limit)
 
     if order < 2:
         raise RecipeError("--order must be >= 2 (KenLM cannot load unigram-only models)")

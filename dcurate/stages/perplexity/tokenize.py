@@ -111,12 +111,18 @@ class Tokenizer:
                     f"{sentencepiece}: a sentencepiece model was given but the 'sentencepiece' module "
                     "is not installed; pip install sentencepiece"
                 ) from None
-            if not Path(sentencepiece).is_file():
+            from dcurate.io import storage
+
+            if storage.is_uri(sentencepiece):  # opened by name: a cached local copy
+                if not storage.is_file(sentencepiece):
+                    raise ModelError(f"{sentencepiece}: sentencepiece model file not found")
+            elif not Path(sentencepiece).is_file():
                 raise ModelError(f"{sentencepiece}: sentencepiece model file not found")
-            try:
-                self._sp = spm.SentencePieceProcessor(model_file=str(sentencepiece))
-            except Exception as e:  # sentencepiece raises OSError/RuntimeError
-                raise ModelError(f"{sentencepiece}: not a sentencepiece model ({e})") from None
+            with storage.fetched(sentencepiece) as local:
+                try:
+                    self._sp = spm.SentencePieceProcessor(model_file=local)
+                except Exception as e:  # sentencepiece raises OSError/RuntimeError
+                    raise ModelError(f"{sentencepiece}: not a sentencepiece model ({e})") from None
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -29,6 +29,7 @@ import polars as pl
 import pyarrow as pa
 
 from dcurate.core.errors import ModelError
+from dcurate.io import storage
 from dcurate.text.normalize import as_series
 
 PREPROCESS_MODES = ("dclm", "lower", "normalize")
@@ -58,6 +59,14 @@ def sidecar_path(model_path: str | os.PathLike) -> Path:
 
 def read_sidecar(model_path: str | os.PathLike) -> dict[str, Any] | None:
     """The model's sidecar as a dict, or None when there is none."""
+    if storage.is_uri(str(model_path)):  # a model on object storage: its sidecar is beside it there
+        uri = f"{model_path}.json"
+        if not storage.is_file(uri):
+            return None
+        try:
+            return json.loads(storage.read_bytes(uri))
+        except ValueError as e:
+            raise ModelError(f"{uri}: cannot read the model's JSON sidecar: {e}") from None
     p = sidecar_path(model_path)
     if not p.exists():
         return None
@@ -71,8 +80,12 @@ def load_model(path: str | os.PathLike) -> Any:
     """Load a supervised fastText model (cached per process by path, size and mtime).
 
     Raises :class:`ModelError` naming the file when it is missing, unreadable, not a fastText
-    model, or an unsupervised (word-vector) model.
+    model, or an unsupervised (word-vector) model. A URI is fetched once into the local cache
+    (:func:`dcurate.io.storage.local_copy`); errors name the URI.
     """
+    if storage.is_uri(str(path)):
+        with storage.fetched(str(path)) as local:
+            return load_model(local)
     p = Path(path)
     if not p.exists():
         raise ModelError(f"fastText model not found: {p}")

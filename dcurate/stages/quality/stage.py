@@ -46,6 +46,7 @@ from dcurate.core.paths import check_writes
 from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
 from dcurate.core.topk import FORMAT as topk_format
 from dcurate.core.topk import Cutoff, compute_cutoff, count_budget, kept_mask, tie_key
+from dcurate.io import storage
 from dcurate.stages.quality import classifier
 
 DEFAULT_COLUMN = "quality_score"
@@ -216,12 +217,11 @@ class Quality(Stage):
     def fingerprint(self) -> Any:
         out = []
         for path in dict.fromkeys(m for m, _, _ in self.params.triples()):
-            for f in (Path(path), classifier.sidecar_path(path)):
-                try:
-                    st = f.stat()
-                    out.append([str(f), st.st_size, st.st_mtime_ns])
-                except OSError:
-                    out.append([str(f), None, None])
+            files = ([path, f"{path}.json"] if storage.is_uri(path)  # a URI: its size and LastModified
+                     else [str(Path(path)), str(classifier.sidecar_path(path))])
+            for f in files:
+                st = storage.stamp(f)
+                out.append([f, *(st or [None, None])])
         return {"models": out, "topk": topk_format} if self.params.keep_top is not None else out
 
     # -- scoring ---------------------------------------------------------------------------------
@@ -458,8 +458,14 @@ def train_quality(
     on P(positive) maximising ``calibrate`` (``f1`` or ``accuracy``). Training lines are written to
     a temporary file (fastText trains from a file) in a seeded, input-order-independent order;
     one thread and a fixed seed make the model reproducible (``threads > 1`` is faster but not).
-    Returns the sidecar's content.
+    Returns the sidecar's content. ``out`` may be an ``s3://`` URI (the model, then the sidecar,
+    published atomically).
     """
+    if storage.is_uri(out):
+        args = dict(locals())
+        check_writes([*(positive or []), *(negative or []), *(input or [])], {"--out": out})
+        with storage.local_target(out) as args["out"]:
+            return train_quality(**args)
     check_writes([*(positive or []), *(negative or []), *(input or [])], {"--out": out, "the sidecar": out + ".json"})
     if preprocess not in classifier.PREPROCESS_MODES:
         raise RecipeError(

@@ -308,12 +308,11 @@ class Select(Stage):
         except Exception:  # reported by prepare()
             return None
         out = []
+        from dcurate.io import storage
+
         for s in shards:
-            try:
-                st = os.stat(s.path)
-                out.append([s.path, st.st_size, st.st_mtime_ns])
-            except OSError:
-                out.append([s.path])
+            st = storage.stamp(s.path)  # a URI: its size and LastModified
+            out.append([s.path, *st] if st is not None else [s.path])
         return {"targets": out, "topk": topk_format}
 
     def _read_targets(self) -> pa.Table:
