@@ -22,9 +22,10 @@ The model (every input below is measured by bench_scale.py, every assumption is 
   driver's grows by the measured slope between the smallest and largest scale (the plans: scores,
   keys and cluster labels per document) over its measured base.
 * Intermediate bytes: the work folder's measured peak per document.
-* With more than one node, the driver copies every file that tasks on other nodes wrote (the
-  written bytes x (nodes - 1) / nodes) from the store into its staging folder at ``--driver-gbps``
-  (an assumption), in parallel with the tasks.
+* With more than one node, the driver copies from the store the files of other nodes' tasks that
+  its own reduces read (``--driver-copy-bytes``: select's per-document keys, 53 B/doc measured by
+  tests/test_ray_nodes.py's log line; markers and plans are per piece) at ``--driver-gbps`` (an
+  assumption), in parallel with the tasks.
 """
 
 from __future__ import annotations
@@ -89,16 +90,16 @@ def inputs(rows: list[dict], single: list[dict] | None = None) -> dict:
 
 
 def project(m: dict, docs: float, nodes: int, cores: int, eff: float, gbps: float, node_mem: float,
-            driver_gbps: float = 10.0) -> dict:
+            driver_gbps: float = 10.0, copy_per_doc: float = 53.0) -> dict:
     workers = nodes * cores * eff
     t = {s["stage"]: docs * s["share"] * s["par"] / workers for s in m["stages"]}
     serial = {s["stage"]: docs * s["share"] * s["ser"] for s in m["stages"]}
     io = docs * m["io"] / workers
     compute = sum(t.values()) + io
     net = docs * m["moved"] / (nodes * gbps * 1e9 / 8)
-    # OUT and the work folder on the store: the driver copies what tasks on other nodes wrote
-    # into its staging folder (runner/nodesync.py), one file at a time, through its own link.
-    copy = docs * m.get("written", 0.0) * (nodes - 1) / nodes / (driver_gbps * 1e9 / 8)
+    # OUT and the work folder on the store: the driver copies, of what tasks on other nodes wrote,
+    # the files its own reduces read (runner/nodesync.py), through its own link.
+    copy = docs * copy_per_doc * (nodes - 1) / nodes / (driver_gbps * 1e9 / 8)
     total = max(compute, net, copy) + sum(serial.values())
     driver = m["driver_base"] + m["driver_slope"] * docs
     causes = {"CPU of " + max(t, key=lambda k: t[k]) + " (tasks)": compute,
@@ -122,6 +123,8 @@ def main() -> None:
     ap.add_argument("--node-gbps", type=float, default=25.0, help="Each node's bandwidth to storage, Gbit/s.")
     ap.add_argument("--driver-gbps", type=float, default=10.0,
                     help="Rate at which the driver copies task outputs from the store (assumed, not measured).")
+    ap.add_argument("--driver-copy-bytes", type=float, default=53.0,
+                    help="Bytes per document the driver copies from the store (files its reduces read).")
     ap.add_argument("--node-mem-gb", type=float, default=512.0, help="Memory of the node running the driver.")
     a = ap.parse_args()
     m = inputs(json.load(open(a.results)), json.load(open(a.single)) if a.single else None)
@@ -138,7 +141,8 @@ def main() -> None:
     print("|---|---:|" + "---:|" * (len(names) + 8) + "---|")
     for docs, label in ((1e8, "1e8"), (1e9, "1e9"), (1e10, "1e10")):
         for nodes in (1, 16, 128):
-            p = project(m, docs, nodes, a.cores, a.efficiency, a.node_gbps, a.node_mem_gb * 1e9, a.driver_gbps)
+            p = project(m, docs, nodes, a.cores, a.efficiency, a.node_gbps, a.node_mem_gb * 1e9, a.driver_gbps,
+                        a.driver_copy_bytes)
             print(f"| {label} | {nodes} | " + " | ".join(_fmt_t(p["stage_s"][n]) for n in names)
                   + f" | {_fmt_t(p['io_s'])} | {_fmt_t(p['net_s'])} | {_fmt_t(p['copy_s'])} | {_fmt_t(p['total_s'])} "
                   f"| {_fmt_b(m['worker'])} | {_fmt_b(p['driver'])} | {_fmt_b(p['work'])} | {_fmt_b(p['moved'])} "
