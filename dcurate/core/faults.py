@@ -11,7 +11,9 @@ is the COUNT-th time the point is reached in the process that acts. ``ACTION``:
 - ``sigint``: the same point, SIGINT (as Ctrl-C) instead;
 - ``kill-worker``: the pool process running its COUNT-th task of PHASE kills itself with SIGKILL
   once the task's outputs are written and before its marker is (the point a resume must get
-  right); the driver then leaves every task to the pool instead of running some itself;
+  right); the driver then leaves every task to the pool instead of running some itself (under
+  Ray, the task's worker dies and Ray retries the task; with ``DCURATE_FAULT_ONCE=FILE`` only the
+  first worker to reach the point, of any process, is killed: it creates FILE first);
 - ``enospc``: the next atomic write (dcurate.io.atomic) of the COUNT-th task of PHASE fails with
   ENOSPC, as a full disk would (for ``reduce``: the plan write).
 
@@ -101,6 +103,12 @@ def task_written(phase: str) -> None:
     """A worker wrote a task's outputs and is about to write its marker."""
     f = _fault()
     if f is not None and f.action == "kill-worker" and WORKER and _due(phase, ("kill-worker",)) is not None:
+        once = os.environ.get("DCURATE_FAULT_ONCE")
+        if once:
+            try:
+                os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return  # another worker was killed already
         os.kill(os.getpid(), signal.SIGKILL)
 
 

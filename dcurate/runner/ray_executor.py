@@ -51,8 +51,11 @@ def _run_task(fn: Callable, x: Any, staging: NodeStaging | None = None) -> Any:
     if not _worker_ready:
         import pyarrow as pa
 
+        from dcurate.core import faults
+
         pa.set_cpu_count(1)
         pa.set_io_thread_count(1)
+        faults.WORKER = True  # a task process: test-only kill-worker faults may hit it
         _worker_ready = True
     return run_on_node(staging, fn, x)
 
@@ -73,6 +76,9 @@ def task_env(storage_options: dict | None = None) -> dict[str, str]:
         env["DCURATE_STORAGE_OPTIONS"] = json.dumps(storage_options, sort_keys=True)
     for var in _THREAD_VARS:
         env[var] = "1"
+    for var in ("DCURATE_FAULT", "DCURATE_FAULT_ONCE"):  # test-only fault injection (core/faults.py)
+        if os.environ.get(var):
+            env[var] = os.environ[var]
     return env
 
 
