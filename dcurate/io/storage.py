@@ -1,9 +1,9 @@
 """Paths that may be object-store URIs: local files, ``s3://bucket/key``, ``gs://bucket/key``,
 ``hf://...`` and any other protocol an installed fsspec file system serves (read-only).
 
-The layer the runner adopts to read and write object storage (not wired into the runner yet). Every
-function takes a path or URI; a *folder* URI means its key prefix plus ``/`` (``s3://b/out`` and
-``s3://b/out2`` are different folders), exactly as local folders are.
+The layer through which dcurate reads and writes object storage (inputs, OUT and the work folder,
+models). Every function takes a path or URI; a *folder* URI means its key prefix plus ``/``
+(``s3://b/out`` and ``s3://b/out2`` are different folders), exactly as local folders are.
 
 * reading: :func:`open_input` (random access, for Parquet footers and row groups), :func:`read_bytes`
 * metadata: :func:`exists`, :func:`size`, :func:`list_files` (a folder, recursively), :func:`glob`
