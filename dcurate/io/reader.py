@@ -75,6 +75,42 @@ def max_depth(data: bytes) -> int:
     return int(np.cumsum(step[np.argsort(pos, kind="stable")]).max(initial=0))
 
 
+def block_stats(block: bytes) -> tuple[int, bool]:
+    """Lines of a block, and whether every line is certainly nested at most :data:`MAX_NESTING`
+    deep (the cheap check; :func:`max_depth` settles the lines it cannot clear).
+
+    A line holding at most ``MAX_NESTING`` opening brackets (inside strings or not) cannot nest
+    deeper, so only lines with more brackets than that -- rare outside code or JSON-in-text --
+    need the exact count, which ignores brackets inside strings."""
+    a = np.frombuffer(block, dtype=np.uint8)
+    ends = np.flatnonzero(a == 10)
+    nlines = ends.size + (0 if block.endswith(b"\n") else 1)
+    opening = np.flatnonzero((a | np.uint8(0x20)) == 0x7B)  # '[' or '{'
+    if opening.size <= MAX_NESTING:
+        return nlines, True
+    line = np.searchsorted(ends, opening)  # the line of each bracket (0-based in the block)
+    per_line = np.bincount(line)
+    heavy = np.flatnonzero(per_line > MAX_NESTING)
+    starts = np.concatenate(([0], ends + 1))
+    for k in heavy.tolist():
+        end = int(ends[k]) if k < ends.size else len(block)
+        if max_depth(block[int(starts[k]) : end]) > MAX_NESTING:
+            return nlines, False
+    return nlines, True
+
+
+def valid_utf8(block: bytes) -> bool:
+    """Whether ``block`` is valid UTF-8 (Arrow's vectorised validation, no copy)."""
+    if block.isascii():
+        return True
+    offsets = pa.py_buffer(np.array([0, len(block)], dtype=np.int64))
+    try:
+        pa.LargeStringArray.from_buffers(1, offsets, pa.py_buffer(block)).validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
 def _type_depth(t: pa.DataType) -> int:
     """Levels of nesting of an Arrow type (0 for a scalar), without recursion."""
     depth, level = 0, [(t, 0)]
@@ -309,8 +345,8 @@ class BatchReader:
         row = self.piece.row_offset
         explicit: pa.Schema | None = None
         for block in _blocks(self.piece):
-            nlines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-            table, lines = self._parse_block(block, line, explicit)
+            nlines, shallow = block_stats(block)
+            table, lines = self._parse_block(block, line, explicit, shallow)
             if table is not None and table.num_rows:
                 if explicit is None:
                     # Later blocks are parsed against the first block's types (null-typed
@@ -358,18 +394,22 @@ class BatchReader:
         return self._conform(table, explicit) if explicit is not None else table
 
     def _parse_block(
-        self, block: bytes, line: int, explicit: pa.Schema | None
+        self, block: bytes, line: int, explicit: pa.Schema | None, shallow: bool | None = None
     ) -> tuple[pa.Table | None, list[int] | None]:
         """Parse a block of lines. Returns the table and, when lines were dropped or checked one by
-        one, the 1-based file line of each row (None: rows are the block's non-blank lines)."""
+        one, the 1-based file line of each row (None: rows are the block's non-blank lines).
+        ``shallow``: :func:`block_stats`'s nesting verdict, when the caller has it."""
+        if shallow is None:
+            shallow = block_stats(block)[1]
+        first_error = "values do not fit"
         try:
-            # Arrow's JSON parser silently replaces invalid UTF-8; Arrow's cast validates it fast.
-            pa.array([block], pa.binary()).cast(pa.string())
-            if max_depth(block) <= MAX_NESTING:
+            # Arrow's JSON parser silently replaces invalid UTF-8, so it is validated first.
+            if not valid_utf8(block):
+                first_error = "invalid UTF-8"
+            elif shallow:
                 table = self._fits(self._arrow_parse(block, explicit), explicit)
                 if table is not None:
                     return table, None
-            first_error = "values do not fit"
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
             first_error = str(e)
         # Slow path: check line by line, to name the bad lines (or skip them).
