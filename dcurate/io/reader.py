@@ -85,18 +85,21 @@ def block_stats(block: bytes) -> tuple[int, bool]:
     a = np.frombuffer(block, dtype=np.uint8)
     ends = np.flatnonzero(a == 10)
     nlines = ends.size + (0 if block.endswith(b"\n") else 1)
-    opening = np.flatnonzero((a | np.uint8(0x20)) == 0x7B)  # '[' or '{'
+    opening = np.flatnonzero((a == 0x7B) | (a == 0x5B))  # '{' or '['
     if opening.size <= MAX_NESTING:
         return nlines, True
     line = np.searchsorted(ends, opening)  # the line of each bracket (0-based in the block)
     per_line = np.bincount(line)
-    heavy = np.flatnonzero(per_line > MAX_NESTING)
-    starts = np.concatenate(([0], ends + 1))
-    for k in heavy.tolist():
-        end = int(ends[k]) if k < ends.size else len(block)
-        if max_depth(block[int(starts[k]) : end]) > MAX_NESTING:
-            return nlines, False
-    return nlines, True
+    heavy = np.flatnonzero(per_line > MAX_NESTING).tolist()
+    if not heavy:
+        return nlines, True
+    # the heavy lines at once: each valid line is balanced, so their depths do not add up (an
+    # invalid line fails Arrow's parse and is then checked on its own)
+    starts = np.concatenate(([0], ends + 1)).tolist()
+    bounds = ends.tolist() + [len(block)]
+    view = memoryview(block)
+    heavy_lines = b"\n".join(view[starts[k] : bounds[k]] for k in heavy)
+    return nlines, max_depth(heavy_lines) <= MAX_NESTING
 
 
 def valid_utf8(block: bytes) -> bool:
