@@ -9,6 +9,7 @@ from dcurate.io.reader import MAX_NESTING, block_stats, max_depth, valid_utf8
 
 
 def _nested(depth: int) -> str:
+    """A list nested so that a record holding it is ``depth`` levels deep."""
     return "[" * (depth - 1) + "]" * (depth - 1)
 
 
@@ -26,7 +27,7 @@ def test_block_stats_clears_exactly_the_blocks_max_depth_clears():
             if r < 0.3:  # brackets inside a string: many, yet depth 1
                 v: object = "{[" * rng.randint(0, 3 * MAX_NESTING)
             elif r < 0.6:
-                v = json.loads(_nested(rng.randint(1, MAX_NESTING + 3)))
+                v = json.loads(_nested(rng.randint(2, MAX_NESTING + 3)))
             else:
                 v = [{"k": "[" * rng.randint(0, 40)}] * rng.randint(0, 3)
             rows.append(json.dumps({"id": "x", "v": v}))
