@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
+
 from dcurate.io.reader import MAX_NESTING, block_stats, max_depth, valid_utf8
 
 
@@ -59,3 +61,33 @@ def test_valid_utf8_agrees_with_python():
         except UnicodeDecodeError:
             ok = False
         assert valid_utf8(s) == ok, s
+
+
+def _read(path) -> list[dict]:
+    from dcurate.io.formats import Piece, expand_inputs
+    from dcurate.io.reader import BatchReader
+
+    return [r for b in BatchReader(Piece(expand_inputs([str(path)])[0])) for r in b.to_pylist()]
+
+
+def test_a_block_read_again_reuses_its_verdict_only_for_the_same_bytes(tmp_path, monkeypatch):
+    from dcurate.core.errors import InputError
+    from dcurate.io import reader
+
+    monkeypatch.setattr(reader, "BLOCK_BYTES", 64)
+    monkeypatch.setattr(reader, "_CHECKED", {})
+    p = tmp_path / "a.jsonl"
+    good = b"".join(b'{"id": "d%02d", "text": "caf\xc3\xa9 %02d"}\n' % (i, i) for i in range(20))
+    p.write_bytes(good)
+    first = _read(p)
+    n = len(reader._CHECKED)
+    assert n > 3 and _read(p) == first and len(reader._CHECKED) == n  # second read: all cached
+    bad = good.replace(b"caf\xc3\xa9 17", b"caf\xff\xfe 17")  # same length, same place
+    assert len(bad) == len(good)
+    p.write_bytes(bad)
+    with pytest.raises(InputError, match=r"a\.jsonl: line 18: invalid UTF-8"):
+        _read(p)
+    deep = good.replace(b'"text": "caf\xc3\xa9 03"', b'"text": "x", "n": ' + b"[" * 40 + b"]" * 40)
+    p.write_bytes(deep)
+    with pytest.raises(InputError, match=r"a\.jsonl: line 4: nested 41 levels deep"):
+        _read(p)

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as paj
 import pyarrow.parquet as pq
+import xxhash
 import zstandard
 
 from dcurate.core.errors import InputError
@@ -100,6 +101,31 @@ def block_stats(block: bytes) -> tuple[int, bool]:
     view = memoryview(block)
     heavy_lines = b"\n".join(view[starts[k] : bounds[k]] for k in heavy)
     return nlines, max_depth(heavy_lines) <= MAX_NESTING
+
+
+#: Verdicts of blocks already checked in this process, keyed by (file, block number, xxh3-128 of
+#: the bytes): a global stage reads each piece two or three times, and the same bytes at the same
+#: place get the same verdict. Cleared when full.
+_CHECKED: dict[tuple, tuple[int, bool, bool]] = {}
+_CHECKED_MAX = 1 << 16
+
+
+def checked_block(block: bytes, where: tuple | None) -> tuple[int, bool, bool]:
+    """(lines, valid UTF-8, shallow) of a block (:func:`block_stats`, :func:`valid_utf8`),
+    remembered for ``where`` (None: not remembered)."""
+    key = None
+    if where is not None:
+        key = (*where, xxhash.xxh3_128_digest(block))
+        hit = _CHECKED.get(key)
+        if hit is not None:
+            return hit
+    nlines, shallow = block_stats(block)
+    verdict = (nlines, valid_utf8(block), shallow)
+    if key is not None:
+        if len(_CHECKED) >= _CHECKED_MAX:
+            _CHECKED.clear()
+        _CHECKED[key] = verdict
+    return verdict
 
 
 def valid_utf8(block: bytes) -> bool:
@@ -347,9 +373,11 @@ class BatchReader:
         line = self.piece.line_offset  # 0-based line number of the block's first line
         row = self.piece.row_offset
         explicit: pa.Schema | None = None
-        for block in _blocks(self.piece):
-            nlines, shallow = block_stats(block)
-            table, lines = self._parse_block(block, line, explicit, shallow)
+        shard = self.piece.shard
+        place = None if shard.path == STDIN else (shard.path, shard.fmt, self.piece.byte_range)
+        for k, block in enumerate(_blocks(self.piece)):
+            nlines, utf8_ok, shallow = checked_block(block, None if place is None else (*place, k))
+            table, lines = self._parse_block(block, line, explicit, shallow, utf8_ok)
             if table is not None and table.num_rows:
                 if explicit is None:
                     # Later blocks are parsed against the first block's types (null-typed
@@ -397,17 +425,25 @@ class BatchReader:
         return self._conform(table, explicit) if explicit is not None else table
 
     def _parse_block(
-        self, block: bytes, line: int, explicit: pa.Schema | None, shallow: bool | None = None
+        self,
+        block: bytes,
+        line: int,
+        explicit: pa.Schema | None,
+        shallow: bool | None = None,
+        utf8_ok: bool | None = None,
     ) -> tuple[pa.Table | None, list[int] | None]:
         """Parse a block of lines. Returns the table and, when lines were dropped or checked one by
         one, the 1-based file line of each row (None: rows are the block's non-blank lines).
-        ``shallow``: :func:`block_stats`'s nesting verdict, when the caller has it."""
+        ``shallow`` and ``utf8_ok``: the block's verdicts (:func:`checked_block`), when the caller
+        has them."""
         if shallow is None:
             shallow = block_stats(block)[1]
+        if utf8_ok is None:
+            utf8_ok = valid_utf8(block)
         first_error = "values do not fit"
         try:
             # Arrow's JSON parser silently replaces invalid UTF-8, so it is validated first.
-            if not valid_utf8(block):
+            if not utf8_ok:
                 first_error = "invalid UTF-8"
             elif shallow:
                 table = self._fits(self._arrow_parse(block, explicit), explicit)
