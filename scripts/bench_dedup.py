@@ -12,7 +12,8 @@ its cost is the **CPU time (user + system) of the process and all its descendant
 **best of** ``--repeat``. Each tool runs end to end (read the JSONL, shingle, dedup, write the kept
 documents' ids), in a fresh interpreter, single-threaded:
 
-* ``dcurate``: the CLI, ``dcurate dedup IN OUT --workers 1`` (exact verification, the default).
+* ``dcurate``: the CLI, ``dcurate dedup IN OUT --workers 1 --no-report`` (exact verification, the
+  default; no HTML run report, which the peers do not write either: ``--with-report`` keeps it).
 * ``rensa`` (bulk API): ``RMinHash.from_token_sets`` over the 5-word shingle sets, then
   ``RMinHashDeduplicator(threshold, 128, use_lsh=True, num_bands=16).add_pairs`` (keep the
   documents it reports as added), ``RAYON_NUM_THREADS=1``.
@@ -226,6 +227,9 @@ def _tree_bytes(folder: Path) -> int:
     return total
 
 
+WITH_REPORT = False  # --with-report: dcurate also writes its HTML run report
+
+
 def run_tool(tool: str, inp: str, out: str, threshold: float = 0.8) -> dict:
     """One run in a fresh process: CPU of it and its descendants, wall time, dcurate's footprint."""
     shutil.rmtree(out, ignore_errors=True)
@@ -235,6 +239,8 @@ def run_tool(tool: str, inp: str, out: str, threshold: float = 0.8) -> dict:
         cmd = [exe, "dedup", inp, out, "--threshold", str(threshold)]
         if tool == "dcurate":
             cmd += ["--workers", "1"]  # "dcurate-default": the default worker count
+        if not WITH_REPORT:
+            cmd += ["--no-report"]
     else:
         cmd = [sys.executable, __file__, "--child", tool, "--input", inp, "--out", out,
                "--threshold", str(threshold)]
@@ -347,6 +353,7 @@ def main() -> None:
     ap.add_argument("--x4-tools", default="dcurate,rensa", help="tools also run on the 4x set")
     ap.add_argument("--threshold", type=float, default=0.8)
     ap.add_argument("--json", help="also write all results to this file")
+    ap.add_argument("--with-report", action="store_true", help="dcurate also writes its HTML run report")
     # child mode
     ap.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     ap.add_argument("--input", help=argparse.SUPPRESS)
@@ -356,6 +363,8 @@ def main() -> None:
     if a.child:
         CHILDREN[a.child](a)
         return
+    global WITH_REPORT
+    WITH_REPORT = a.with_report
 
     work = Path(a.work)
     info = prepare(Path(a.corpus), work)
@@ -366,7 +375,8 @@ def main() -> None:
     sets = {"x1": (info["x1"], info["text_mb"], info["docs"]),
             "x4": (info["x4"], info["text_mb"] * 4, info["docs"] * 4)}
     print(f"corpus {a.corpus}: {info['docs']} docs, {info['text_mb']:.1f} MB of text; {os.cpu_count()} cores; "
-          f"best of {a.repeat}; CPU = user + sys of the run and its descendants", flush=True)
+          f"best of {a.repeat}; CPU = user + sys of the run and its descendants; dcurate "
+          f"{'with' if WITH_REPORT else 'without'} its HTML report", flush=True)
     tools = a.tools.split(",")
     x4_tools = [t for t in a.x4_tools.split(",") if t in tools]
     run_tool("dcurate", str(one), str(work / "out" / "warm"))  # numba's on-disk cache; not counted
