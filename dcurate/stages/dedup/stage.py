@@ -183,7 +183,10 @@ class Dedup(Stage):
         out: list[dict] = []
         buf: list[dict[str, Any]] = []
         pos = size = 0
+        last = int(rows[-1]) if len(rows) else -1
         for batch in batches:
+            if pos > last:
+                break  # past the last candidate: the rest of the piece is not read
             lo, hi = np.searchsorted(rows, [pos, pos + batch.num_rows])
             pos += batch.num_rows
             if hi == lo:
