@@ -434,9 +434,17 @@ def breakdown(inp: str, out: str) -> None:
     plain = run_tool("dcurate", inp, out)["cpu"]
     shutil.rmtree(out, ignore_errors=True)
     prof = out + ".prof"
-    code = ("import cProfile, sys; from dcurate.cli.entry import main; "
-            f"sys.argv = ['dcurate', 'dedup', {inp!r}, {out!r}, '--workers', '1', '--no-report']; "
-            f"cProfile.run('main()', {prof!r})")  # cProfile.run saves the profile on SystemExit
+    code = "\n".join([
+        "import cProfile, sys, time",
+        "from dcurate.cli.entry import main",
+        f"sys.argv = ['dcurate', 'dedup', {inp!r}, {out!r}, '--workers', '1', '--no-report']",
+        "prof = cProfile.Profile(time.process_time)  # CPU time, not wall time",
+        "try:",
+        "    prof.runcall(main)",
+        "except SystemExit:",
+        "    pass",
+        f"prof.dump_stats({prof!r})",
+    ])
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     if p.returncode != 0:
         raise RuntimeError(f"profiled run failed:\n{p.stderr[-3000:]}")
