@@ -12,7 +12,8 @@ its cost is the **CPU time (user + system) of the process and all its descendant
 **best of** ``--repeat``. Each tool runs end to end (read the JSONL, shingle, dedup, write the kept
 documents' ids), in a fresh interpreter, single-threaded:
 
-* ``dcurate``: the CLI, ``dcurate dedup IN OUT --workers 1`` (exact verification, the default).
+* ``dcurate``: the CLI, ``dcurate dedup IN OUT --workers 1 --no-report`` (exact verification, the
+  default; no HTML run report, which the peers do not write either: ``--with-report`` keeps it).
 * ``rensa`` (bulk API): ``RMinHash.from_token_sets`` over the 5-word shingle sets, then
   ``RMinHashDeduplicator(threshold, 128, use_lsh=True, num_bands=16).add_pairs`` (keep the
   documents it reports as added), ``RAYON_NUM_THREADS=1``.
@@ -226,6 +227,9 @@ def _tree_bytes(folder: Path) -> int:
     return total
 
 
+WITH_REPORT = False  # --with-report: dcurate also writes its HTML run report
+
+
 def run_tool(tool: str, inp: str, out: str, threshold: float = 0.8) -> dict:
     """One run in a fresh process: CPU of it and its descendants, wall time, dcurate's footprint."""
     shutil.rmtree(out, ignore_errors=True)
@@ -235,6 +239,8 @@ def run_tool(tool: str, inp: str, out: str, threshold: float = 0.8) -> dict:
         cmd = [exe, "dedup", inp, out, "--threshold", str(threshold)]
         if tool == "dcurate":
             cmd += ["--workers", "1"]  # "dcurate-default": the default worker count
+        if not WITH_REPORT:
+            cmd += ["--no-report"]
     else:
         cmd = [sys.executable, __file__, "--child", tool, "--input", inp, "--out", out,
                "--threshold", str(threshold)]
@@ -347,6 +353,9 @@ def main() -> None:
     ap.add_argument("--x4-tools", default="dcurate,rensa", help="tools also run on the 4x set")
     ap.add_argument("--threshold", type=float, default=0.8)
     ap.add_argument("--json", help="also write all results to this file")
+    ap.add_argument("--with-report", action="store_true", help="dcurate also writes its HTML run report")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="instead: where dcurate's CPU goes on the 4x set (one run under cProfile, scaled)")
     # child mode
     ap.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     ap.add_argument("--input", help=argparse.SUPPRESS)
@@ -356,6 +365,8 @@ def main() -> None:
     if a.child:
         CHILDREN[a.child](a)
         return
+    global WITH_REPORT
+    WITH_REPORT = a.with_report
 
     work = Path(a.work)
     info = prepare(Path(a.corpus), work)
@@ -366,7 +377,11 @@ def main() -> None:
     sets = {"x1": (info["x1"], info["text_mb"], info["docs"]),
             "x4": (info["x4"], info["text_mb"] * 4, info["docs"] * 4)}
     print(f"corpus {a.corpus}: {info['docs']} docs, {info['text_mb']:.1f} MB of text; {os.cpu_count()} cores; "
-          f"best of {a.repeat}; CPU = user + sys of the run and its descendants", flush=True)
+          f"best of {a.repeat}; CPU = user + sys of the run and its descendants; dcurate "
+          f"{'with' if WITH_REPORT else 'without'} its HTML report", flush=True)
+    if a.breakdown:
+        breakdown(info["x4"], str(work / "out" / "breakdown"))
+        return
     tools = a.tools.split(",")
     x4_tools = [t for t in a.x4_tools.split(",") if t in tools]
     run_tool("dcurate", str(one), str(work / "out" / "warm"))  # numba's on-disk cache; not counted
@@ -389,6 +404,69 @@ def main() -> None:
     if a.json:
         Path(a.json).write_text(json.dumps({"info": info, "best": {f"{t}@{n}": r for (t, n), r in best.items()}},
                                            indent=1))
+
+
+# (label, function (file:function) whose time counts, "tot" own time or "cum" with its callees)
+PARTS = [
+    ("read: JSON parse (Arrow)", "reader.py:_arrow_parse", "tot"),
+    ("read: UTF-8 and nesting checks", "reader.py:checked_block", "cum"),
+    ("read: file blocks", "reader.py:_blocks", "cum"),
+    ("read: total (3 reads of each piece)", "reader.py:__iter__", "cum"),
+    ("shingle kernel", "minhash.py:_shingle_kernel", "tot"),
+    ("CPython NFKC (texts off the fast path)", "normalize.py:normalize_array", "cum"),
+    ("fast-path test", "utf8.py:needs_normalization", "tot"),
+    ("signatures", "minhash.py:_sig_affine32", "tot"),
+    ("scan 1: work files", "stage.py:_flush", "cum"),
+    ("scan 2: work files", "candidates.py:flush_candidates", "cum"),
+    ("reduces (grouping, pairs, verification, clusters)", "stage.py:reduce", "cum"),
+    ("write output shards", "writer.py:write", "cum"),
+    ("fsync (shards, markers, plans, work files)", "~:<built-in method posix.fsync>", "tot"),
+    ("finish (cluster table, scratch removal)", "stage.py:finish", "cum"),
+    ("driver run (everything after start-up)", "driver.py:run", "cum"),
+]
+
+
+def breakdown(inp: str, out: str) -> None:
+    """One ``dcurate dedup IN OUT --workers 1 --no-report`` under cProfile; each part's share of the
+    profile, scaled to the run's CPU time measured without the profiler."""
+    import pstats
+
+    plain = run_tool("dcurate", inp, out)["cpu"]
+    shutil.rmtree(out, ignore_errors=True)
+    prof = out + ".prof"
+    code = "\n".join([
+        "import cProfile, sys, time",
+        "from dcurate.cli.entry import main",
+        f"sys.argv = ['dcurate', 'dedup', {inp!r}, {out!r}, '--workers', '1', '--no-report']",
+        "prof = cProfile.Profile(time.process_time)  # CPU time, not wall time",
+        "try:",
+        "    prof.runcall(main)",
+        "except SystemExit:",
+        "    pass",
+        f"prof.dump_stats({prof!r})",
+    ])
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    if p.returncode != 0:
+        raise RuntimeError(f"profiled run failed:\n{p.stderr[-3000:]}")
+    st = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    total = max(v[3] for v in st.values())
+    print(f"dcurate x4: {plain:.2f} CPU s without the profiler; profile {total:.2f} s; scaled shares:")
+    print("| part | CPU s | share |\n|---|---:|---:|")
+    for label, where, kind in PARTS:
+        fname, func = where.split(":", 1)
+        times = [(v[2] if kind == "tot" else v[3]) for (f, _, fn), v in st.items()
+                 if fn == func and (fname == "~" or f.endswith("/" + fname))]
+        # own times add up; a cumulative time already holds nested calls of a same-named function
+        t = (sum(times) if kind == "tot" else max(times)) if times else 0.0
+        print(f"| {label} | {t / total * plain:.2f} | {t / total:.0%} |")
+    for (f, _, fn), v in st.items():  # shingling (kernel, NFKC, tests) by scan
+        if fn == "shingle_hashes" and f.endswith("/minhash.py"):
+            for (_, _, caller), c in v[4].items():
+                name = {"_scan_batch": "scan 1 (every document)", "_scan_candidates": "scan 2 (candidates)"}
+                if caller in name:
+                    print(f"| shingling in {name[caller]} | {c[3] / total * plain:.2f} | {c[3] / total:.0%} |")
+    run = max(v[3] for (f, _, fn), v in st.items() if fn == "run" and f.endswith("/driver.py"))
+    print(f"| start-up (imports, CLI) and the rest | {(1 - run / total) * plain:.2f} | {1 - run / total:.0%} |")
 
 
 def report(best, tools, sets, a) -> None:

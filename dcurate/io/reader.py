@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as paj
 import pyarrow.parquet as pq
+import xxhash
 import zstandard
 
 from dcurate.core.errors import InputError
@@ -73,6 +74,70 @@ def max_depth(data: bytes) -> int:
     pos = np.concatenate([opening, closing])
     step = np.concatenate([np.ones(opening.size, np.int32), np.full(closing.size, -1, np.int32)])
     return int(np.cumsum(step[np.argsort(pos, kind="stable")]).max(initial=0))
+
+
+def block_stats(block: bytes) -> tuple[int, bool]:
+    """Lines of a block, and whether every line is certainly nested at most :data:`MAX_NESTING`
+    deep (the cheap check; :func:`max_depth` settles the lines it cannot clear).
+
+    A line holding at most ``MAX_NESTING`` opening brackets (inside strings or not) cannot nest
+    deeper, so only lines with more brackets than that -- rare outside code or JSON-in-text --
+    need the exact count, which ignores brackets inside strings."""
+    a = np.frombuffer(block, dtype=np.uint8)
+    ends = np.flatnonzero(a == 10)
+    nlines = ends.size + (0 if block.endswith(b"\n") else 1)
+    opening = np.flatnonzero((a == 0x7B) | (a == 0x5B))  # '{' or '['
+    if opening.size <= MAX_NESTING:
+        return nlines, True
+    line = np.searchsorted(ends, opening)  # the line of each bracket (0-based in the block)
+    per_line = np.bincount(line)
+    heavy = np.flatnonzero(per_line > MAX_NESTING).tolist()
+    if not heavy:
+        return nlines, True
+    # the heavy lines at once: each valid line is balanced, so their depths do not add up (an
+    # invalid line fails Arrow's parse and is then checked on its own)
+    starts = np.concatenate(([0], ends + 1)).tolist()
+    bounds = ends.tolist() + [len(block)]
+    view = memoryview(block)
+    heavy_lines = b"\n".join(view[starts[k] : bounds[k]] for k in heavy)
+    return nlines, max_depth(heavy_lines) <= MAX_NESTING
+
+
+#: Verdicts of blocks already checked in this process, keyed by (file, block number, xxh3-128 of
+#: the bytes): a global stage reads each piece two or three times, and the same bytes at the same
+#: place get the same verdict. Cleared when full.
+_CHECKED: dict[tuple, tuple[int, bool, bool]] = {}
+_CHECKED_MAX = 1 << 16
+
+
+def checked_block(block: bytes, where: tuple | None) -> tuple[int, bool, bool]:
+    """(lines, valid UTF-8, shallow) of a block (:func:`block_stats`, :func:`valid_utf8`),
+    remembered for ``where`` (None: not remembered)."""
+    key = None
+    if where is not None:
+        key = (*where, xxhash.xxh3_128_digest(block))
+        hit = _CHECKED.get(key)
+        if hit is not None:
+            return hit
+    nlines, shallow = block_stats(block)
+    verdict = (nlines, valid_utf8(block), shallow)
+    if key is not None:
+        if len(_CHECKED) >= _CHECKED_MAX:
+            _CHECKED.clear()
+        _CHECKED[key] = verdict
+    return verdict
+
+
+def valid_utf8(block: bytes) -> bool:
+    """Whether ``block`` is valid UTF-8 (Arrow's vectorised validation, no copy)."""
+    if block.isascii():
+        return True
+    offsets = pa.py_buffer(np.array([0, len(block)], dtype=np.int64))
+    try:
+        pa.LargeStringArray.from_buffers(1, offsets, pa.py_buffer(block)).validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
 
 
 def _type_depth(t: pa.DataType) -> int:
@@ -308,9 +373,11 @@ class BatchReader:
         line = self.piece.line_offset  # 0-based line number of the block's first line
         row = self.piece.row_offset
         explicit: pa.Schema | None = None
-        for block in _blocks(self.piece):
-            nlines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-            table, lines = self._parse_block(block, line, explicit)
+        shard = self.piece.shard
+        place = None if shard.path == STDIN else (shard.path, shard.fmt, self.piece.byte_range)
+        for k, block in enumerate(_blocks(self.piece)):
+            nlines, utf8_ok, shallow = checked_block(block, None if place is None else (*place, k))
+            table, lines = self._parse_block(block, line, explicit, shallow, utf8_ok)
             if table is not None and table.num_rows:
                 if explicit is None:
                     # Later blocks are parsed against the first block's types (null-typed
@@ -358,18 +425,30 @@ class BatchReader:
         return self._conform(table, explicit) if explicit is not None else table
 
     def _parse_block(
-        self, block: bytes, line: int, explicit: pa.Schema | None
+        self,
+        block: bytes,
+        line: int,
+        explicit: pa.Schema | None,
+        shallow: bool | None = None,
+        utf8_ok: bool | None = None,
     ) -> tuple[pa.Table | None, list[int] | None]:
         """Parse a block of lines. Returns the table and, when lines were dropped or checked one by
-        one, the 1-based file line of each row (None: rows are the block's non-blank lines)."""
+        one, the 1-based file line of each row (None: rows are the block's non-blank lines).
+        ``shallow`` and ``utf8_ok``: the block's verdicts (:func:`checked_block`), when the caller
+        has them."""
+        if shallow is None:
+            shallow = block_stats(block)[1]
+        if utf8_ok is None:
+            utf8_ok = valid_utf8(block)
+        first_error = "values do not fit"
         try:
-            # Arrow's JSON parser silently replaces invalid UTF-8; Arrow's cast validates it fast.
-            pa.array([block], pa.binary()).cast(pa.string())
-            if max_depth(block) <= MAX_NESTING:
+            # Arrow's JSON parser silently replaces invalid UTF-8, so it is validated first.
+            if not utf8_ok:
+                first_error = "invalid UTF-8"
+            elif shallow:
                 table = self._fits(self._arrow_parse(block, explicit), explicit)
                 if table is not None:
                     return table, None
-            first_error = "values do not fit"
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
             first_error = str(e)
         # Slow path: check line by line, to name the bad lines (or skip them).

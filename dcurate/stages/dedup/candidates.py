@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from dcurate.stages.dedup import graph, store
+from dcurate.stages.dedup import graph, pairs, store
 
 __all__ = [
     "MAX_ALL_PAIRS",
@@ -102,11 +102,16 @@ def flush_candidates(buf: list[dict[str, Any]], folder: Path) -> dict:
 
 
 def group_task(task):
-    method, chunks_json, b0, b1, against = task
+    """Candidate pairs of key buckets ``[b0, b1)``: returned, or with a pair folder (MinHash)
+    written there by pair bucket (:func:`dcurate.stages.dedup.pairs.write_task_pairs`)."""
+    method, chunks_json, b0, b1, against = task[:5]
+    pair_folder = task[5] if len(task) > 5 else None
     chunks = [store.Chunk.from_json(c) for c in chunks_json]
     if method == "minhash":
         keys, refs = store.read_bucket_range(chunks, b0, b1)
         u, v, _ = graph.candidate_edges(keys, refs, MAX_ALL_PAIRS, against)
+        if pair_folder is not None:
+            return pairs.write_task_pairs(Path(pair_folder), f"g{b0:05d}", u, v)
         return u, v
     keys, refs, aux = store.read_bucket_range(chunks, b0, b1, with_aux=True)
     if method == "exact":

@@ -76,6 +76,7 @@ only on the text, never on batching, sharding or worker count.
 from __future__ import annotations
 
 import functools
+import unicodedata
 
 import numpy as np
 import pyarrow as pa
@@ -245,6 +246,45 @@ def _shingle_kernel(offs_a, data_a, src, offs_b, data_b, cp_map, cls, ngram, use
     return out_off, out[:pos].copy()
 
 
+#: Where compatibility characters live (Latin-1, general punctuation to enclosed alphanumerics,
+#: CJK symbols and compatibility, half- and full-width forms); other code points are not mapped.
+_COMPAT_RANGES = ((0x80, 0x2500), (0x3000, 0x3400), (0xFE30, 0xFFF0))
+
+
+@functools.lru_cache(maxsize=1)
+def shingle_map() -> np.ndarray:
+    """The fast-path map (:func:`dcurate.text.unicode.fast_path_map`) extended, for the shingle
+    kernel, with code points off the fast path whose NFKC form
+
+    * is one fast-path code point ``d`` (e.g. ``²`` -> ``2``, ``µ`` -> ``μ``): mapped to ``d``'s
+      lower-case form, as the fast path maps ``d`` itself;
+    * or only fast-path non-word characters (no-break and other spaces, ``…`` -> ``...``): mapped
+      to a space, which splits words as they do.
+
+    A text made of fast-path and such code points has no character that composes with or reorders
+    around another after NFKC's decomposition (every one is a starter that is no second half of a
+    composition), so its NFKC + lower-case is the per-character mapping, and its words -- all the
+    kernel takes from it -- are those of the full normalisation. Such texts (most of the ones with a
+    no-break space) then skip CPython's normaliser; the tests compare the kernel with the reference."""
+    base = fast_path_map()
+    out = base.copy()
+    words = char_classes(False)
+    nfkc = unicodedata.normalize
+    for lo, hi in _COMPAT_RANGES:
+        for cp in range(lo, hi):
+            if base[cp] >= 0 or not unicodedata.decomposition(chr(cp)):
+                continue
+            form = [ord(c) for c in nfkc("NFKC", chr(cp))]
+            if any(c >= len(base) or base[c] < 0 for c in form):
+                continue
+            if len(form) == 1:
+                out[cp] = base[form[0]]
+            elif all(words[c] == 0 for c in form):
+                out[cp] = 0x20
+    out.setflags(write=False)
+    return out
+
+
 def shingle_hashes(
     texts, ngram: int = DEFAULT_NGRAM, hash: str = "xxh64", *, cjk_chars: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -269,7 +309,7 @@ def shingle_hashes(
     offs_a, data_a = buffers(arr)
     if int(offs_a[-1] - offs_a[0]) <= small.SMALL_TEXT_BYTES:
         return small.shingle_hashes(arr.to_pylist(), int(ngram), hash == "xxh32", bool(cjk_chars))
-    cp_map = fast_path_map()
+    cp_map = shingle_map()
     src = np.full(len(arr), -1, dtype=np.int64)
     idx = np.flatnonzero(needs_normalization(offs_a, data_a, cp_map))
     if idx.size:

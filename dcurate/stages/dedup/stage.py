@@ -41,7 +41,7 @@ from dcurate.core import stagefiles
 from dcurate.core.errors import InputError
 from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
 from dcurate.io.atomic import atomic_open
-from dcurate.stages.dedup import candidates, graph, store
+from dcurate.stages.dedup import candidates, graph, pairs, store
 from dcurate.stages.dedup import params as dedup_params
 from dcurate.stages.dedup.params import Params
 from dcurate.text.normalize import normalize_for_hash_series
@@ -184,7 +184,10 @@ class Dedup(Stage):
         out: list[dict] = []
         buf: list[dict[str, Any]] = []
         pos = size = 0
+        last = int(rows[-1]) if len(rows) else -1
         for batch in batches:
+            if pos > last:
+                break  # past the last candidate: the rest of the piece is not read
             lo, hi = np.searchsorted(rows, [pos, pos + batch.num_rows])
             pos += batch.num_rows
             if hi == lo:
@@ -369,7 +372,11 @@ class Dedup(Stage):
         if round == 1:
             return self._reduce_candidates(chunks, plan)
         ranges = self._bucket_ranges(chunks)
-        tasks = [(p.method, [c.to_json() for c in chunks], b0, b1, bool(p.against)) for b0, b1 in ranges]
+        tasks: list[tuple] = [(p.method, [c.to_json() for c in chunks], b0, b1, bool(p.against)) for b0, b1 in ranges]
+        pair_dir = self.ctx.workdir / "pairs"
+        if p.method == "minhash":  # the pairs go to disk, partitioned (see dedup.pairs)
+            shutil.rmtree(pair_dir, ignore_errors=True)
+            tasks = [t + (str(pair_dir / "tasks"),) for t in tasks]
         results = self.ctx.map(candidates.group_task, tasks)
         stats: dict[str, Any] = {
             "method": p.method,
@@ -377,27 +384,37 @@ class Dedup(Stage):
         }
         if p.method == "paragraphs":
             return self._plan_paragraphs(results, stats)
+        index = store.ChunkIndex(chunks)
+        if p.method == "minhash":
+            return self._plan_candidates(index, results, pair_dir, stats)
         u = np.concatenate([r[0] for r in results]) if results else np.zeros(0, np.uint64)
         v = np.concatenate([r[1] for r in results]) if results else np.zeros(0, np.uint64)
         u, v = graph.unique_pairs(u, v)
         stats["candidate_pairs"] = len(u)
-        index = store.ChunkIndex(chunks)
-        if p.method == "minhash":
-            return self._plan_candidates(index, u, v, stats)
         return self._plan_clusters(index, u, v, np.ones(len(u)), stats)
 
-    def _plan_candidates(self, index: store.ChunkIndex, u: np.ndarray, v: np.ndarray, stats) -> dict[str, Any]:
-        """First MinHash reduce: the candidate documents of each piece and their classes (equal
-        shingle-set digests); the pairs wait in ``pairs.npz`` for the second reduce."""
-        nodes = np.unique(np.concatenate([u, v]))
+    def _plan_candidates(self, index: store.ChunkIndex, written: list[dict], pair_dir: Path, stats) -> dict[str, Any]:
+        """First MinHash reduce: the grouping tasks' pairs deduplicated partition by partition
+        (they wait there for the second reduce); the candidate documents of each piece and their
+        classes (equal shingle-set digests)."""
+        counts = np.sum([w["counts"] for w in written], axis=0) if written else np.zeros(1, np.int64)
+        ranges = pairs.partition_ranges(counts, pairs.pairs_per_partition())
+        merge = [(written, b0, b1, str(pair_dir / f"p{k:05d}")) for k, (b0, b1) in enumerate(ranges)]
+        merged = self.ctx.map(pairs.merge_partition, merge)
+        nodes = np.zeros(0, np.uint64)
+        for _, _, node_file in merged:
+            nodes = np.union1d(nodes, stagefiles.load_npy(node_file, mmap=False))
+            os.unlink(node_file)
+        shutil.rmtree(pair_dir / "tasks", ignore_errors=True)
+        stats["candidate_pairs"] = int(sum(n for _, n, _ in merged))
+        stats["pair_partitions"] = len(merged)
         corpus = nodes[(nodes & store.REF_FLAG) == 0]
         rep = candidates.representatives(corpus, index.gather_rows(corpus, "digest", np.uint64, 2))
         work = self.ctx.workdir
-        np.save(work / "pairs_u.npy", u)
-        np.save(work / "pairs_v.npy", v)
         np.savez(work / "pairs.npz", nodes=corpus, rep=rep)
         files = candidates.write_candidate_lists(work / "candidates", corpus, rep == corpus)
-        return {"cand": files, "pairs": str(work / "pairs.npz"), "stats": stats}
+        parts = [stem for stem, _, _ in merged]
+        return {"cand": files, "pairs": str(work / "pairs.npz"), "pair_parts": parts, "stats": stats}
 
     def _rep_of(self, refs: np.ndarray) -> np.ndarray:
         """The class representative of each document (reference-set documents are their own)."""
@@ -413,25 +430,23 @@ class Dedup(Stage):
         p = self.params
         z = stagefiles.load_npz(plan["pairs"])
         self._reps = (z["nodes"], z["rep"])
-        work = Path(plan["pairs"]).parent
-        u_all = stagefiles.load_npy(work / "pairs_u.npy", mmap=True)
-        v_all = stagefiles.load_npy(work / "pairs_v.npy", mmap=True)
+        # the partitions' pair files (a plan written before partitioning named one pair of files)
+        parts = plan.get("pair_parts", [str(Path(plan["pairs"]).parent / "pairs")])
         stats = dict(plan["stats"])
         index = store.ChunkIndex(chunks)
-        if p.verify != "none":
-            kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-            for a in range(0, len(u_all), VERIFY_SLICE):
-                u, v = np.array(u_all[a : a + VERIFY_SLICE]), np.array(v_all[a : a + VERIFY_SLICE])
+        kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        for u, v in pairs.iter_pairs(parts, VERIFY_SLICE):
+            if p.verify != "none":
                 jac = self._pair_similarity(index, u, v)
                 ok = jac >= p.threshold
                 kept.append((u[ok], v[ok], jac[ok]))
-            u, v, jac = (np.concatenate([k[i] for k in kept]) if kept else np.zeros(0) for i in range(3))
-            u, v = u.astype(np.uint64), v.astype(np.uint64)
+            else:
+                kept.append((u, v, np.full(len(u), np.nan)))
+        u, v, jac = (np.concatenate([k[i] for k in kept]) if kept else np.zeros(0) for i in range(3))
+        u, v = u.astype(np.uint64), v.astype(np.uint64)
+        if p.verify != "none":
             stats["verified_pairs"] = len(u)
-            stats["false_positives"] = len(u_all) - len(u)
-        else:
-            u, v = np.array(u_all), np.array(v_all)
-            jac = np.full(len(u), np.nan)
+            stats["false_positives"] = int(stats.get("candidate_pairs", len(u))) - len(u)
         b, r = self.bands_rows
         stats.update(bands=b, rows=r, num_perm=p.num_perm)
         return self._plan_clusters(index, u, v, jac, stats)
@@ -704,7 +719,7 @@ class Dedup(Stage):
         """Remove the scan's work files once the plans are final (every phase is done; a resumed
         run finds the plans and never reads them again). Plans and the cluster table stay."""
         work = self.ctx.workdir
-        for name in ("scan", "cand", "candidates", "ref"):
+        for name in ("scan", "cand", "candidates", "ref", "pairs"):
             shutil.rmtree(work / name, ignore_errors=True)
         for name in ("pairs.npz", "pairs_u.npy", "pairs_v.npy", "ref.json"):
             (work / name).unlink(missing_ok=True)
