@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dcurate.stages.dedup import graph, pairs
-from tests.test_dedup import doc, edit, ids, run
+from test_dedup import doc, edit, ids, run
 
 
 def _corpus():
