@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from test_dedup import doc, edit, ids, run
 
 from dcurate.stages.dedup import graph, pairs
-from test_dedup import doc, edit, ids, run
 
 
 def _corpus():
