@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pyarrow as pa
@@ -13,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dcurate.core import topk_partitioned
 from dcurate.core.topk import compute_cutoff, tie_key
 from dcurate.core.topk_partitioned import (
     KeyPiece,
@@ -94,9 +96,9 @@ def _same(a, b) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(_piece, min_size=0, max_size=5), _budget, st.booleans())
-def test_partitioned_equals_in_memory(pieces_docs, budget, with_sizes):
-    with tempfile.TemporaryDirectory() as d:
+@given(st.lists(_piece, min_size=0, max_size=5), _budget, st.booleans(), st.sampled_from([1, 2, 1024]))
+def test_partitioned_equals_in_memory(pieces_docs, budget, with_sizes, chunk):
+    with tempfile.TemporaryDirectory() as d, mock.patch.object(topk_partitioned, "MAP_CHUNK", chunk):
         pieces = _write(Path(d), pieces_docs, with_sizes)
         got = partitioned_cutoff(_serial, pieces, budget, use_sizes=with_sizes)
     _same(got, _reference(pieces_docs, budget, with_sizes))

@@ -49,6 +49,9 @@ __all__ = [
 THRESHOLD = 2_000_000
 ENV = "DCURATE_TOPK_PARTITIONED"
 
+#: Pieces per ``ctx.map`` call of a round: their histograms are summed before the next call.
+MAP_CHUNK = 1024
+
 _BITS = 16
 _BINS = 1 << _BITS
 _ROUNDS = 64 // _BITS
@@ -183,34 +186,56 @@ class _Select:
     pieces: list[int]  # indices of the pieces holding keys equal to u
 
 
+@dataclass
+class _Round:
+    """One round's histograms summed over the pieces, and which bins each piece has."""
+
+    counts: np.ndarray
+    sizes: np.ndarray
+    piece_bins: list[np.ndarray]  # per piece asked, its non-empty bins (uint16)
+    eligible: int
+    total: int
+
+
+def _round(mapper: Mapper, pieces: list[KeyPiece], r: int, prefix: int, use_sizes: bool) -> _Round:
+    """Round ``r`` over ``pieces``, mapped in chunks whose histograms are summed as they come
+    (the driver never holds more than a chunk's sparse histograms)."""
+    cnt = np.zeros(_BINS, dtype=np.int64)
+    siz = np.zeros(_BINS, dtype=np.int64)
+    piece_bins: list[np.ndarray] = []
+    eligible = total = 0
+    for lo in range(0, len(pieces), MAP_CHUNK):
+        for bins, c, s, n_ok, tot in mapper(
+            _histogram_task, [(p, r, prefix, use_sizes) for p in pieces[lo : lo + MAP_CHUNK]]
+        ):
+            cnt[bins] += c  # bins are unique within a piece
+            if s is not None:
+                siz[bins] += s
+            piece_bins.append(np.asarray(bins, dtype=np.uint16))
+            eligible += int(n_ok)
+            total += int(tot)
+    return _Round(cnt, siz, piece_bins, eligible, total)
+
+
 def _radix(
-    mapper: Mapper, pieces: list[KeyPiece], budget: float, use_sizes: bool, first: list | None = None
+    mapper: Mapper, pieces: list[KeyPiece], budget: float, use_sizes: bool, first: _Round | None = None
 ) -> _Select:
     """Largest key v with (count or size of keys >= v) >= budget (which must be reachable)."""
     active = list(range(len(pieces)))
     prefix = 0
     above_n = above_s = 0
     for r in range(_ROUNDS):
-        if r == 0 and first is not None:
-            res = first
-        else:
-            res = mapper(_histogram_task, [(pieces[i], r, prefix, use_sizes) for i in active])
-        cnt = np.zeros(_BINS, dtype=np.int64)
-        siz = np.zeros(_BINS, dtype=np.int64)
-        for bins, c, s, *_ in res:
-            cnt[bins] += c  # bins are unique within a piece
-            if s is not None:
-                siz[bins] += s
-        amount = siz if use_sizes else cnt
+        res = first if r == 0 and first is not None else _round(mapper, [pieces[i] for i in active], r, prefix, use_sizes)
+        amount = res.sizes if use_sizes else res.counts
         from_top = np.cumsum(amount[::-1])
         reach = np.flatnonzero((from_top + (above_s if use_sizes else above_n)) >= budget)
         if not len(reach):  # pragma: no cover - guarded by the callers' totals
             raise RuntimeError("top-k: the budget is not reachable in the partitioned histogram")
         b = _BINS - 1 - int(reach[0])
-        above_n += int(cnt[b + 1 :].sum())
-        above_s += int(siz[b + 1 :].sum())
+        above_n += int(res.counts[b + 1 :].sum())
+        above_s += int(res.sizes[b + 1 :].sum())
         prefix = (prefix << _BITS) | b
-        active = [i for i, (bins, *_) in zip(active, res, strict=True) if np.any(bins == b)]
+        active = [i for i, bins in zip(active, res.piece_bins, strict=True) if np.any(bins == b)]
     return _Select(prefix, above_n, above_s, active)
 
 
@@ -219,9 +244,8 @@ def partitioned_cutoff(
 ) -> Cutoff:
     """:func:`dcurate.core.topk.compute_cutoff` over the keys of ``pieces`` (documents counted,
     or, with ``use_sizes``, their integer sizes), fanned out with ``mapper`` (``ctx.map``)."""
-    first = mapper(_histogram_task, [(p, 0, 0, use_sizes) for p in pieces])
-    n_elig = sum(int(r[3]) for r in first)
-    total = sum(int(r[4]) for r in first)
+    first = _round(mapper, pieces, 0, 0, use_sizes)
+    n_elig, total = first.eligible, first.total
     if budget <= 0:
         return Cutoff(math.inf, None, 0, 0, n_elig)
     if total <= budget:
