@@ -9,12 +9,14 @@ DSIR (Xie et al. 2023; :mod:`dcurate.stages.select.dsir`), a global stage in one
 * reduce: raw-pool model + per-bucket log-ratio table against the target model built in
   :meth:`Select.prepare`; then, fanned out over pieces from the kept buckets (no second read
   of the pool), per-document importance log-weights and keys = log-weight + Gumbel noise seeded
-  by (seed, document id); the exact global cut-off for k (ties broken by id); the KL reduction of
-  the selection on the hashed features.
+  by (seed, document id); the exact global cut-off for k (ties broken by id; for large pools by
+  radix select over the pieces' key files, :mod:`dcurate.core.topk_partitioned`); the KL
+  reduction of the selection on the hashed features.
 
 ZIP-FIT (Obbad et al. 2024; :mod:`dcurate.stages.select.zipfit`), one round: scan stores the pool texts in
 chunks; reduce scores the chunks in parallel against a seeded sample of ``--num-targets`` targets
-and computes the global top-k cut-off (ties broken by id).
+(the scores stay in files next to the chunks, then in each piece's keys file) and computes the
+global top-k cut-off (ties broken by id).
 
 Apply keeps the selected documents (all columns) and adds ``dsir_log_weight`` or ``zipfit_score``.
 Documents with fewer than ``--min-words`` word-punct tokens are never selected (DSIR: 100, the
