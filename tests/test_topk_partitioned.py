@@ -22,6 +22,7 @@ from dcurate.core.topk_partitioned import (
     order_statistics,
     ordered_u64,
     partitioned_cutoff,
+    percentiles,
     piece_summaries,
     use_partitioned,
 )
@@ -190,3 +191,22 @@ def test_size_budget_needs_sizes(tmp_path):
     np.savez(tmp_path / "k.npz", keys=np.array([1.0, 2.0]))
     with pytest.raises(ValueError, match="sizes"):
         partitioned_cutoff(_serial, [KeyPiece(str(tmp_path / "k.npz"), field="keys")], 1, use_sizes=True)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.lists(st.floats(1.0, 1e6) | st.just(math.nan) | st.sampled_from([2.0, 3.0]), max_size=25), max_size=4),
+    st.lists(st.floats(0.0, 100.0) | st.sampled_from([0.0, 30.0, 50.0, 60.0, 99.9, 100.0]), min_size=1, max_size=4),
+)
+def test_percentiles_equal_numpy(parts, pct):
+    allv = np.array([x for p in parts for x in p], dtype=np.float64)
+    valid = allv[~np.isnan(allv)]
+    if not len(valid):
+        return
+    with tempfile.TemporaryDirectory() as d:
+        pieces = []
+        for i, p in enumerate(parts):
+            np.save(Path(d) / f"{i}.npy", np.array(p, dtype=np.float64))
+            pieces.append(KeyPiece(str(Path(d) / f"{i}.npy")))
+        got = percentiles(_serial, pieces, len(valid), pct)
+    assert got == [float(x) for x in np.percentile(valid, pct)]

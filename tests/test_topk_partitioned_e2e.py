@@ -114,9 +114,15 @@ def test_perplexity_keep_top_and_median(monkeypatch, tmp_path):
     d.mkdir()
     for k in range(3):
         _write_jsonl(d / f"part-{k}.jsonl", rows[k * 20 : (k + 1) * 20])
-    for extra in ({"keep_top": 0.4}, {"keep_top": 1.0}, {"keep_top": 0.25, "buckets": ["head", "tail"], "percentiles": ["50"]}):
+    variants: list[dict] = [
+        {"keep_top": 0.4},
+        {"keep_top": 1.0},
+        {"keep_top": 0.25, "buckets": ["head", "tail"], "percentiles": ["50"]},
+        {"buckets": ["head", "middle", "tail"], "percentiles": ["30", "60"]},  # no keep_top
+    ]
+    for i, extra in enumerate(variants):
         stages = [{"stage": "perplexity", "lm": str(arpa), "backend": "builtin", **extra}]
-        _both_ways(monkeypatch, tmp_path, f"ppl{len(extra)}{extra['keep_top']}", [str(d)], stages)
+        _both_ways(monkeypatch, tmp_path, f"ppl{i}", [str(d)], stages)
 
 
 @pytest.fixture

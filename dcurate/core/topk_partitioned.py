@@ -39,6 +39,7 @@ __all__ = [
     "order_statistics",
     "ordered_u64",
     "partitioned_cutoff",
+    "percentiles",
     "piece_summaries",
     "use_partitioned",
 ]
@@ -298,3 +299,26 @@ def order_statistics(mapper: Mapper, pieces: list[KeyPiece], ranks: list[int]) -
             raise ValueError(f"order statistic rank {k} < 1")
         out.append(from_ordered(_radix(mapper, pieces, float(k), False).u))
     return out
+
+
+def percentiles(mapper: Mapper, pieces: list[KeyPiece], eligible: int, pct: list[float]) -> list[float]:
+    """``np.percentile(keys, pct)`` (its default 'linear' method) over the ``eligible`` keys that
+    are not NaN, from the two order statistics around each percentile (numpy's arithmetic,
+    checked against numpy by the tests)."""
+    if eligible < 1:
+        raise ValueError("percentiles of no keys")
+    q = np.true_divide(np.asarray(pct, dtype=np.float64), 100)
+    virtual = (eligible - 1) * q
+    prev = np.floor(virtual)
+    top = virtual >= eligible - 1
+    lo = np.where(top, eligible - 1, prev).astype(np.int64)  # ascending positions
+    hi = np.where(top, eligible - 1, prev + 1).astype(np.int64)
+    ranks = sorted({int(eligible - p) for p in np.concatenate([lo, hi]).tolist()})
+    value = dict(zip(ranks, order_statistics(mapper, pieces, ranks), strict=True))
+    a = np.array([value[int(eligible - p)] for p in lo.tolist()], dtype=np.float64)
+    b = np.array([value[int(eligible - p)] for p in hi.tolist()], dtype=np.float64)
+    gamma = virtual - prev
+    diff = b - a
+    out = a + diff * gamma
+    np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5)
+    return [float(x) for x in out]

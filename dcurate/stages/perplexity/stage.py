@@ -52,6 +52,7 @@ from dcurate.core.topk_partitioned import (
     KeyPiece,
     order_statistics,
     partitioned_cutoff,
+    percentiles,
     piece_summaries,
     use_partitioned,
 )
@@ -437,8 +438,8 @@ class Perplexity(Stage):
 
     def _reduce_partitioned(self, parts: list[tuple[ShardInfo, Any]]) -> dict[str, Any]:
         """:meth:`reduce` with the perplexities left in the score files: per-piece summaries, the
-        median and the keep_top cut-off by exact radix select (dcurate.core.topk_partitioned).
-        Percentile buckets still read every perplexity."""
+        median, the percentile cut-offs and the keep_top cut-off by exact radix select
+        (dcurate.core.topk_partitioned)."""
         pieces = [
             KeyPiece(
                 p["file"],
@@ -462,11 +463,7 @@ class Perplexity(Stage):
                 out["cutoffs"] = _floats(self.params.cutoffs, "cutoffs")
             else:
                 pct = _floats(self.params.percentiles, "percentiles")
-                ppl = np.concatenate([stagefiles.load_npy(p["file"]) for _, p in parts]) if parts else np.zeros(0)
-                valid = ppl[~np.isnan(ppl)]
-                out["cutoffs"] = (
-                    [float(x) for x in np.percentile(valid, pct)] if len(valid) else [math.nan] * len(pct)
-                )
+                out["cutoffs"] = percentiles(self.ctx.map, pieces, nv, pct) if nv else [math.nan] * len(pct)
         if self.params.keep_top is not None:
             neg = [dataclasses.replace(k, negate=True) for k in pieces]
             budget = count_budget(float(self.params.keep_top or 0.0), docs)
