@@ -6,7 +6,9 @@ equals the key at which the budget is reached are tie-broken by :func:`tie_key`:
 without an id after those with one), then input order (shard index, piece, row). NaN keys and
 ineligible documents are never taken.
 
-The reduce phase calls :func:`compute_cutoff` once on the keys of the whole corpus; the apply phase
+The reduce phase calls :func:`compute_cutoff` once on the keys of the whole corpus (above
+:data:`dcurate.core.topk_partitioned.THRESHOLD` documents, the same cut-off comes from
+:func:`dcurate.core.topk_partitioned.partitioned_cutoff` without gathering the keys); the apply phase
 calls :func:`kept_mask` per batch, which needs the ids of tied rows only. The :class:`Cutoff` is a
 JSON work file value (it travels inside plans).
 

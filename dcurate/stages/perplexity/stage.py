@@ -48,6 +48,14 @@ from dcurate.core.paths import check_writes
 from dcurate.core.stage import Result, ShardInfo, Stage, StageContext, register, with_column
 from dcurate.core.topk import FORMAT as topk_format
 from dcurate.core.topk import Cutoff, compute_cutoff, count_budget, kept_mask, tie_key
+from dcurate.core.topk_partitioned import (
+    KeyPiece,
+    order_statistics,
+    partitioned_cutoff,
+    percentiles,
+    piece_summaries,
+    use_partitioned,
+)
 from dcurate.io import storage
 from dcurate.io.atomic import atomic_open
 from dcurate.stages.perplexity import lm as ngram_lm
@@ -406,6 +414,8 @@ class Perplexity(Stage):
 
     def reduce(self, partials: list[tuple[ShardInfo, Any]], round: int, plan: Any) -> Any:
         parts = sorted(partials, key=lambda sp: (sp[0].index, sp[0].piece))
+        if use_partitioned(sum(int(p["n"]) for _, p in parts)):
+            return self._reduce_partitioned(parts)
         arrays = [stagefiles.load_npy(p["file"]) for _, p in parts]
         ppl = np.concatenate(arrays) if arrays else np.zeros(0)
         valid = ppl[~np.isnan(ppl)]
@@ -428,6 +438,45 @@ class Perplexity(Stage):
                 out["keep_threshold"] = -cut.value
             else:  # everything scored (-inf) or nothing (+inf)
                 out["keep_threshold"] = float(valid.max()) if cut.selected else None
+        return out
+
+    def _reduce_partitioned(self, parts: list[tuple[ShardInfo, Any]]) -> dict[str, Any]:
+        """:meth:`reduce` with the perplexities left in the score files: per-piece summaries, the
+        median, the percentile cut-offs and the keep_top cut-off by exact radix select
+        (dcurate.core.topk_partitioned)."""
+        pieces = [
+            KeyPiece(
+                p["file"],
+                ids=str(self._ids_file(sh)) if p.get("ids") else None,
+                shard_index=sh.index,
+                piece=sh.piece,
+            )
+            for sh, p in parts
+        ]
+        summ = piece_summaries(self.ctx.map, pieces)
+        docs = sum(s.documents for s in summ)
+        nv = sum(s.eligible for s in summ)
+        median = None
+        if nv:  # ascending position m is the (nv - m)-th largest; np.median: mean of the middle two
+            middle = [nv - nv // 2] if nv % 2 else [nv - nv // 2 + 1, nv - nv // 2]
+            values = order_statistics(self.ctx.map, pieces, middle)
+            median = values[0] if nv % 2 else float(np.mean(np.array(values)))
+        out: dict[str, Any] = {"documents": docs, "empty_documents": docs - nv, "median": median}
+        if self.params.buckets:
+            if self.params.cutoffs:
+                out["cutoffs"] = _floats(self.params.cutoffs, "cutoffs")
+            else:
+                pct = _floats(self.params.percentiles, "percentiles")
+                out["cutoffs"] = percentiles(self.ctx.map, pieces, nv, pct) if nv else [math.nan] * len(pct)
+        if self.params.keep_top is not None:
+            neg = [dataclasses.replace(k, negate=True) for k in pieces]
+            budget = count_budget(float(self.params.keep_top or 0.0), docs)
+            cut = out["keep"] = partitioned_cutoff(self.ctx.map, neg, budget)
+            if math.isfinite(cut.value):
+                out["keep_threshold"] = -cut.value
+            else:
+                maxes = [s.max_key for s in summ if s.max_key is not None]
+                out["keep_threshold"] = max(maxes) if cut.selected and maxes else None
         return out
 
     def _keep_top_plan(self, parts: list[tuple[ShardInfo, Any]], arrays: list[np.ndarray]) -> Cutoff:

@@ -46,6 +46,7 @@ from dcurate.core.paths import check_writes
 from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
 from dcurate.core.topk import FORMAT as topk_format
 from dcurate.core.topk import Cutoff, compute_cutoff, count_budget, kept_mask, tie_key
+from dcurate.core.topk_partitioned import KeyPiece, partitioned_cutoff, use_partitioned
 from dcurate.io import storage
 from dcurate.stages.quality import classifier
 
@@ -296,6 +297,20 @@ class Quality(Stage):
         return {"rows": int(scores.shape[0]), "ids": has_ids}
 
     def reduce(self, partials: list[tuple[ShardInfo, Any]], round: int, plan: Any) -> Any:
+        n_docs = sum(int(part.get("rows", 0)) for _, part in partials)
+        if use_partitioned(n_docs):  # the keys stay in the score files (dcurate.core.topk_partitioned)
+            pieces = [
+                KeyPiece(
+                    str(self._score_path(sh.key)),
+                    column=0,
+                    ids=str(self._ids_path(sh.key)) if part.get("ids") else None,
+                    shard_index=sh.index,
+                    piece=sh.piece,
+                )
+                for sh, part in partials
+            ]
+            budget = count_budget(float(self.params.keep_top or 0.0), n_docs)
+            return {"cutoff": partitioned_cutoff(self.ctx.map, pieces, budget), "n": n_docs}
         firsts = [stagefiles.load_npy(self._score_path(sh.key))[:, 0] for sh, _ in partials]
         n = int(sum(len(a) for a in firsts))
         allv = np.concatenate(firsts) if firsts else np.zeros(0, np.float32)

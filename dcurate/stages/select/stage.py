@@ -9,12 +9,14 @@ DSIR (Xie et al. 2023; :mod:`dcurate.stages.select.dsir`), a global stage in one
 * reduce: raw-pool model + per-bucket log-ratio table against the target model built in
   :meth:`Select.prepare`; then, fanned out over pieces from the kept buckets (no second read
   of the pool), per-document importance log-weights and keys = log-weight + Gumbel noise seeded
-  by (seed, document id); the exact global cut-off for k (ties broken by id); the KL reduction of
-  the selection on the hashed features.
+  by (seed, document id); the exact global cut-off for k (ties broken by id; for large pools by
+  radix select over the pieces' key files, :mod:`dcurate.core.topk_partitioned`); the KL
+  reduction of the selection on the hashed features.
 
 ZIP-FIT (Obbad et al. 2024; :mod:`dcurate.stages.select.zipfit`), one round: scan stores the pool texts in
 chunks; reduce scores the chunks in parallel against a seeded sample of ``--num-targets`` targets
-and computes the global top-k cut-off (ties broken by id).
+(the scores stay in files next to the chunks, then in each piece's keys file) and computes the
+global top-k cut-off (ties broken by id).
 
 Apply keeps the selected documents (all columns) and adds ``dsir_log_weight`` or ``zipfit_score``.
 Documents with fewer than ``--min-words`` word-punct tokens are never selected (DSIR: 100, the
@@ -40,6 +42,7 @@ from dcurate.core.params import param
 from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
 from dcurate.core.topk import FORMAT as topk_format
 from dcurate.core.topk import Cutoff, compute_cutoff, kept_mask, tie_key
+from dcurate.core.topk_partitioned import KeyPiece, partitioned_cutoff, use_partitioned
 from dcurate.stages.select import dsir, zipfit
 from dcurate.text.keys import seeded_keys
 
@@ -259,6 +262,27 @@ def _zipfit_score_chunk(arg: tuple) -> tuple[np.ndarray, int, int]:
     return scores, ts.checked - checked, ts.mismatched - mismatched
 
 
+def _zipfit_score_chunk_file(arg: tuple) -> tuple[int, int]:
+    """Worker: :func:`_zipfit_score_chunk`, the scores kept next to the chunk (not sent back)."""
+    scores, checked, mismatched = _zipfit_score_chunk(arg)
+    path = Path(f"{arg[0]}.scores.npy")
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, np.asarray(scores, dtype=np.float64))
+    os.replace(tmp, path)
+    return checked, mismatched
+
+
+def _zipfit_piece_keys(arg: tuple) -> int:
+    """Worker: one piece's keys file from its chunks' scores and its documents' word counts."""
+    files, score_files, min_words, sizes = arg
+    parts = [stagefiles.load_npy(f) for f in score_files]
+    sc = np.concatenate(parts) if parts else np.zeros(0)
+    if sizes is None:  # written by the scan (older scans sent the counts to the driver)
+        sizes = np.fromfile(files["words"], dtype=np.int64)
+    _write_atomic_npz(files["keys"], keys=sc, score=sc, eligible=sizes >= min_words, sizes=sizes)
+    return len(sc)
+
+
 # -- the stage ----------------------------------------------------------------------------------------
 
 
@@ -451,7 +475,11 @@ class Select(Stage):
         flush()
         _write_ids(files["ids"], ids)
         sizes = np.concatenate(words) if words else np.zeros(0, np.int64)
-        return {"chunks": chunks, "n": len(sizes), "sizes": sizes}
+        tmp = files["words"].with_suffix(".tmp")
+        with open(tmp, "wb") as fw:
+            fw.write(sizes.astype(np.int64).tobytes())
+        os.replace(tmp, files["words"])
+        return {"chunks": chunks, "n": len(sizes)}
 
     # -- reduce ----------------------------------------------------------------------------------------
     def reduce(self, partials: list[tuple[ShardInfo, Any]], round: int, plan: Any) -> Any:
@@ -500,7 +528,52 @@ class Select(Stage):
             files,
         )
 
+    def _cutoff_partitioned(self, partials, n_docs: int) -> tuple[Cutoff, list]:
+        """The cut-off with the keys left in the per-piece work files (dcurate.core.topk_partitioned)."""
+        wd = Path(self.ctx.workdir)
+        files = [(shard, _piece_files(wd, shard)) for shard, _ in partials]
+        pieces = [
+            KeyPiece(
+                str(f["keys"]),
+                field="keys",
+                eligible="eligible",
+                sizes="sizes",
+                ids=str(f["ids"]),
+                id_str=True,
+                shard_index=shard.index,
+                piece=shard.piece,
+            )
+            for shard, f in files
+        ]
+        mode, amount = _size_mode(self.params)
+        budget = amount if mode != "fraction" else float(math.floor(amount * n_docs + 0.5))
+        cut = partitioned_cutoff(self.ctx.map, pieces, budget, use_sizes=mode == "tokens")
+        return cut, files
+
     def _cutoff(self, partials) -> tuple[Cutoff, list]:
+        p = self.params
+        mode, amount = _size_mode(p)
+        n_docs = sum(int(part["n"]) for _, part in partials)
+        if use_partitioned(n_docs):
+            cut, files = self._cutoff_partitioned(partials, n_docs)
+        else:
+            cut, files = self._cutoff_in_memory(partials)
+        budget = amount if mode != "fraction" else float(math.floor(amount * n_docs + 0.5))
+        cut.requested = int(budget)
+        if cut.value == -math.inf and cut.eligible < budget:
+            unit_name = "words" if mode == "tokens" else "documents"
+            self.ctx.log.warning(
+                "select: asked for %d %s but the pool has only %d eligible documents (of %d; min_words=%d); "
+                "selecting all of them",
+                int(budget),
+                unit_name,
+                cut.eligible,
+                n_docs,
+                self.min_words,
+            )
+        return cut, files
+
+    def _cutoff_in_memory(self, partials) -> tuple[Cutoff, list]:
         p = self.params
         keys, elig, sizes, starts, files = self._gather(partials)
         mode, amount = _size_mode(p)
@@ -523,20 +596,7 @@ class Select(Stage):
             out.sort(key=lambda gt: gt[0])
             return [t for _, t in out]
 
-        cut = compute_cutoff(keys, budget, tie_info, eligible=elig, sizes=unit)
-        cut.requested = int(budget)
-        if cut.value == -math.inf and cut.eligible < budget:
-            unit_name = "words" if mode == "tokens" else "documents"
-            self.ctx.log.warning(
-                "select: asked for %d %s but the pool has only %d eligible documents (of %d; min_words=%d); "
-                "selecting all of them",
-                int(budget),
-                unit_name,
-                cut.eligible,
-                len(keys),
-                self.min_words,
-            )
-        return cut, files
+        return compute_cutoff(keys, budget, tie_info, eligible=elig, sizes=unit), files
 
     def _reduce_dsir_select(self, partials, plan: dict) -> dict:
         p = self.params
@@ -565,13 +625,12 @@ class Select(Stage):
     def _reduce_zipfit(self, partials) -> dict:
         p = self.params
         wd = Path(self.ctx.workdir)
-        tasks, owners = [], []
-        for pi, (_, part) in enumerate(partials):
+        tasks = []
+        for _, part in partials:
             for c in part["chunks"]:
                 tasks.append((c, str(wd / "targets.arrow"), p.level, p.gzip_engine, self.ctx.seed))
-                owners.append(pi)
-        results = self.ctx.map(_zipfit_score_chunk, tasks)
-        check = {"checked_pairs": sum(r[1] for r in results), "mismatches": sum(r[2] for r in results)}
+        results = self.ctx.map(_zipfit_score_chunk_file, tasks)
+        check = {"checked_pairs": sum(r[0] for r in results), "mismatches": sum(r[1] for r in results)}
         if check["mismatches"]:
             # The deflate model disagreed with zlib: every pair is rescored with zlib, so the
             # output is the same whichever chunk (or worker) found the mismatch.
@@ -579,24 +638,19 @@ class Select(Stage):
                 "select: the deflate model disagreed with zlib on %d of %d sampled pairs; "
                 "rescoring every pair with zlib", check["mismatches"], check["checked_pairs"],
             )
-            results = self.ctx.map(_zipfit_score_chunk, [(*t[:3], "zlib", t[4]) for t in tasks])
+            self.ctx.map(_zipfit_score_chunk_file, [(*t[:3], "zlib", t[4]) for t in tasks])
             check["rescored_with_zlib"] = True
-        scores = [r[0] for r in results]
-        per_piece: list[list[np.ndarray]] = [[] for _ in partials]
-        for pi, s in zip(owners, scores, strict=True):
-            per_piece[pi].append(s)
-        for pi, (shard, part) in enumerate(partials):
-            sc = np.concatenate(per_piece[pi]) if per_piece[pi] else np.zeros(0)
-            sizes = part["sizes"]
-            _write_atomic_npz(
-                _piece_files(wd, shard)["keys"],
-                keys=sc,
-                score=sc,
-                eligible=sizes >= self.min_words,
-                sizes=sizes,
-            )
+        # the scores stay on storage: each piece's keys file is written from its chunks' scores
+        self.ctx.map(
+            _zipfit_piece_keys,
+            [
+                (_piece_files(wd, shard), [f"{c}.scores.npy" for c in part["chunks"]], self.min_words, part.get("sizes"))
+                for shard, part in partials
+            ],
+        )
         for c, *_ in tasks:
             os.remove(c)
+            os.remove(f"{c}.scores.npy")
         cut, _ = self._cutoff(partials)
         return {"cutoff": cut, "deflate_check": check}
 
