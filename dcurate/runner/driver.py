@@ -324,8 +324,8 @@ class Runner:
                 lock = Lock(self.workdir / ".dcurate-lock", what)
             lock.acquire()
             self.locks.append(lock)
-        for m in self.mirrors:  # the store is the state a run resumes from
-            m.pull()
+        for m in self.mirrors:  # the store is the state a run resumes from (big files stay there)
+            m.pull(lazy=True)
         wd = self.opts.workdir
         if wd and storage.is_uri(wd) and not (self.workdir / WORK_TAG).is_file() and any(self.workdir.iterdir()):
             raise RecipeError(f"refusing --workdir {wd}: it is not empty and not a dcurate work folder; "
@@ -360,7 +360,8 @@ class Runner:
                 wd_name = opts.workdir
             elif not opts.workdir and storage.is_uri(self.output):
                 wd_name = self.output.rstrip("/") + "/.dcurate/work"
-            self.outdir = OutDir(self.out_dir, wd_name, opts.allow_foreign)
+            store = self.mirrors[0] if self.mirrors and self.mirrors[0].local == self.out_dir else None
+            self.outdir = OutDir(self.out_dir, wd_name, opts.allow_foreign, store)
             self.outdir.check_foreign()
         if opts.force and (self.workdir / WORK_TAG).is_file():
             for name in WORK_ENTRIES:  # only the folders dcurate creates in its own work folder
@@ -389,7 +390,7 @@ class Runner:
             st.ctx = s.ctx
             os.makedirs(s.ctx.workdir, exist_ok=True)
             with s.ctx.mapping(self.executor.map):
-                st.prepare()
+                driver_call(self.mirrors, st.prepare)
         self._sync()
         plans: dict[int, str] = {}
         for p in plan.passes:

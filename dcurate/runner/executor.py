@@ -214,6 +214,7 @@ class LocalExecutor(Executor):
         With N workers the pool has N - 1 processes and the driver is the N-th: it runs tasks
         itself while the pool works (and while the pool's processes are still starting). Pool
         processes always have the next task queued (a done-callback submits another)."""
+        fn = self._staged(fn)
         if self.workers == 1 or (len(items) <= 1 and not faults.pool_only()):
             for i, x in enumerate(items):
                 yield i, _run_here(fn, x)
@@ -295,6 +296,7 @@ class LocalExecutor(Executor):
                 fut.cancel()
 
     def close(self) -> None:
+        self._release_staging()
         if self._starter is not None:
             self._starter.join()
             self._starter = None
@@ -303,6 +305,7 @@ class LocalExecutor(Executor):
             self._pool = None
 
     def terminate(self) -> None:
+        self._release_staging()
         if self._starter is not None:
             self._starter.join(timeout=30)
             self._starter = None

@@ -5,6 +5,7 @@ results, whatever the number of workers."""
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,10 +24,30 @@ class Executor(abc.ABC):
     def start(self) -> None:  # noqa: B027 - optional hook
         """Start workers in the background while the driver prepares (optional)."""
 
-    def attach_staging(self, mirrors: list[Any], no_pull: list[str]) -> None:  # noqa: B027 - optional hook
+    #: OUT / the work folder on object storage: how tasks reach the staging folders (or None).
+    staging: Any = None
+
+    def attach_staging(self, mirrors: list[Any], no_pull: list[str]) -> None:
         """OUT or the work folder is on object storage (staged by the driver, runner/remote.py):
-        executors whose tasks may run on nodes without the driver's disk make them reach the
-        files through the store (runner/nodesync.py). The local pool shares the driver's disk."""
+        tasks copy from the store the files the driver keeps there only, and tasks on nodes
+        without the driver's disk work through the store (runner/nodesync.py)."""
+        from dcurate.runner.nodesync import NodeStaging
+
+        self._mirrors = list(mirrors)
+        self.staging = NodeStaging.for_mirrors(self._mirrors, no_pull)
+
+    def _staged(self, fn: Callable) -> Callable:
+        """``fn`` as it must run when OUT or the work folder is on object storage."""
+        if self.staging is None:
+            return fn
+        from dcurate.runner.nodesync import run_on_node
+
+        return functools.partial(run_on_node, self.staging, fn)
+
+    def _release_staging(self) -> None:
+        if self.staging is not None:
+            self.staging.close()
+            self.staging = None
 
     @abc.abstractmethod
     def imap_unordered(self, fn: Callable, items: list) -> Iterator[tuple[int, Any]]: ...

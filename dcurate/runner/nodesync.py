@@ -41,15 +41,10 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from dcurate.io import storage
-from dcurate.runner.remote import SYNCED_NS, _order, _skip_name
+from dcurate.runner.remote import SYNCED_NS, _order, _skip_name, driver_copies
 
 log = logging.getLogger("dcurate")
 
-#: Files written on other nodes that the driver copies into its staging folder: the small ones
-#: (markers, plans, per-piece summaries), and always the markers, plans and OUT/.dcurate files it
-#: reads itself. Larger ones (shards, scan files) it only records, and copies when it reads them.
-DRIVER_COPY_MAX = int(os.environ.get("DCURATE_DRIVER_COPY_MAX", str(1 << 20)))
-_ALWAYS_COPY = (".done", ".plan", ".json", ".dcurate-work")
 #: Kinds of files (:func:`_kind`) the driver's own steps read: copied as soon as a task publishes one.
 _DRIVER_READS: set[str] = set()
 #: A path component naming one piece's work (``000003-0000``, ``000003-0000.keys.npz``).
@@ -241,8 +236,7 @@ class NodeStaging:
             m.record(rel, size)
             self.seen[0] += 1
             self.seen[1] += size
-            if (size <= DRIVER_COPY_MAX or rel.endswith(_ALWAYS_COPY) or rel.startswith(".dcurate/")
-                    or _kind(rel) in _DRIVER_READS):
+            if driver_copies(rel, size) or _kind(rel) in _DRIVER_READS:
                 m.fetch(m.local / rel)
                 self.copied[0] += 1
                 self.copied[1] += size

@@ -174,8 +174,11 @@ def sweep_temp_files(folders: list[Path]) -> None:
 class OutDir:
     """OUT as one run sees it: what it owns, the manifest it writes, stale shards it removes."""
 
-    def __init__(self, out: Path, workdir: Path | str, allow_foreign: bool):
+    def __init__(self, out: Path, workdir: Path | str, allow_foreign: bool, store: Any = None):
         self.out = out
+        #: OUT on object storage: its staging mirror (runner/remote.py), whose ``remote`` files
+        #: are data of OUT that the driver did not copy.
+        self.store = store
         self.own = own_dir(out)
         self.workdir = workdir
         self.allow_foreign = allow_foreign
@@ -186,19 +189,24 @@ class OutDir:
         if not self.prev and (out / "_dcurate" / MANIFEST).is_file():
             # An output of dcurate before OUT/.dcurate existed: its data files (and stats.json)
             # are dcurate's; they are replaced like any earlier run's shards.
-            self.owned = set(data_files(out))
+            self.owned = set(self._data_files())
             log.info("%s was written by an older dcurate (OUT/_dcurate); its shards are replaced, and "
                      "%s/_dcurate can be deleted", out, out)
 
     def check_foreign(self) -> None:
         """Refuse data files dcurate did not write (unless --allow-foreign)."""
-        self.foreign = [p for p in data_files(self.out) if p not in self.owned]
+        self.foreign = [p for p in self._data_files() if p not in self.owned]
         if self.foreign and not self.allow_foreign:
             more = f" and {len(self.foreign) - 1} more" if len(self.foreign) > 1 else ""
             raise RecipeError(
                 f"{self.out} holds data files dcurate did not write ({self.foreign[0]}{more}); "
                 "choose an empty or new output folder, or pass --allow-foreign to leave them there"
             )
+
+    def _data_files(self) -> list[str]:
+        """OUT's data files, also those held on the store only."""
+        held = [r for r in (self.store.remote if self.store is not None else {}) if is_data_rel(r)]
+        return sorted(set(data_files(self.out)) | set(held))
 
     def rel(self, path: str) -> str:
         return os.path.relpath(path, self.out)
@@ -229,6 +237,8 @@ class OutDir:
             if p.is_file() and not p.is_symlink() and root in p.resolve().parents:
                 p.unlink()
                 _prune_empty(p.parent, self.out)
+            elif self.store is not None and rel in self.store.remote:
+                self.store.discard(rel)
         self.owned = set(current)
         self.write_manifest(dict(manifest, status="complete", shards=shards))
 

@@ -93,8 +93,6 @@ class RayExecutor(Executor):
         self._ray = ray
         self._owns = False
         self._pending: dict[Any, int] = {}
-        #: OUT / work folder on the store: how tasks on other nodes reach the staging folders.
-        self.staging: NodeStaging | None = None
         self._mirrors: list[Any] = []
         #: The most tasks that were ever in flight at once (for tests and logs).
         self.peak_in_flight = 0
@@ -118,12 +116,6 @@ class RayExecutor(Executor):
         self.workers = max(1, cpus)
         self.max_in_flight = IN_FLIGHT_PER_CPU * self.workers
         self._remote = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(_run_task)
-
-    def attach_staging(self, mirrors: list[Any], no_pull: list[str]) -> None:
-        """OUT or the work folder is on the store: let tasks on nodes without the driver's disk
-        read and write it there (see :mod:`dcurate.runner.nodesync`)."""
-        self._mirrors = list(mirrors)
-        self.staging = NodeStaging.for_mirrors(self._mirrors, no_pull)
 
     def imap_unordered(self, fn: Callable, items: list) -> Iterator[tuple[int, Any]]:
         ray = self._ray
@@ -188,8 +180,7 @@ class RayExecutor(Executor):
         self._shutdown()
 
     def _shutdown(self) -> None:
-        if self.staging is not None:
-            self.staging.close()
+        self._release_staging()
         if self._owns and self._ray.is_initialized():
             self._ray.shutdown()
         self._owns = False

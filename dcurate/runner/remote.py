@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
+
 from dcurate.core.errors import DcurateError
 from dcurate.io import storage
 from dcurate.io.atomic import is_temp_name
@@ -63,6 +65,18 @@ def staging_dir(uri: str) -> Path:
     """The local staging folder of a folder URI (a function of the URI only)."""
     key = hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:20]
     return staging_root() / key
+
+
+#: Files the driver copies from the store: the small ones (markers, plans, per-piece summaries), and
+#: always the markers, plans and OUT/.dcurate files it reads itself. Larger ones (shards, scan
+#: files) it only records, and copies when it reads them (runner/nodesync.py).
+DRIVER_COPY_MAX = int(os.environ.get("DCURATE_DRIVER_COPY_MAX", str(1 << 20)))
+_ALWAYS_COPY = (".done", ".plan", ".json", ".dcurate-work")
+
+
+def driver_copies(rel: str, size: int) -> bool:
+    """Whether the driver copies this file of the store into its staging folder right away."""
+    return size <= DRIVER_COPY_MAX or rel.endswith(_ALWAYS_COPY) or rel.startswith(".dcurate/")
 
 
 def _skip_name(rel: str) -> bool:
@@ -114,31 +128,45 @@ class Mirror:
             return None
         return st.st_size, st.st_mtime_ns
 
-    def pull(self, skip_prefix: str | None = None) -> int:
+    def pull(self, skip_prefix: str | None = None, lazy: bool = False) -> int:
         """Empty the staging folder and copy every object of the URI's folder into it (but those
-        whose relative name starts with ``skip_prefix``)."""
+        whose relative name starts with ``skip_prefix``). ``lazy``: copy only what the driver
+        reads itself (:func:`driver_copies`) and record the others with their sizes (a run
+        resumes from the store without downloading the intermediates it does not read)."""
         shutil.rmtree(self.local, ignore_errors=True)
         os.makedirs(self.local, exist_ok=True)
         self.state = {}
         self.remote = {}
-        n = 0
-        prefix = self.uri + "/"
-        for uri in storage.list_files(self.uri):
-            if not uri.startswith(prefix):
+        n = nbytes = 0
+        fs, inner = storage.filesystem(self.uri)
+        infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True, allow_not_found=True))
+        for info in sorted(infos, key=lambda i: i.path):
+            if info.type != pafs.FileType.File:
                 continue
-            rel = uri[len(prefix):]
-            if self._skip(rel) or (skip_prefix and rel.startswith(skip_prefix)):
+            rel = info.path[len(inner):].lstrip("/")
+            if not rel or self._skip(rel) or (skip_prefix and rel.startswith(skip_prefix)):
+                continue
+            if lazy and not driver_copies(rel, int(info.size)):
+                self.record(rel, int(info.size))
                 continue
             dest = self.local / rel
             os.makedirs(dest.parent, exist_ok=True)
-            with storage.open_read(uri) as src, open(dest, "wb") as out:
+            with storage.open_read(self._remote(rel)) as src, open(dest, "wb") as out:
                 shutil.copyfileobj(src, out, 1 << 22)
             st = self._stat(rel)
             assert st is not None
             self.state[rel] = st
             n += 1
-        log.debug("pulled %d objects from %s into %s", n, self.uri, self.local)
+            nbytes += st[0]
+        if self.remote or n:
+            log.info("%s: copied %d objects (%s bytes) from the store; %d more (%s bytes) stay there until read",
+                     self.uri, n, f"{nbytes:,}", len(self.remote), f"{sum(self.remote.values()):,}")
         return n
+
+    def discard(self, rel: str) -> None:
+        """Delete a file held on the store only."""
+        if self.remote.pop(rel, None) is not None:
+            storage.remove(self._remote(rel))
 
     # -- files on the store only (written on other nodes) ------------------------------------
     def record(self, rel: str, size: int) -> None:
