@@ -100,5 +100,6 @@ def test_files_on_the_store_only(s3_env, tmp_path):  # noqa: F811
 def test_kinds_group_the_pieces_files():
     assert nodesync._kind("stages/s/000003-0000.keys.npz") == nodesync._kind("stages/s/000011-0002.keys.npz")
     assert nodesync._kind("stages/s/000003-0000.keys.npz") != nodesync._kind("stages/s/000003-0000.ids.arrow")
-    assert nodesync._kind("stages/d/scan/000001-0000/c00000/keys.npy") == "stages/d/scan/*/c00000/keys.npy"
+    assert nodesync._kind("stages/d/scan/000001-0000/c00000/keys.npy") == "stages/d/scan/*/c#/keys.npy"
+    assert nodesync._kind("stages/d/scan/000001-0000/c00002/keys.npy") == "stages/d/scan/*/c#/keys.npy"
     assert nodesync._kind("stages/s/target_counts.npy") == "stages/s/target_counts.npy"

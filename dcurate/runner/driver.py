@@ -552,7 +552,7 @@ class Runner:
         assert self.executor is not None
         stage.ctx = spec.ctx
         with spec.ctx.mapping(self.executor.map):
-            new_plan = driver_call(self.mirrors, lambda: stage.reduce(partials, r, prev_plan), partials)
+            new_plan = driver_call(self.mirrors, lambda: stage.reduce(partials, r, prev_plan))
         log.debug("%s reduce %d/%d in %.2f s", spec.name, r + 1, stage.rounds, time.perf_counter() - t0)
         self.stats.setdefault(gi, StageStats()).seconds += time.perf_counter() - t0
         return new_plan

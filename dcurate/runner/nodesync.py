@@ -49,6 +49,8 @@ log = logging.getLogger("dcurate")
 _DRIVER_READS: set[str] = set()
 #: A path component naming one piece's work (``000003-0000``, ``000003-0000.keys.npz``).
 _PIECE = re.compile(r"^\d{6}-\d{4}")
+#: A numbered part of a piece's work (``c00003``: its fourth chunk).
+_NUMBERED = re.compile(r"^([a-z]*)\d{3,}$")
 _PATH_IN_TEXT = re.compile(r"(/[^\s'\"\],)]+)")
 #: Downloads of files a task still missed before giving up.
 MAX_LATE_PULLS = 64
@@ -268,17 +270,12 @@ def late_pulls(fn: Any, pull: Any) -> Any:
     return fn()
 
 
-def driver_call(mirrors: list[Any], fn: Any, mentions: Any = None) -> Any:
-    """Run a driver-side step (a reduce, a finish) whose files may be on the store only: the
-    files named in ``mentions`` are copied first; when the step fails on a file the store holds,
-    that file and the other pieces' files of its kind are copied and the step runs again (once per
-    kind: from then on the driver copies such files as soon as a task publishes them)."""
-    found: set[str] = set()
-    _mentions(mentions, [str(m.local) for m in mirrors], found, 0)
-    roots = {str(m.local) for m in mirrors}
-    for path in sorted(found - roots):
-        for m in mirrors:
-            m.fetch(path)
+def driver_call(mirrors: list[Any], fn: Any) -> Any:
+    """Run a driver-side step (a prepare, a reduce, a finish) whose files may be on the store only:
+    when the step fails on a file the store holds, that file and the other pieces' files of its
+    kind are copied and the step runs again (once per kind: from then on the driver copies such
+    files as soon as a task publishes them). Nothing is copied ahead: a reduce that only hands
+    file names to its fanned-out tasks copies nothing."""
 
     def pull(path: str) -> bool:
         got = 0
@@ -298,7 +295,7 @@ def driver_call(mirrors: list[Any], fn: Any, mentions: Any = None) -> Any:
 def _kind(rel: str) -> str:
     """A file's name with its piece keys left out: ``stages/s/*.keys.npz`` for
     ``stages/s/000003-0000.keys.npz``."""
-    return "/".join("*" + p[11:] if _PIECE.match(p) else p for p in rel.split("/"))
+    return "/".join("*" + p[11:] if _PIECE.match(p) else _NUMBERED.sub(r"\1#", p) for p in rel.split("/"))
 
 
 def run_on_node(staging: NodeStaging | None, fn: Any, item: Any) -> Any:
