@@ -401,8 +401,8 @@ class Runner:
         for s in plan.stages:
             if s.index in plans:
                 with s.ctx.mapping(self.executor.map):
-                    finish = functools.partial(stages[s.index].finish, load_plan(plans[s.index]))
-                    extra = driver_call(self.mirrors, finish)
+                    done_plan = load_plan(plans[s.index])
+                    extra = driver_call(self.mirrors, functools.partial(stages[s.index].finish, done_plan), done_plan)
                 if extra:
                     self.extra[s.index] = extra
         self._sync()
@@ -552,7 +552,7 @@ class Runner:
         assert self.executor is not None
         stage.ctx = spec.ctx
         with spec.ctx.mapping(self.executor.map):
-            new_plan = driver_call(self.mirrors, lambda: stage.reduce(partials, r, prev_plan))
+            new_plan = driver_call(self.mirrors, lambda: stage.reduce(partials, r, prev_plan), prev_plan)
         log.debug("%s reduce %d/%d in %.2f s", spec.name, r + 1, stage.rounds, time.perf_counter() - t0)
         self.stats.setdefault(gi, StageStats()).seconds += time.perf_counter() - t0
         return new_plan

@@ -42,6 +42,8 @@ class Executor(abc.ABC):
             return fn
         from dcurate.runner.nodesync import run_on_node
 
+        self.staging.lazy = any(m.remote for m in self._mirrors)
+
         return functools.partial(run_on_node, self.staging, fn)
 
     def _release_staging(self) -> None:

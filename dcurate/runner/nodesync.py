@@ -73,6 +73,9 @@ class NodeStaging:
     token: str
     #: Folders never downloaded as a whole (OUT and the work folder themselves).
     no_pull: tuple[str, ...] = ()
+    #: The driver keeps files on the store only (set at each dispatch): tasks on its own node then
+    #: copy what they name first, as tasks on other nodes do (code may test whether a file exists).
+    lazy: bool = False
     #: Driver side: [files, bytes] published by tasks on other nodes, and those the driver copied.
     seen: list[int] = field(default_factory=lambda: [0, 0])
     copied: list[int] = field(default_factory=lambda: [0, 0])
@@ -270,12 +273,19 @@ def late_pulls(fn: Any, pull: Any) -> Any:
     return fn()
 
 
-def driver_call(mirrors: list[Any], fn: Any) -> Any:
+def driver_call(mirrors: list[Any], fn: Any, mentions: Any = None) -> Any:
     """Run a driver-side step (a prepare, a reduce, a finish) whose files may be on the store only:
-    when the step fails on a file the store holds, that file and the other pieces' files of its
-    kind are copied and the step runs again (once per kind: from then on the driver copies such
-    files as soon as a task publishes them). Nothing is copied ahead: a reduce that only hands
-    file names to its fanned-out tasks copies nothing."""
+    the files (not folders) ``mentions`` names are copied first; when the step fails on a file the
+    store holds, that file and the other pieces' files of its kind are copied and the step runs
+    again (once per kind: from then on the driver copies such files as soon as a task publishes
+    them). A reduce that only hands folder names to its fanned-out tasks copies nothing."""
+    found: set[str] = set()
+    _mentions(mentions, [str(m.local) for m in mirrors], found, 0)
+    for path in sorted(found):
+        for m in mirrors:
+            rel = m.rel(path)
+            if rel is not None and rel in m.remote:
+                m.fetch(path)
 
     def pull(path: str) -> bool:
         got = 0
@@ -305,6 +315,8 @@ def run_on_node(staging: NodeStaging | None, fn: Any, item: Any) -> Any:
         return fn(item)
     need: set[tuple[int, str]] = set()
     if staging.shared():
+        if staging.lazy:
+            need = staging.prefetch(item)
         return late_pulls(lambda: fn(item), lambda p: bool(staging._pull_path(p, None, need)))
     staging.ensure_fresh()
     need = staging.prefetch(item)

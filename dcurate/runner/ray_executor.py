@@ -123,6 +123,8 @@ class RayExecutor(Executor):
             return
         for m in self._mirrors:  # what the driver wrote since the last phase, before tasks look for it
             m.sync()
+        if self.staging is not None:
+            self.staging.lazy = any(m.remote for m in self._mirrors)
         fn_ref = ray.put(fn)  # shipped once, not with every task
         staging_ref = ray.put(self.staging)
         pending = self._pending

@@ -194,7 +194,7 @@ def _write_sets(folder: Path, soff: np.ndarray, hashes: np.ndarray) -> None:
 
 def _read_sets(c: Chunk, soff: np.ndarray, local: np.ndarray) -> np.ndarray:
     """A chunk's shingle hashes with (at least) the blocks holding documents ``local`` filled."""
-    if not c.has("shingles.zst"):
+    if not c.sparse:  # a first-scan chunk keeps its sets whole; a sparse one in zstd blocks
         return c.load("shingles.npy")
     bdoc = c.load("bdoc.npy", mmap=False)
     bpos = c.load("bpos.npy", mmap=False)
