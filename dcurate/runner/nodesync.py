@@ -279,8 +279,11 @@ def driver_call(mirrors: list[Any], fn: Any, mentions: Any = None) -> Any:
     store holds, that file and the other pieces' files of its kind are copied and the step runs
     again (once per kind: from then on the driver copies such files as soon as a task publishes
     them). A reduce that only hands folder names to its fanned-out tasks copies nothing."""
+    if not mirrors:
+        return fn()
     found: set[str] = set()
-    _mentions(mentions, [str(m.local) for m in mirrors], found, 0)
+    if any(m.remote for m in mirrors):
+        _mentions(mentions, [str(m.local) for m in mirrors], found, 0)
     for path in sorted(found):
         for m in mirrors:
             rel = m.rel(path)
