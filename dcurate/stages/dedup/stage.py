@@ -28,10 +28,9 @@ import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -45,6 +44,9 @@ from dcurate.stages.dedup import candidates, graph, pairs, store
 from dcurate.stages.dedup import params as dedup_params
 from dcurate.stages.dedup.params import Params
 from dcurate.text.normalize import normalize_for_hash_series
+
+if TYPE_CHECKING:  # polars: only the paragraphs method uses it, imported there
+    import polars as pl
 
 # A chunk of a piece is flushed to disk once it holds this many shingle hashes / documents, so a
 # piece of any size is scanned in bounded memory (~16 bytes per buffered shingle hash: about 64 MB).
@@ -313,6 +315,8 @@ class Dedup(Stage):
             out["keys"], out["aux"], out["refs"] = hi, lo, refs
             out["weight"] = n
         else:  # paragraphs
+            import polars as pl
+
             lines = _lines_frame(texts)
             norm = normalize_for_hash_series(lines["line"])
             nonblank = (norm.str.len_bytes() > 0).to_numpy()
@@ -667,6 +671,8 @@ class Dedup(Stage):
         return Result.keep_where(batch, keep, self.reason(rule))
 
     def _apply_paragraphs(self, batch: pa.RecordBatch, rows: np.ndarray, lines: np.ndarray) -> Result:
+        import polars as pl
+
         texts = self.texts(batch)
         affected = np.unique(rows)
         sub = texts.take(pa.array(affected))
@@ -738,6 +744,8 @@ def _write_cluster_table(src: str, dest: Path) -> None:
 
 def _lines_frame(texts) -> pl.DataFrame:
     """One row per line: (row, lineno, line)."""
+    import polars as pl
+
     s = pl.Series("t", values=texts.cast(pa.large_string())).fill_null("")
     return (
         pl.DataFrame({"t": s})
