@@ -111,7 +111,7 @@ def candidate_batches(
     and text, as the reader gives them) read straight from the file, or ``None`` when the piece
     does not qualify (see the module docstring). The iteration raises :class:`NotEqual` when the
     file turns out not to match the first scan."""
-    if n_rows is None or n_pieces != 1 or not path.endswith(".jsonl") or "://" in path:
+    if n_rows is None or n_pieces != 1 or not path.endswith(".jsonl") or "://" in path or id_field == text_field:
         return None
     if not os.path.isfile(path) or len(rows) == 0:
         return None
