@@ -415,6 +415,7 @@ PARTS = [
     ("scan 2: candidate lines read directly (slice, parse)", "lines.py:gen", "cum"),
     ("shingle kernel", "minhash.py:_shingle_kernel", "tot"),
     ("CPython NFKC (texts off the fast path)", "normalize.py:normalize_array", "cum"),
+    ("fast-path test", "utf8.py:needs_normalization", "tot"),
     ("signatures", "minhash.py:_sig_affine32", "tot"),
     ("scan 1: work files", "stage.py:_flush", "cum"),
     ("scan 2: work files", "candidates.py:flush_candidates", "cum"),

@@ -103,6 +103,7 @@ from dcurate.text.utf8 import (
     decode,
     doc_span,
     large_string_array,
+    needs_normalization,
     put_utf8,
 )
 
@@ -151,16 +152,13 @@ _SCHEME_MAX = {"affine32": (1 << 32) - 1, "legacy": (1 << 32) - 1, "affine64": (
 @njit(cache=True)
 def _shingle_kernel(offs_a, data_a, src, offs_b, data_b, cp_map, cls, ngram, use32, cap):
     """Tokenise, join the tokens by one space into a scratch stream and hash every n-gram slice
-    of the stream; per document sort + unique. Returns ``(offsets, hashes, off_path)``.
+    of the stream; per document sort + unique.
 
-    Document ``d`` is read from ``data_a`` when ``src[d] < 0`` (raw text: ``cp_map`` gives each
-    fast-path code point's lower-case form, NFKC leaves it unchanged; a raw document holding a
-    code point off the fast path gets no shingle here and ``off_path[d]`` set: the caller
-    normalises it and runs it again), else from ``data_b`` row ``src[d]`` (text already normalised
-    by :func:`dcurate.text.normalize.normalize`, whose code points outside the fast path are kept
-    as they are)."""
+    Document ``d`` is read from ``data_a`` when ``src[d] < 0`` (raw text made only of fast-path
+    code points: ``cp_map`` gives each one's lower-case form, NFKC leaves it unchanged), else
+    from ``data_b`` row ``src[d]`` (text already normalised by :func:`dcurate.text.normalize.normalize`, whose
+    code points outside the fast path are kept as they are)."""
     n = src.shape[0]
-    off_path = np.zeros(n, dtype=np.bool_)
     out_off = np.zeros(n + 1, dtype=np.int64)
     out = np.empty(max(cap, 16), dtype=np.uint64)
     stream = np.empty(64, dtype=np.uint8)
@@ -204,9 +202,6 @@ def _shingle_kernel(offs_a, data_a, src, offs_b, data_b, cp_map, cls, ngram, use
             p += size
             m = np.int64(cp_map[cp])
             if m < 0:
-                if raw:
-                    off_path[d] = True
-                    break
                 m = cp
             c = cls[m]
             if c == 0:
@@ -221,7 +216,7 @@ def _shingle_kernel(offs_a, data_a, src, offs_b, data_b, cp_map, cls, ngram, use
                 in_word = c == 1
             slen = put_utf8(stream, slen, m)
         # --- hash shingles
-        if nw == 0 or off_path[d]:
+        if nw == 0:
             out_off[d + 1] = pos
             continue
         m = nw - ngram + 1 if nw >= ngram else 1
@@ -248,31 +243,7 @@ def _shingle_kernel(offs_a, data_a, src, offs_b, data_b, cp_map, cls, ngram, use
                 u += 1
         pos += u
         out_off[d + 1] = pos
-    return out_off, out[:pos].copy(), off_path
-
-
-@njit(cache=True)
-def _merge_sets(off_a, h_a, idx, off_b, h_b):
-    """The sets of ``(off_a, h_a)`` with documents ``idx`` (sorted) replaced, in order, by those
-    of ``(off_b, h_b)``."""
-    n = off_a.shape[0] - 1
-    off = np.zeros(n + 1, dtype=np.int64)
-    k = 0
-    for d in range(n):
-        if k < idx.shape[0] and idx[k] == d:
-            off[d + 1] = off[d] + off_b[k + 1] - off_b[k]
-            k += 1
-        else:
-            off[d + 1] = off[d] + off_a[d + 1] - off_a[d]
-    out = np.empty(off[n], dtype=np.uint64)
-    k = 0
-    for d in range(n):
-        if k < idx.shape[0] and idx[k] == d:
-            lo, hi, src, k = off_b[k], off_b[k + 1], h_b, k + 1
-        else:
-            lo, hi, src = off_a[d], off_a[d + 1], h_a
-        out[off[d] : off[d + 1]] = src[lo:hi]
-    return off, out
+    return out_off, out[:pos].copy()
 
 
 #: Where compatibility characters live (Latin-1, general punctuation to enclosed alphanumerics,
@@ -339,26 +310,23 @@ def shingle_hashes(
     if int(offs_a[-1] - offs_a[0]) <= small.SMALL_TEXT_BYTES:
         return small.shingle_hashes(arr.to_pylist(), int(ngram), hash == "xxh32", bool(cjk_chars))
     cp_map = shingle_map()
-    cls = char_classes(bool(cjk_chars))
-    cap = int(offs_a[-1] - offs_a[0]) // 5 + len(arr) + 16
-    none_b = np.frombuffer(np.zeros(1, np.int64).tobytes(), dtype=np.int64)
-    nul_b = np.frombuffer(b"\x00", dtype=np.uint8)
     src = np.full(len(arr), -1, dtype=np.int64)
-    offsets, hashes, off_path = _shingle_kernel(
-        offs_a, data_a, src, none_b, nul_b, cp_map, cls, int(ngram), hash == "xxh32", cap
-    )
-    idx = np.flatnonzero(off_path)
+    idx = np.flatnonzero(needs_normalization(offs_a, data_a, cp_map))
     if idx.size:
+
         # CPython's unicodedata + str.lower, the definition the word table follows (polars' Rust
         # crates can know a newer Unicode version: a letter unassigned for Python would become a word)
         norm = normalize_array(arr.take(pa.array(idx, type=pa.int64())))
         offs_b, data_b = buffers(norm)
-        src_b = np.arange(idx.size, dtype=np.int64)
-        cap_b = int(offs_b[-1] - offs_b[0]) // 5 + idx.size + 16
-        off_b, h_b, _ = _shingle_kernel(
-            none_b, nul_b, src_b, offs_b, data_b, cp_map, cls, int(ngram), hash == "xxh32", cap_b
-        )
-        offsets, hashes = _merge_sets(offsets, hashes, idx.astype(np.int64), off_b, h_b)
+        src[idx] = np.arange(idx.size, dtype=np.int64)
+    else:
+        offs_b = np.frombuffer(np.zeros(1, np.int64).tobytes(), dtype=np.int64)
+        data_b = np.frombuffer(b"\x00", dtype=np.uint8)
+    cls = char_classes(bool(cjk_chars))
+    cap = int(offs_a[-1] - offs_a[0]) // 5 + len(arr) + 16
+    offsets, hashes = _shingle_kernel(
+        offs_a, data_a, src, offs_b, data_b, cp_map, cls, int(ngram), hash == "xxh32", cap
+    )
     if hash == "xxh32":
         hashes = hashes.astype(np.uint32)
     return offsets, hashes
