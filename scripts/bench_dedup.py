@@ -411,7 +411,8 @@ PARTS = [
     ("read: JSON parse (Arrow)", "reader.py:_arrow_parse", "tot"),
     ("read: UTF-8 and nesting checks", "reader.py:checked_block", "cum"),
     ("read: file blocks", "reader.py:_blocks", "cum"),
-    ("read: total (3 reads of each piece)", "reader.py:__iter__", "cum"),
+    ("read: total through the reader (scan 1, apply; scan 2 when not read directly)", "reader.py:__iter__", "cum"),
+    ("scan 2: candidate lines read directly (slice, parse)", "lines.py:gen", "cum"),
     ("shingle kernel", "minhash.py:_shingle_kernel", "tot"),
     ("CPython NFKC (texts off the fast path)", "normalize.py:normalize_array", "cum"),
     ("fast-path test", "utf8.py:needs_normalization", "tot"),
@@ -462,7 +463,7 @@ def breakdown(inp: str, out: str) -> None:
     for (f, _, fn), v in st.items():  # shingling (kernel, NFKC, tests) by scan
         if fn == "shingle_hashes" and f.endswith("/minhash.py"):
             for (_, _, caller), c in v[4].items():
-                name = {"_scan_batch": "scan 1 (every document)", "_scan_candidates": "scan 2 (candidates)"}
+                name = {"_scan_batch": "scan 1 (every document)", "_store_candidates": "scan 2 (candidates)"}
                 if caller in name:
                     print(f"| shingling in {name[caller]} | {c[3] / total * plain:.2f} | {c[3] / total:.0%} |")
     run = max(v[3] for (f, _, fn), v in st.items() if fn == "run" and f.endswith("/driver.py"))

@@ -41,3 +41,19 @@ def test_mapped_code_points_in_every_neighbourhood_equal_the_reference(monkeypat
         off, h = mh.shingle_hashes(texts, ngram=ngram, cjk_chars=cjk)
         for i, t in enumerate(texts):
             assert h[off[i] : off[i + 1]].tolist() == _ref(t, ngram, cjk), repr(t)
+
+
+def test_documents_off_the_fast_path_are_normalised_and_put_back_in_place(monkeypatch):
+    """Documents with a code point off the fast path (decomposable accents, ligatures, ...) are
+    normalised apart from the others; every document's set lands at its own place, whatever the mix."""
+    monkeypatch.setattr(small, "SMALL_TEXT_BYTES", -1)
+    off = ["ﬁne ﬂow of the ﬁrst words", "Cafe\u0301 au lait and more words", "x" * 3 + " \u2460 circled one two"]
+    fast = ["plain ascii words one two three four", "", "caf\u00e9 in composed form here and there", "\u00a0 nbsp ok"]
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        texts = [str(x) for x in rng.choice(off + fast, size=int(rng.integers(1, 12)))]
+        if rng.random() < 0.3:
+            texts.append(None)  # type: ignore[arg-type]
+        offsets, hashes = mh.shingle_hashes(texts, ngram=3)
+        got = [hashes[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+        assert got == [_ref(t or "", 3, True) for t in texts]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import inspect
 import os
 import sys
@@ -28,7 +29,7 @@ from dcurate.core.errors import (
 )
 from dcurate.core.names import STAGE_NAMES
 from dcurate.core.options import RunOptions
-from dcurate.core.stage import Stage, load_stage_modules, registry
+from dcurate.core.stage import Stage, get_stage, load_stage_modules, registry
 from dcurate.core.version import __version__
 
 
@@ -458,11 +459,14 @@ _FRIENDLY: set[Any] = set()
 
 
 def _build_app() -> None:
-    mods = load_stage_modules()
+    import dcurate.cli
+
+    only = dcurate.cli.ONLY_STAGE  # the console entry runs this stage's command: import no other
+    mods = [importlib.import_module(f"dcurate.stages.{only}.stage")] if only else load_stage_modules()
     first = list(app.registered_commands)  # look/stats/reshard, defined above
     app.registered_commands.clear()
     _make_run_command()
-    for cls in sorted(registry().values(), key=lambda c: c.name):
+    for cls in [get_stage(only)] if only else sorted(registry().values(), key=lambda c: c.name):
         _make_stage_command(cls)
     app.registered_commands.extend(first)
     for m in mods:

@@ -142,6 +142,10 @@ def _main() -> None:
         from dcurate.runner.executor import prestart_fork_server
 
         prestart_fork_server(_stage_modules(argv))
+    if len(argv) > 1 and argv[1] in STAGE_NAMES and not any(k.startswith("_DCURATE") for k in os.environ):
+        import dcurate.cli  # one stage's command: the app imports only its module (not completion)
+
+        dcurate.cli.ONLY_STAGE = argv[1]
     from dcurate.cli.app import main as cli_main
 
     cli_main()

@@ -232,31 +232,39 @@ def _raw_chunks(piece: Piece) -> Iterator[bytes]:
 def _blocks(piece: Piece) -> Iterator[bytes]:
     """Blocks of whole lines (each ends with a newline, except possibly the very last).
 
-    Each block is built with a single copy: the unfinished line carried over from the previous
-    chunk plus a slice of the current one, or slices of one large chunk."""
-    carry = b""
+    Each block is built with at most one copy: the pieces of chunks that make it up are kept as
+    views and joined once (a chunk that is a whole block is passed on as it is)."""
+    parts: list[bytes | memoryview] = []  # the unfinished block: views of the chunks read so far
+    pending = 0  # their total length
     try:
         for chunk in _raw_chunks(piece):
             view = memoryview(chunk)
             start = 0
-            while True:
-                if len(carry) + len(chunk) - start < BLOCK_BYTES:
-                    break
-                limit = start + max(BLOCK_BYTES - len(carry), 0)
+            while pending + len(chunk) - start >= BLOCK_BYTES:
+                limit = start + max(BLOCK_BYTES - pending, 0)
                 cut = chunk.rfind(b"\n", start, limit) + 1
                 if cut <= start:  # no line end within the block: extend to the next line end
                     cut = chunk.find(b"\n", limit) + 1
                     if cut <= 0:
                         break
-                yield b"".join((carry, view[start:cut])) if carry else bytes(view[start:cut])
-                carry = b""
+                parts.append(chunk if start == 0 and cut == len(chunk) else view[start:cut])
+                yield _joined(parts)
+                parts, pending = [], 0
                 start = cut
             if start < len(chunk):
-                carry = b"".join((carry, view[start:])) if carry else bytes(view[start:])
+                parts.append(chunk if start == 0 else view[start:])
+                pending += len(chunk) - start
     except zstandard.ZstdError as e:
         raise InputError(f"{piece.shard.path}: corrupt zstd data ({e})") from None
-    if carry:
-        yield carry
+    if parts:
+        yield _joined(parts)
+
+
+def _joined(parts: list[bytes | memoryview]) -> bytes:
+    """The parts as one ``bytes`` (one copy; none for a single whole chunk)."""
+    if len(parts) == 1 and isinstance(parts[0], bytes):
+        return parts[0]
+    return b"".join(parts)
 
 
 class BatchReader:

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import TYPE_CHECKING
 
-import polars as pl
 import pyarrow as pa
+
+if TYPE_CHECKING:  # polars is imported where used: a command that only needs normalize() skips it
+    import polars as pl
 
 WORD_RE = re.compile(r"\w+")
 WORD_PATTERN = r"\w+"
@@ -48,6 +51,8 @@ def normalize_array(texts: pa.Array) -> pa.LargeStringArray:
 
 
 def as_series(texts: pa.Array | pa.ChunkedArray | pl.Series | list[str]) -> pl.Series:
+    import polars as pl
+
     if isinstance(texts, pl.Series):
         return texts
     if isinstance(texts, (pa.Array, pa.ChunkedArray)):

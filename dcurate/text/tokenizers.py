@@ -30,10 +30,9 @@ import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import polars as pl
 
 from dcurate.text import scan
 from dcurate.text.normalize import (
@@ -44,6 +43,9 @@ from dcurate.text.normalize import (
     normalize_series_ascii_fast,
 )
 from dcurate.text.unicode import NO_SPACE_RANGES, rust_classes
+
+if TYPE_CHECKING:  # the series forms import polars through dcurate.text.normalize when called
+    import polars as pl
 
 __all__ = [
     "Tokenizer",

@@ -65,9 +65,12 @@ def representatives(nodes: np.ndarray, digests: np.ndarray) -> np.ndarray:
     return nodes[rep]
 
 
-def write_candidate_lists(folder: Path, nodes: np.ndarray, is_rep: np.ndarray) -> dict[str, str]:
-    """One ``.npz`` per shard piece: the sorted rows of its candidate documents and whether each
-    is its class's representative (it then stores its shingle set in the second scan)."""
+def write_candidate_lists(
+    folder: Path, nodes: np.ndarray, is_rep: np.ndarray, piece_rows: dict[str, int] | None = None
+) -> dict[str, str]:
+    """One ``.npz`` per shard piece: the sorted rows of its candidate documents, whether each
+    is its class's representative (it then stores its shingle set in the second scan) and the
+    number of documents the first scan read in the piece (``n_rows``, from ``piece_rows``)."""
     folder.mkdir(parents=True, exist_ok=True)
     out: dict[str, str] = {}
     if len(nodes) == 0:
@@ -77,7 +80,8 @@ def write_candidate_lists(folder: Path, nodes: np.ndarray, is_rep: np.ndarray) -
     for s, e in zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [len(nodes)])), strict=True):
         key = store.piece_key(int(packed[s]))
         path = folder / f"{key}.npz"
-        np.savez(path, rows=store.ref_row(nodes[s:e]), rep=is_rep[s:e])
+        extra: dict[str, Any] = {"n_rows": np.int64(piece_rows[key])} if piece_rows and key in piece_rows else {}
+        np.savez(path, rows=store.ref_row(nodes[s:e]), rep=is_rep[s:e], **extra)
         out[key] = str(path)
     return out
 

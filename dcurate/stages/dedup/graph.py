@@ -207,3 +207,14 @@ def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if len(a) == 0:
         return np.arange(n)
     return _components(n, a.astype(np.int64), b.astype(np.int64))
+
+
+@njit(cache=True)
+def copy_segments(dst, dst_start, src, src_start, lens):
+    """``dst[dst_start[k]:][:lens[k]] = src[src_start[k]:][:lens[k]]`` for every ``k`` (gathering
+    shingle sets without index arrays as long as the sets)."""
+    for k in range(lens.shape[0]):
+        a = dst_start[k]
+        b = src_start[k]
+        for j in range(lens[k]):
+            dst[a + j] = src[b + j]

@@ -28,10 +28,9 @@ import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -41,10 +40,13 @@ from dcurate.core import stagefiles
 from dcurate.core.errors import InputError
 from dcurate.core.stage import Result, ShardInfo, Stage, register, with_column
 from dcurate.io.atomic import atomic_open
-from dcurate.stages.dedup import candidates, graph, pairs, store
+from dcurate.stages.dedup import candidates, graph, lines, pairs, store
 from dcurate.stages.dedup import params as dedup_params
 from dcurate.stages.dedup.params import Params
 from dcurate.text.normalize import normalize_for_hash_series
+
+if TYPE_CHECKING:  # polars: only the paragraphs method uses it, imported there
+    import polars as pl
 
 # A chunk of a piece is flushed to disk once it holds this many shingle hashes / documents, so a
 # piece of any size is scanned in bounded memory (~16 bytes per buffered shingle hash: about 64 MB).
@@ -170,30 +172,52 @@ class Dedup(Stage):
 
     def _scan_candidates(self, batches, shard: ShardInfo, plan: Any) -> list[dict]:
         """Second MinHash scan: ids, keep values and (for each class representative) the shingle
-        set or signature of this piece's candidate documents, flushed in bounded chunks."""
+        set or signature of this piece's candidate documents, flushed in bounded chunks. A plain
+        JSONL piece is read candidate lines only (:mod:`dcurate.stages.dedup.lines`) when that
+        gives the reader's documents, else through the reader."""
         folder = self.ctx.workdir / "cand" / shard.key
         shutil.rmtree(folder, ignore_errors=True)
         path = plan["cand"].get(shard.key)
         if path is None:
             return []  # no candidate here: the piece is not read at all
         z = stagefiles.load_npz(path)
+        rows = z["rows"]
+        n_rows = int(z["n_rows"]) if "n_rows" in z else None
+        if not self.params.keep.startswith("max:"):  # a numeric column's type: as the reader's
+            direct = lines.candidate_batches(
+                shard.path, shard.n_pieces, rows, n_rows, self.ctx.text_field, self.ctx.id_field
+            )
+            if direct is not None:
+                try:
+                    return self._store_candidates(direct, shard, z, folder)
+                except lines.NotEqual:
+                    shutil.rmtree(folder, ignore_errors=True)
+        return self._store_candidates(self._reader_candidates(batches, rows), shard, z, folder)
+
+    @staticmethod
+    def _reader_candidates(batches, rows: np.ndarray):
+        """``(k, batch)``: the candidate documents ``rows[k:k + batch.num_rows]`` of the reader's
+        batches (the rest of the piece is not read after the last candidate)."""
+        pos = 0
+        last = int(rows[-1]) if len(rows) else -1
+        for batch in batches:
+            if pos > last:
+                break
+            lo, hi = np.searchsorted(rows, [pos, pos + batch.num_rows])
+            pos += batch.num_rows
+            if hi > lo:
+                yield int(lo), batch.take(pa.array(rows[lo:hi] - (pos - batch.num_rows)))
+
+    def _store_candidates(self, groups, shard: ShardInfo, z: dict[str, np.ndarray], folder: Path) -> list[dict]:
         rows, is_rep = z["rows"], z["rep"]
         p = self.params
         where = shard.path or shard.stem
         base = store.base_ref(shard.index, shard.piece)
         out: list[dict] = []
         buf: list[dict[str, Any]] = []
-        pos = size = 0
-        last = int(rows[-1]) if len(rows) else -1
-        for batch in batches:
-            if pos > last:
-                break  # past the last candidate: the rest of the piece is not read
-            lo, hi = np.searchsorted(rows, [pos, pos + batch.num_rows])
-            pos += batch.num_rows
-            if hi == lo:
-                continue
-            local = rows[lo:hi] - (pos - batch.num_rows)
-            sub = batch.take(pa.array(local))
+        size = 0
+        for lo, sub in groups:
+            hi = lo + sub.num_rows
             part: dict[str, Any] = {"refs": np.uint64(base) + rows[lo:hi].astype(np.uint64)}
             part["ids"] = sub.column(self.ctx.id_field)
             values = self._keep_values(sub, where)
@@ -313,6 +337,8 @@ class Dedup(Stage):
             out["keys"], out["aux"], out["refs"] = hi, lo, refs
             out["weight"] = n
         else:  # paragraphs
+            import polars as pl
+
             lines = _lines_frame(texts)
             norm = normalize_for_hash_series(lines["line"])
             nonblank = (norm.str.len_bytes() > 0).to_numpy()
@@ -412,7 +438,12 @@ class Dedup(Stage):
         rep = candidates.representatives(corpus, index.gather_rows(corpus, "digest", np.uint64, 2))
         work = self.ctx.workdir
         np.savez(work / "pairs.npz", nodes=corpus, rep=rep)
-        files = candidates.write_candidate_lists(work / "candidates", corpus, rep == corpus)
+        piece_rows: dict[str, int] = {}  # documents of each piece, as the first scan read them
+        for c in index.chunks:
+            if not c.first_ref >> 63:
+                key = store.piece_key(int(store.ref_piece(np.array([c.first_ref], np.uint64))[0]))
+                piece_rows[key] = piece_rows.get(key, 0) + c.n
+        files = candidates.write_candidate_lists(work / "candidates", corpus, rep == corpus, piece_rows)
         parts = [stem for stem, _, _ in merged]
         return {"cand": files, "pairs": str(work / "pairs.npz"), "pair_parts": parts, "stats": stats}
 
@@ -667,6 +698,8 @@ class Dedup(Stage):
         return Result.keep_where(batch, keep, self.reason(rule))
 
     def _apply_paragraphs(self, batch: pa.RecordBatch, rows: np.ndarray, lines: np.ndarray) -> Result:
+        import polars as pl
+
         texts = self.texts(batch)
         affected = np.unique(rows)
         sub = texts.take(pa.array(affected))
@@ -738,6 +771,8 @@ def _write_cluster_table(src: str, dest: Path) -> None:
 
 def _lines_frame(texts) -> pl.DataFrame:
     """One row per line: (row, lineno, line)."""
+    import polars as pl
+
     s = pl.Series("t", values=texts.cast(pa.large_string())).fill_null("")
     return (
         pl.DataFrame({"t": s})

@@ -40,6 +40,7 @@ import pyarrow as pa
 
 from dcurate.core import stagefiles
 from dcurate.core.errors import InputError
+from dcurate.stages.dedup.graph import copy_segments
 
 REF_FLAG = np.uint64(1 << 63)
 SHARD_BITS, PIECE_BITS, ROW_BITS = 21, 14, 28
@@ -302,7 +303,6 @@ class ChunkIndex:
             total = int(ln.sum())
             if total == 0:
                 continue
-            src_idx = np.repeat(starts - np.cumsum(ln) + ln, ln) + np.arange(total, dtype=np.int64)
-            dst_idx = np.repeat(offsets[pos] - np.cumsum(ln) + ln, ln) + np.arange(total, dtype=np.int64)
-            hashes[dst_idx] = _read_sets(c, soff, local)[src_idx]
+            src = np.ascontiguousarray(_read_sets(c, soff, local), dtype=np.uint64)
+            copy_segments(hashes, offsets[pos], src, starts.astype(np.int64), ln)
         return offsets, hashes
