@@ -289,7 +289,7 @@ def _assert_interrupted(rc: int, err: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("delay", [0.2, 0.6, 1.2])
+@pytest.mark.parametrize("delay", [0.2, 0.4, 0.5, 0.6, 1.2])
 def test_ctrl_c_during_start_up(tmp_path, delay):
     """While Python imports dcurate and the fork server starts (the real `python -m dcurate`)."""
     inp = jsonl(tmp_path / "in" / "a.jsonl", 20000)
@@ -307,3 +307,16 @@ def test_ctrl_c_during_the_run(tmp_path):
     rc, err = _interrupt([sys.executable, "-c", LAUNCH, "toy_len", str(tmp_path / "in"), str(tmp_path / "o"),
                           "--sleep", "1", "--workers", "2", "--no-progress"], 4.0)
     _assert_interrupted(rc, err)
+
+
+def test_a_ctrl_c_wrapped_by_an_import_is_still_an_interrupt():
+    from dcurate.core.errors import is_interrupt
+
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as k:
+            raise RuntimeError("Error calling __set_name__") from k
+    except RuntimeError as e:
+        assert is_interrupt(e)
+    assert not is_interrupt(RuntimeError("plain")) and not is_interrupt(None)

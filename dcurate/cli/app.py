@@ -26,6 +26,7 @@ from dcurate.core.errors import (
     DcurateError,
     RecipeError,
     explain,
+    is_interrupt,
 )
 from dcurate.core.names import STAGE_NAMES
 from dcurate.core.options import RunOptions
@@ -45,7 +46,17 @@ class _Group(TyperGroup):
             typer.echo(f"dcurate: error: {e}", err=True)
             sys.exit(2)
         logs.configure(flags)
-        return super().main(argv, *a, **kw)
+        try:
+            return super().main(argv, *a, **kw)
+        except SystemExit as e:
+            # Ctrl-C while click parses the command line: click exits 130 without a word
+            if e.code == EXIT_INTERRUPTED and not _INTERRUPT_SAID[0]:
+                _INTERRUPT_SAID[0] = True
+                try:
+                    typer.echo("dcurate: interrupted; re-run the same command to resume", err=True)
+                except (OSError, ValueError):
+                    pass
+            raise
 
 
 _STAGE_FIELDS: dict[str, set[str]] = {}
@@ -425,6 +436,8 @@ def _friendly(fn):
 
             if isinstance(e, OSError) and e.errno == errno.EPIPE:
                 _exit_quietly_on_broken_pipe()
+            if is_interrupt(e):
+                fail("interrupted; re-run the same command to resume", EXIT_INTERRUPTED, prefix="dcurate: ")
             if os.environ.get("DCURATE_TRACEBACK"):
                 raise
             known = explain(e, _OUTPUT[0])
@@ -444,9 +457,14 @@ def _short_help(info: Any) -> str | None:
     if not text:
         return None
     return " ".join(inspect.cleandoc(text).split("\n\n")[0].split())
+#: Whether the interrupted line was printed (fail() with exit 130).
+_INTERRUPT_SAID = [False]
+
+
 def fail(message: str, code: int, prefix: str = "dcurate: error: ") -> None:
     """Print one line to stderr and exit with ``code``."""
     line = " ".join(str(message).split("\n")).strip()
+    _INTERRUPT_SAID[0] = _INTERRUPT_SAID[0] or code == EXIT_INTERRUPTED
     try:
         typer.echo(prefix + line, err=True)
     except (OSError, ValueError):

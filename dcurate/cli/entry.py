@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any
 
+from dcurate.core.errors import is_interrupt
 from dcurate.core.names import STAGE_NAMES
 
 _DATA_COMMANDS = {"run", "reshard", *STAGE_NAMES}
@@ -123,12 +124,24 @@ _UNUSED_PACKAGES = {"dedup": ("pandas", "scipy")}
 def main() -> None:
     try:
         _main()
+    except Exception as e:  # noqa: BLE001 - re-raised unless it is a Ctrl-C in disguise
+        if not is_interrupt(e):
+            raise
+        _say_interrupted()
     except KeyboardInterrupt:  # Ctrl-C while starting up, before the CLI's own handler is in place
-        try:
-            sys.stderr.write("dcurate: interrupted; re-run the same command to resume\n")
-        except OSError:
-            pass
-        os._exit(130)
+        _say_interrupted()
+
+
+def _say_interrupted() -> None:
+    try:  # straight to the file descriptor: os._exit drops what a stream still buffers
+        sys.stderr.flush()
+    except (OSError, ValueError, RuntimeError):
+        pass
+    try:
+        os.write(2, b"dcurate: interrupted; re-run the same command to resume\n")
+    except OSError:
+        pass
+    os._exit(130)
 
 
 def _main() -> None:

@@ -89,3 +89,15 @@ def explain(exc: BaseException, output: str | None = None) -> tuple[str, int] | 
     if code == errno.EIO:
         return f"input/output error on {where} (a failing disk?)", EXIT_DATA
     return f"{where}: {exc.strerror or exc}", EXIT_DATA
+
+
+def is_interrupt(e: BaseException | None) -> bool:
+    """Ctrl-C, also when an import turned it into another error (class creation wraps what
+    ``__set_name__`` raises in a RuntimeError)."""
+    for _ in range(8):
+        if e is None:
+            return False
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
