@@ -10,7 +10,8 @@ seeded per-document keys (:mod:`dcurate.text.keys`).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from dcurate.core.jit import njit
 
 __all__ = [
     "P64_1",

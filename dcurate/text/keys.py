@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from numba import njit
 
+from dcurate.core.jit import njit
 from dcurate.text.hashing import fmix64, xxh64
 
 __all__ = ["VARIANTS", "seeded_keys", "splitmix64", "uniform"]

@@ -34,8 +34,8 @@ import functools
 
 import numpy as np
 import pyarrow as pa
-from numba import njit
 
+from dcurate.core.jit import njit
 from dcurate.text.hashing import xxh64
 from dcurate.text.normalize import normalize_array, normalize_series
 from dcurate.text.unicode import MAX_GROWTH, nfk_tables, python_word, rust_classes

@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from numba import njit
+
+from dcurate.core.jit import njit
 
 # The tables live in dcurate.text.unicode; re-exported here for existing callers.
 from dcurate.text.unicode import NO_SPACE_RANGES, TABLE_LIMIT, char_classes, disk_cached, fast_path_map

@@ -13,7 +13,8 @@ so each component's root is its first document in run order.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from dcurate.core.jit import njit
 
 
 @njit(cache=True)

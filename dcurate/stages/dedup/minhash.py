@@ -80,8 +80,8 @@ import unicodedata
 
 import numpy as np
 import pyarrow as pa
-from numba import njit
 
+from dcurate.core.jit import njit
 from dcurate.stages.dedup import small
 from dcurate.stages.dedup.small import reference_shingles
 from dcurate.text.hashing import (

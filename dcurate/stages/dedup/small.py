@@ -1,9 +1,9 @@
 """MinHash for small batches in plain Python and numpy, bit-identical to the numba kernels of
 :mod:`dcurate.stages.dedup.minhash`.
 
-Loading a compiled kernel from numba's cache costs about half a CPU second per process (numba
-initialises its whole compiler context on the first call), which is most of the cost of a
-command on a few documents. Batches under the limits below take this path instead; larger ones use
+Even with :mod:`dcurate.core.jit`'s lean cache loading, the first kernel of a process costs about
+0.1 CPU s (numba's runtime and the cached code's linking; numba's import is paid either way), a
+large part of a command on a few documents. Batches under the limits below take this path instead; larger ones use
 the kernels. Both produce the same values: the shingles are the reference definition the kernels
 are tested against (NFKC + lower-case, Python ``re``'s ``\\w``, scripts without spaces one
 character per token) hashed with ``xxhash``, and the permutation and band-key arithmetic is the

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import re
 
-import numba
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from dcurate.core.jit import njit
 from dcurate.core.stage import with_column
 from dcurate.stages.filter.params import (
     BULLETS,
@@ -103,14 +103,14 @@ _S31 = np.uint64(31)
 _S27 = np.uint64(27)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _mix(a, b):
     # splitmix-style combination of two 64-bit hashes (wrapping arithmetic)
     x = (a ^ (b + _M1 + (a << np.uint64(6)) + (a >> np.uint64(2)))) * _M2
     return x ^ (x >> _S31)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _ngram_kernel(hashes, lens, offsets, top_ns, dup_ns, out_top, out_dup):
     """For each document (words ``offsets[d]:offsets[d+1]`` of ``hashes``/``lens``):
 

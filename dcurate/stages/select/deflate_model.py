@@ -36,8 +36,8 @@ import zlib
 from typing import Any
 
 import numpy as np
-from numba import njit
 
+from dcurate.core.jit import njit
 from dcurate.stages.select.deflate_trees import (
     BL_ORDER,
     D_CODES,

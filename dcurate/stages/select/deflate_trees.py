@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numba import njit
+
+from dcurate.core.jit import njit
 
 _NO_NRT: dict[str, Any] = {"cache": True, "_nrt": False}
 
