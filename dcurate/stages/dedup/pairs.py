@@ -37,6 +37,7 @@ __all__ = [
     "partition_ranges",
     "merge_partition",
     "iter_pairs",
+    "pair_nodes",
 ]
 
 PAIR_BUCKET_BITS = 10
@@ -111,3 +112,11 @@ def iter_pairs(stems: list[str], size: int):
         v_all = stagefiles.load_npy(stem + "_v.npy", True)
         for a in range(0, len(u_all), size):
             yield np.array(u_all[a : a + size]), np.array(v_all[a : a + size])
+
+
+def pair_nodes(stems: list[str], size: int) -> np.ndarray:
+    """The sorted distinct documents of the partitions' pairs (one pass, ``size`` pairs at a time)."""
+    nodes = np.zeros(0, np.uint64)
+    for u, v in iter_pairs(stems, size):
+        nodes = np.union1d(nodes, np.concatenate([u, v])).astype(np.uint64)
+    return nodes
