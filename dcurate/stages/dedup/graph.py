@@ -270,7 +270,7 @@ class Components:
         i = np.searchsorted(self.universe, ids)
         if len(ids) and (i.max() >= len(self.universe) or (self.universe[i] != ids).any()):
             raise ValueError("Components.add: an edge names a node outside the universe")
-        return i.astype(np.int64)
+        return i.astype(np.int64, copy=False)
 
     def add(self, u: np.ndarray, v: np.ndarray, jac: np.ndarray | None = None) -> None:
         """Fold in edges (u[k], v[k]) with similarity jac[k] (1 when None)."""

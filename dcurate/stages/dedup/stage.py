@@ -60,9 +60,10 @@ MAX_ALL_PAIRS = candidates.MAX_ALL_PAIRS
 # Reduce sizing: keys per grouping task, pairs per verification task.
 KEYS_PER_TASK = 8_000_000
 PAIRS_PER_TASK = 200_000
-# The second MinHash reduce verifies the candidate pairs (memory-mapped from the work folder) this
-# many at a time and folds the verified ones into the union-find (see verify_slice).
-VERIFY_SLICE = 16_000_000
+# The second MinHash reduce reads the candidate pairs from the work folder this many at a time,
+# verifies them and folds the verified ones into the union-find (see verify_slice): about 70 bytes
+# of driver memory per pair of a slice while it is verified, so about 280 MB at most.
+VERIFY_SLICE = 4_000_000
 
 
 def verify_slice() -> int:
