@@ -109,6 +109,7 @@ def _read_slices(path: str, size: int):
     """A ``.npy`` array ``size`` items at a time, read (not memory-mapped: mapped pages of a file
     the size of a partition would count in the reader's resident memory)."""
     head = stagefiles.load_npy(path, True)  # checks the header and the file's size
+    assert isinstance(head, np.memmap)
     offset, dtype, n = int(head.offset), head.dtype, len(head)
     del head
     with open(path, "rb") as f:
