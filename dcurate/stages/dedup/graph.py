@@ -237,12 +237,6 @@ def _add_edges(parent, touched, a, b, jac, best, best_key, best_jac):
                 best_jac[x] = j
 
 
-@njit(cache=True)
-def _flatten(parent):
-    for x in range(parent.shape[0]):
-        parent[x] = _find(parent, x)
-
-
 class Components:
     """Connected components of a stream of edges over a known set of node ids.
 
@@ -288,9 +282,13 @@ class Components:
         best second node's id (0 where none) and its jac (NaN where none); None otherwise."""
         idx = np.flatnonzero(self.touched)
         nodes = self.universe[idx]
-        if self.edges:
-            _flatten(self.parent)
-        root = np.searchsorted(idx, self.parent[idx])
+        parent = self.parent
+        while True:  # pointer jumping to the roots (numpy: no second kernel to load in the driver)
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                break
+            parent = grand
+        root = np.searchsorted(idx, parent[idx])
         if not self.against:
             return nodes, root, None, None
         b = self.best[idx]
