@@ -164,7 +164,9 @@ def warm_kernels() -> None:
         for scheme in ("affine32", "legacy"):
             mh.band_keys(mh.signatures(off, h, 128, 1, scheme), 13, 7)
         graph.candidate_edges(np.array([1, 1], np.uint64), np.array([0, 1], np.uint64))
-        graph.components(2, np.array([0]), np.array([1]))
+        comp = graph.Components(np.array([0, 1], np.uint64), against=True)
+        comp.add(np.array([0], np.uint64), np.array([1], np.uint64))
+        comp.finish()
         graph.set_jaccard(off, h, np.array([0]), np.array([1]))
     finally:
         small.SMALL_TEXT_BYTES, small.SMALL_HASHES, small.SMALL_DOCS = limits

@@ -37,6 +37,7 @@ __all__ = [
     "partition_ranges",
     "merge_partition",
     "iter_pairs",
+    "pair_nodes",
 ]
 
 PAIR_BUCKET_BITS = 10
@@ -104,10 +105,28 @@ def merge_partition(task) -> tuple[str, int, str]:
     return out, len(u), out + "_nodes.npy"
 
 
+def _read_slices(path: str, size: int):
+    """A ``.npy`` array ``size`` items at a time, read (not memory-mapped: mapped pages of a file
+    the size of a partition would count in the reader's resident memory)."""
+    head = stagefiles.load_npy(path, True)  # checks the header and the file's size
+    assert isinstance(head, np.memmap)
+    offset, dtype, n = int(head.offset), head.dtype, len(head)
+    del head
+    with open(path, "rb") as f:
+        for a in range(0, n, size):
+            f.seek(offset + a * dtype.itemsize)
+            yield np.fromfile(f, dtype=dtype, count=min(size, n - a))
+
+
 def iter_pairs(stems: list[str], size: int):
-    """The partitions' pairs, ``size`` at a time, memory-mapped: (u, v) slices in memory."""
+    """The partitions' pairs, ``size`` at a time: (u, v) slices in memory."""
     for stem in stems:
-        u_all = stagefiles.load_npy(stem + "_u.npy", True)
-        v_all = stagefiles.load_npy(stem + "_v.npy", True)
-        for a in range(0, len(u_all), size):
-            yield np.array(u_all[a : a + size]), np.array(v_all[a : a + size])
+        yield from zip(_read_slices(stem + "_u.npy", size), _read_slices(stem + "_v.npy", size), strict=True)
+
+
+def pair_nodes(stems: list[str], size: int) -> np.ndarray:
+    """The sorted distinct documents of the partitions' pairs (one pass, ``size`` pairs at a time)."""
+    nodes = np.zeros(0, np.uint64)
+    for u, v in iter_pairs(stems, size):
+        nodes = np.union1d(nodes, np.concatenate([u, v])).astype(np.uint64)
+    return nodes

@@ -12,7 +12,11 @@ Phases (a global stage, see :mod:`dcurate.core.stage`):
   every shard piece into candidate pairs (:mod:`dcurate.stages.dedup.graph`); candidates are verified
   (exact shingle Jaccard by default), joined by union-find into clusters (connected components
   of the verified pairs, as the ground truth in ``../shared/corpus/dedup`` defines them), and one
-  document per cluster is kept. The plan is one small file per shard piece: the rows to remove
+  document per cluster is kept. The MinHash method streams the pairs: they wait on disk, are
+  verified :func:`verify_slice` at a time and each slice's verified pairs are folded into
+  :class:`~dcurate.stages.dedup.graph.Components`, so the driver holds the candidate documents and
+  one slice of pairs, never all verified pairs (``DCURATE_DEDUP_VERIFY_SLICE`` in the environment
+  sets the slice; tests lower it). The plan is one small file per shard piece: the rows to remove
   (or to annotate) and their clusters.
 * **apply** (each batch): drop or annotate the planned rows.
 
@@ -56,9 +60,16 @@ MAX_ALL_PAIRS = candidates.MAX_ALL_PAIRS
 # Reduce sizing: keys per grouping task, pairs per verification task.
 KEYS_PER_TASK = 8_000_000
 PAIRS_PER_TASK = 200_000
-# The second MinHash reduce verifies the candidate pairs (memory-mapped from the work folder) this
-# many at a time and keeps only the verified ones in memory.
-VERIFY_SLICE = 16_000_000
+# The second MinHash reduce reads the candidate pairs from the work folder this many at a time,
+# verifies them and folds the verified ones into the union-find (see verify_slice): about 70 bytes
+# of driver memory per pair of a slice while it is verified, so about 280 MB at most.
+VERIFY_SLICE = 4_000_000
+
+
+def verify_slice() -> int:
+    """:data:`VERIFY_SLICE`, or ``DCURATE_DEDUP_VERIFY_SLICE`` from the environment (tests lower it)."""
+    value = os.environ.get("DCURATE_DEDUP_VERIFY_SLICE")
+    return max(1, int(value)) if value else VERIFY_SLICE
 
 
 def _minhash():
@@ -417,7 +428,9 @@ class Dedup(Stage):
         v = np.concatenate([r[1] for r in results]) if results else np.zeros(0, np.uint64)
         u, v = graph.unique_pairs(u, v)
         stats["candidate_pairs"] = len(u)
-        return self._plan_clusters(index, u, v, np.ones(len(u)), stats)
+        comp = graph.Components(np.unique(np.concatenate([u, v])), bool(p.against))
+        comp.add(u, v)
+        return self._plan_clusters(index, comp, stats)
 
     def _plan_candidates(self, index: store.ChunkIndex, written: list[dict], pair_dir: Path, stats) -> dict[str, Any]:
         """First MinHash reduce: the grouping tasks' pairs deduplicated partition by partition
@@ -437,7 +450,7 @@ class Dedup(Stage):
         corpus = nodes[(nodes & store.REF_FLAG) == 0]
         rep = candidates.representatives(corpus, index.gather_rows(corpus, "digest", np.uint64, 2))
         work = self.ctx.workdir
-        np.savez(work / "pairs.npz", nodes=corpus, rep=rep)
+        np.savez(work / "pairs.npz", nodes=corpus, rep=rep, all=nodes)
         piece_rows: dict[str, int] = {}  # documents of each piece, as the first scan read them
         for c in index.chunks:
             if not c.first_ref >> 63:
@@ -457,7 +470,8 @@ class Dedup(Stage):
         return np.where(found, rep[i] if len(nodes) else refs, refs)
 
     def _reduce_candidates(self, chunks: list[store.Chunk], plan: Any) -> Any:
-        """Second MinHash reduce: verify the pairs on the candidates' stored data, then cluster."""
+        """Second MinHash reduce: verify the pairs on the candidates' stored data a slice at a
+        time, folding each slice's verified pairs into the components (never all of them at once)."""
         p = self.params
         z = stagefiles.load_npz(plan["pairs"])
         self._reps = (z["nodes"], z["rep"])
@@ -465,22 +479,23 @@ class Dedup(Stage):
         parts = plan.get("pair_parts", [str(Path(plan["pairs"]).parent / "pairs")])
         stats = dict(plan["stats"])
         index = store.ChunkIndex(chunks)
-        kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        for u, v in pairs.iter_pairs(parts, VERIFY_SLICE):
+        step = verify_slice()
+        # every candidate document, corpus and reference (a plan of an older version lacks it)
+        universe = z["all"] if "all" in z else pairs.pair_nodes(parts, step)
+        comp = graph.Components(universe, bool(p.against))
+        for u, v in pairs.iter_pairs(parts, step):
             if p.verify != "none":
                 jac = self._pair_similarity(index, u, v)
                 ok = jac >= p.threshold
-                kept.append((u[ok], v[ok], jac[ok]))
+                comp.add(u[ok], v[ok], jac[ok])
             else:
-                kept.append((u, v, np.full(len(u), np.nan)))
-        u, v, jac = (np.concatenate([k[i] for k in kept]) if kept else np.zeros(0) for i in range(3))
-        u, v = u.astype(np.uint64), v.astype(np.uint64)
+                comp.add(u, v, np.full(len(u), np.nan))
         if p.verify != "none":
-            stats["verified_pairs"] = len(u)
-            stats["false_positives"] = int(stats.get("candidate_pairs", len(u))) - len(u)
+            stats["verified_pairs"] = comp.edges
+            stats["false_positives"] = int(stats.get("candidate_pairs", comp.edges)) - comp.edges
         b, r = self.bands_rows
         stats.update(bands=b, rows=r, num_perm=p.num_perm)
-        return self._plan_clusters(index, u, v, jac, stats)
+        return self._plan_clusters(index, comp, stats)
 
     def _bucket_ranges(self, chunks: list[store.Chunk]) -> list[tuple[int, int]]:
         """Split the key buckets into contiguous ranges of about equal key counts."""
@@ -517,32 +532,19 @@ class Dedup(Stage):
         tasks = [(mode, chunks_json, u[a:b], v[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
         return np.concatenate(self.ctx.map(candidates.similarity_task, tasks))
 
-    def _plan_clusters(self, index, u, v, jac, stats) -> dict[str, Any]:
+    def _plan_clusters(self, index, comp: graph.Components, stats) -> dict[str, Any]:
         p = self.params
-        nodes = np.unique(np.concatenate([u, v]))
-        ui = np.searchsorted(nodes, u)
-        vi = np.searchsorted(nodes, v)
-        root = graph.components(len(nodes), ui, vi)
-        is_ref = (nodes & store.REF_FLAG) != 0
+        nodes, root, best_node, best_jac = comp.finish()
         if p.against:
+            assert best_node is not None and best_jac is not None
             # every corpus document with a verified match in REF goes; its representative is
-            # its most similar reference document
-            corpus = ~is_ref
-            order = np.lexsort((-np.nan_to_num(jac, nan=0.0), ui))
-            first = np.ones(len(order), dtype=bool)
-            first[1:] = ui[order][1:] != ui[order][:-1]
-            best = order[first]
-            members = nodes[corpus]
-            rep = np.zeros(len(nodes), dtype=np.int64)
-            rep_j = np.full(len(nodes), np.nan)
-            rep[ui[best]] = vi[best]
-            rep_j[ui[best]] = jac[best]
-            mi = np.flatnonzero(corpus)
+            # its most similar reference document (the first such edge, i.e. the smallest id)
+            mi = np.flatnonzero((nodes & store.REF_FLAG) == 0)
             comp_root = root[mi]
-            member_rep = nodes[rep[mi]]
-            member_j = rep_j[mi]
+            member_rep = best_node[mi]
+            member_j = best_jac[mi]
             kept = np.zeros(len(mi), dtype=bool)
-            member_refs = members
+            member_refs = nodes[mi]
         else:
             keeper = self._keepers(index, nodes, root)
             mi = np.arange(len(nodes))
