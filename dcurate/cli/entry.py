@@ -146,6 +146,10 @@ def _say_interrupted() -> None:
 
 def _main() -> None:
     argv = _command_line(sys.argv)
+    if len(argv) > 1 and argv[1] in _DATA_COMMANDS:
+        from dcurate.runner.malloc import tune
+
+        tune()  # before the fork server starts: it and the pool inherit the settings
     unused = _UNUSED_PACKAGES.get(argv[1] if len(argv) > 1 else "", ())
     if unused:
         from dcurate.runner.imports import hide
