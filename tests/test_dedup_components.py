@@ -15,6 +15,7 @@ from test_dedup import doc, ids, run
 from test_dedup_pairs import _corpus
 
 from dcurate.core import stagefiles
+from dcurate.core.workfile import BadWorkFile
 from dcurate.stages.dedup import candidates, graph, pairs
 from dcurate.stages.dedup import stage as dedup_stage
 from dcurate.stages.dedup.stage import Dedup
@@ -100,7 +101,7 @@ def test_components_in_random_batches_equal_the_whole_array_result(case):
 
 def test_components_rejects_an_edge_outside_the_universe():
     comp = graph.Components(np.array([1, 3], np.uint64))
-    with pytest.raises(ValueError):
+    with pytest.raises(BadWorkFile, match="candidate list"):  # one line, exit 1 (a DcurateError)
         comp.add(np.array([1], np.uint64), np.array([2], np.uint64))
     nodes, root, _, _ = comp.finish()
     assert len(nodes) == 0 and len(root) == 0

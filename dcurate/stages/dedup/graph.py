@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from dcurate.core.jit import njit
+from dcurate.core.workfile import BadWorkFile
 
 
 @njit(cache=True)
@@ -264,7 +265,10 @@ class Components:
     def _index(self, ids: np.ndarray) -> np.ndarray:
         i = np.searchsorted(self.universe, ids)
         if len(ids) and (i.max() >= len(self.universe) or (self.universe[i] != ids).any()):
-            raise ValueError("Components.add: an edge names a node outside the universe")
+            raise BadWorkFile(
+                "dedup work files disagree: a candidate pair names a document missing from the "
+                "candidate list (pairs.npz); re-run with --force"
+            )
         return i.astype(np.int64, copy=False)
 
     def add(self, u: np.ndarray, v: np.ndarray, jac: np.ndarray | None = None) -> None:
