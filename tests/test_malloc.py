@@ -49,12 +49,15 @@ def test_freed_batches_are_reused_not_faulted_in_again() -> None:
     assert tuned["applied"] == {k: v for k, (_, v) in malloc.SETTINGS.items()}
     stock = _probe(DCURATE_MALLOC_DEFAULTS="1")
     assert stock["applied"] == {}
-    # 20 cycles of 64 MB: glibc's defaults return the blocks to the kernel and fault them in again
-    assert stock["faults"] > 20_000
-    assert tuned["faults"] < stock["faults"] // 10
     # children (the fork server, pool processes) start with the settings; not when left alone
     assert tuned["child"] == str(128 << 20)
     assert stock["child"] == "None"
+    # 20 cycles of 64 MB: glibc's defaults return the blocks to the kernel and fault them in again
+    # (about 16,000 faults per cycle with 4 KB pages; far fewer where transparent huge pages back
+    # every large mapping, which makes the comparison moot)
+    if stock["faults"] < 20 * 1000:
+        pytest.skip(f"only {stock['faults']} page faults with glibc's defaults (huge pages?)")
+    assert tuned["faults"] < stock["faults"] // 10
 
 
 def test_a_users_own_setting_wins() -> None:
